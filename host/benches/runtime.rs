@@ -1,0 +1,61 @@
+//! Per-event cost of the plugin runtime against the same transform compiled natively, and
+//! plugin load time cold and from the precompiled cache.
+//!
+//! `cargo bench -p hookwasm --bench runtime` (figures in BENCHMARKS.md).
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hookwasm::plugins::{Limits, Runtime};
+
+#[allow(dead_code)]
+#[path = "../../tests/it/support.rs"]
+mod support;
+
+fn per_event(c: &mut Criterion) {
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let slack = runtime.load_file("slack-notify", &support::plugin_path("slack-notify")).unwrap();
+    let pass = runtime.load_file("pass-through", &support::plugin_path("pass-through")).unwrap();
+    let pairs = [("base_url", "https://desk.example.com"), ("channel", "#support")];
+    let config = support::config(&pairs);
+
+    let mut group = c.benchmark_group("per_event");
+    for sample in ["message.created", "conversation.updated.large"] {
+        let event = support::sample(sample).plugin_event();
+        let native_event =
+            hookwasm_plugin_sdk::Event::from_envelope(&std::fs::read(support::sample_path(sample)).unwrap()).unwrap();
+        assert!(slack.transform(&event, &config).result.is_ok());
+        group.bench_function(format!("native/slack-notify/{sample}"), |b| {
+            b.iter(|| {
+                hookwasm_plugin_sdk::testing::run::<slack_notify::SlackNotify>(&native_event, &pairs).result.unwrap()
+            })
+        });
+        group.bench_function(format!("wasm/slack-notify/{sample}"), |b| {
+            b.iter(|| slack.transform(&event, &config).result.unwrap())
+        });
+    }
+    let event = support::sample("message.created").plugin_event();
+    let empty = Arc::new(Default::default());
+    group.bench_function("wasm/pass-through/message.created", |b| {
+        b.iter(|| pass.transform(&event, &empty).result.unwrap())
+    });
+    group.finish();
+}
+
+fn load(c: &mut Criterion) {
+    let path = support::plugin_path("slack-notify");
+    let bytes = std::fs::read(&path).unwrap();
+    let cold = Runtime::new(Limits::default(), None).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cached = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap();
+    cached.load("slack-notify", &bytes).unwrap();
+
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    group.bench_function("slack-notify/compile", |b| b.iter(|| cold.load("slack-notify", &bytes).unwrap()));
+    group.bench_function("slack-notify/from-cache", |b| b.iter(|| cached.load("slack-notify", &bytes).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, per_event, load);
+criterion_main!(benches);

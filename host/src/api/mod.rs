@@ -1,0 +1,88 @@
+//! The HTTP surface: routes, shared state, and JSON errors.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::plugins::Registry;
+use crate::store::Store;
+use crate::webhooks::Webhooks;
+
+/// What request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub webhooks: Arc<Webhooks>,
+    pub registry: Arc<Registry>,
+    /// Wakes the delivery worker when new deliveries are committed.
+    pub wake: Arc<Notify>,
+    pub ingest_token: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(crate::ingest::post_event))
+        .route("/v1/events/{id}", get(crate::ingest::get_event))
+        .route("/v1/deliveries/{id}", get(crate::ingest::get_delivery))
+        .route("/v1/plugins", get(plugins))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store.next_due_ms().await {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(error) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string()).into_response()
+        }
+    }
+}
+
+async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) -> Json<serde_json::Value> {
+    let users = state.webhooks.plugin_users();
+    let plugins: Vec<serde_json::Value> = state
+        .registry
+        .statuses()
+        .into_iter()
+        .map(|status| {
+            let mut value = serde_json::to_value(&status).unwrap_or_default();
+            value["webhooks"] = json!(users.get(&status.name).cloned().unwrap_or_default());
+            value
+        })
+        .collect();
+    Json(json!({ "plugins": plugins }))
+}
+
+/// A JSON error: `{"error": message, "code": code, "field"?: field}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message, "code": self.code });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}

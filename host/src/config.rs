@@ -1,0 +1,331 @@
+//! Configuration: embedded defaults, then the TOML file, then `HOOKWASM_<SECTION>_<KEY>`
+//! environment variables; validated as a whole with errors that name the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer};
+
+use crate::delivery::sign::Secret;
+use crate::plugins::Limits;
+
+/// The embedded defaults, also the documented reference (`hookwasm config defaults`).
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub delivery: DeliveryConfig,
+    pub plugins: PluginLimitsConfig,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    /// Bearer token required on `POST /v1/events` when set.
+    pub ingest_token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    pub allow_http: bool,
+    pub allow_private_networks: bool,
+    /// Requests in flight at once, all webhooks together.
+    pub max_in_flight: usize,
+    /// Requests in flight at once to one webhook: a slow endpoint delays only itself.
+    pub max_in_flight_per_webhook: usize,
+    /// Longest `Retry-After` honoured.
+    #[serde(deserialize_with = "duration")]
+    pub max_retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimitsConfig {
+    #[serde(deserialize_with = "duration")]
+    pub deadline: Duration,
+    pub memory_mib: usize,
+    pub output_kib: usize,
+    pub max_concurrent: u32,
+}
+
+/// One `[[webhooks]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub plugin: Option<String>,
+    #[serde(default)]
+    pub plugin_config: BTreeMap<String, String>,
+    pub secret: Option<String>,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"5s\" or \"2h\": {e}")))
+}
+
+fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            humantime::parse_duration(text)
+                .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+        })
+        .collect()
+}
+
+const SECTIONS: &[&str] = &["server", "delivery", "plugins"];
+
+impl Config {
+    /// Defaults, then `file` (if any), then `HOOKWASM_*` from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut table: toml::Table = DEFAULTS.parse().context("embedded defaults")?;
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            let overlay: toml::Table = text.parse().with_context(|| format!("config file {}", path.display()))?;
+            merge(&mut table, overlay);
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("HOOKWASM_") else { continue };
+            let rest = rest.to_ascii_lowercase();
+            let Some((section, key)) =
+                SECTIONS.iter().find_map(|s| rest.strip_prefix(&format!("{s}_")).map(|k| (*s, k)))
+            else {
+                continue;
+            };
+            let value = parse_env_value(&value);
+            let section = table.entry(section).or_insert_with(|| toml::Value::Table(Default::default()));
+            if let toml::Value::Table(section) = section {
+                section.insert(key.to_string(), value);
+            }
+        }
+        Config::from_table(table)
+    }
+
+    /// Parses a complete document (defaults already merged).
+    pub fn from_table(table: toml::Table) -> anyhow::Result<Config> {
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("invalid config at `{path}`: {}", e.into_inner().message().trim())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.delivery.retry_schedule.is_empty() {
+            bail!("invalid config at `delivery.retry_schedule`: needs at least one attempt");
+        }
+        if self.delivery.max_in_flight == 0 || self.delivery.max_in_flight_per_webhook == 0 {
+            bail!("invalid config at `delivery.max_in_flight`: must be at least 1");
+        }
+        if self.plugins.memory_mib == 0 || self.plugins.memory_mib > 4096 {
+            bail!("invalid config at `plugins.memory_mib`: must be 1-4096");
+        }
+        if self.plugins.deadline.is_zero() {
+            bail!("invalid config at `plugins.deadline`: must be positive");
+        }
+        if self.server.ingest_token.as_deref() == Some("") {
+            bail!("invalid config at `server.ingest_token`: empty; remove it to disable the token");
+        }
+        self.validate_webhooks(&self.webhooks)
+    }
+
+    /// Checks webhook entries against this config's delivery rules (used for hot reload too).
+    pub fn validate_webhooks(&self, webhooks: &[WebhookConfig]) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for (index, webhook) in webhooks.iter().enumerate() {
+            let at = format!("webhooks[{index}]");
+            webhook
+                .validate(&self.delivery)
+                .map_err(|e| anyhow::anyhow!("invalid config at `{at}` (id {:?}): {e}", webhook.id))?;
+            if !seen.insert(webhook.id.as_str()) {
+                bail!("invalid config at `{at}`: duplicate webhook id {:?}", webhook.id);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn plugin_limits(&self) -> Limits {
+        Limits {
+            deadline: self.plugins.deadline,
+            memory_bytes: self.plugins.memory_mib << 20,
+            output_bytes: self.plugins.output_kib << 10,
+            max_concurrent: self.plugins.max_concurrent,
+            ..Limits::default()
+        }
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self, delivery: &DeliveryConfig) -> Result<(), String> {
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("`id` must be 1-64 characters of A-Z a-z 0-9 - _".into());
+        }
+        let url = reqwest::Url::parse(&self.url).map_err(|e| format!("`url` {:?} is not a URL: {e}", self.url))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if delivery.allow_http => {}
+            "http" => return Err("`url` must be https (set delivery.allow_http = true for local development)".into()),
+            other => return Err(format!("`url` scheme {other:?} is not http(s)")),
+        }
+        if url.host_str().is_none() {
+            return Err("`url` has no host".into());
+        }
+        if self.events.is_empty() {
+            return Err("`events` is empty; list event types like \"message.created\" or \"conversation.*\"".into());
+        }
+        for pattern in &self.events {
+            let body = pattern.strip_suffix('*').unwrap_or(pattern);
+            let valid = pattern == "*"
+                || (!body.is_empty()
+                    && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
+            if !valid || (pattern.ends_with('*') && pattern != "*" && !body.ends_with('.')) {
+                return Err(format!("`events` entry {pattern:?} must be an event type or a prefix ending in \".*\""));
+            }
+        }
+        if let Some(plugin) = &self.plugin
+            && (plugin.is_empty() || plugin.contains(['/', '\\', '.']))
+        {
+            return Err(format!("`plugin` {plugin:?} must be a plugin name (the .wasm file's stem)"));
+        }
+        if let Some(secret) = &self.secret {
+            Secret::parse(secret).map_err(|e| format!("`secret`: {e}"))?;
+        }
+        for (name, value) in &self.headers {
+            let lower = name.to_ascii_lowercase();
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || axum::http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(format!("`headers.{name}` is not a valid HTTP header"));
+            }
+            if lower.starts_with("webhook-")
+                || ["content-length", "host", "user-agent", "transfer-encoding"].contains(&lower.as_str())
+            {
+                return Err(format!("`headers.{name}` is reserved by hookwasm"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this webhook subscribes to `event_type`.
+    pub fn subscribes_to(&self, event_type: &str) -> bool {
+        self.events.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => event_type.starts_with(prefix),
+            None => pattern == event_type,
+        })
+    }
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(overlay)) => merge(base, overlay),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// `true`, `42` and `["a", "b"]` keep their TOML type; anything else is a string.
+fn parse_env_value(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookwasm.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_alone_are_valid() {
+        let config = Config::load(None, []).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.delivery.retry_schedule.len(), 10);
+        assert_eq!(config.delivery.retry_schedule[3], Duration::from_secs(1800));
+        assert!(!config.delivery.allow_http);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let config = load(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[[webhooks]]\nid = \"a\"\nurl = \"https://x.example/h\"\nevents = [\"conversation.*\"]\n",
+            &[("HOOKWASM_SERVER_LISTEN", "127.0.0.1:9001"), ("HOOKWASM_DELIVERY_ALLOW_HTTP", "true"), ("PATH", "/bin")],
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9001);
+        assert!(config.delivery.allow_http);
+        assert!(config.webhooks[0].subscribes_to("conversation.created"));
+        assert!(!config.webhooks[0].subscribes_to("message.created"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten_on = \"x\"\n", vec![], "server"),
+            ("[delivery]\ntimeout = \"soon\"\n", vec![], "delivery.timeout"),
+            ("", vec![("HOOKWASM_SERVER_BOGUS", "1")], "server"),
+            ("[[webhooks]]\nid = \"a\"\nurl = \"http://x.example\"\nevents = [\"a.b\"]\n", vec![], "webhooks[0]"),
+            ("[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a*\"]\n", vec![], "webhooks[0]"),
+            (
+                "[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a.b\"]\nsecret = \"nope\"\n",
+                vec![],
+                "webhooks[0]",
+            ),
+            (
+                "[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a.b\"]\ncolor = 1\n",
+                vec![],
+                "webhooks[0]",
+            ),
+        ];
+        for (text, env, key) in cases {
+            let error = format!("{:#}", load(text, &env).unwrap_err());
+            assert!(error.contains(&format!("`{key}")), "{key}: {error}");
+        }
+        let unknown = format!("{:#}", load("[server]\nlisten_on = \"x\"\n", &[]).unwrap_err());
+        assert!(unknown.contains("listen_on"), "{unknown}");
+    }
+}

@@ -1,0 +1,322 @@
+//! The delivery worker: a claim loop plus one task per claimed delivery.
+//!
+//! Concurrency is bounded globally (`max_in_flight`) and per webhook
+//! (`max_in_flight_per_webhook`): a claim skips webhooks at their bound, so a slow or dead
+//! endpoint only ever ties up its own slots.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::client::Client;
+use super::request;
+use super::retry::{self, Verdict};
+use crate::config::DeliveryConfig;
+use crate::model::Event;
+use crate::plugins::{Action, LogLevel, Registry};
+use crate::store::{Attempt, DeliveryState, DeliveryUpdate, DueDelivery, Store, Transformed, now_ms};
+use crate::webhooks::{Webhook, Webhooks};
+
+/// How long a disabled webhook's deliveries wait before being looked at again.
+const DISABLED_RECHECK: Duration = Duration::from_secs(60);
+/// Longest idle wait between claims when nothing is due.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+const CLAIM_BATCH: usize = 256;
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    webhooks: Arc<Webhooks>,
+    registry: Arc<Registry>,
+    client: Client,
+    config: DeliveryConfig,
+    owner: String,
+    wake: Arc<Notify>,
+    in_flight: Mutex<HashMap<String, usize>>,
+    slots: Arc<Semaphore>,
+}
+
+/// What the transform step decided.
+enum Transform {
+    Send(Transformed),
+    Filtered { reason: String, plugin_sha: Option<String> },
+    Held { reason: String, plugin_sha: Option<String> },
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        webhooks: Arc<Webhooks>,
+        registry: Arc<Registry>,
+        config: DeliveryConfig,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Worker> {
+        Ok(Worker {
+            client: Client::new(config.timeout, config.allow_private_networks)?,
+            slots: Arc::new(Semaphore::new(config.max_in_flight)),
+            store,
+            webhooks,
+            registry,
+            config,
+            owner: crate::model::new_id("worker"),
+            wake,
+            in_flight: Mutex::default(),
+        })
+    }
+
+    /// A lease comfortably longer than one delivery can take.
+    fn lease(&self) -> Duration {
+        self.config.timeout * 2 + Duration::from_secs(30)
+    }
+
+    /// Claims and processes deliveries until `shutdown` turns true, then lets in-flight
+    /// deliveries finish (up to the delivery timeout) and releases what remains.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        while !*shutdown.borrow() {
+            while tasks.try_join_next().is_some() {}
+            let free = self.slots.available_permits().min(CLAIM_BATCH);
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                match self.store.claim_due(&self.owner, free, self.busy_webhooks(), self.lease()).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::error!(%error, "claiming deliveries failed");
+                        Vec::new()
+                    }
+                }
+            };
+            if claimed.is_empty() {
+                let idle = self.idle_wait(free == 0).await;
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let mut overflow = Vec::new();
+            for delivery in claimed {
+                let Some(permit) = self.take_slot(&delivery.webhook_id) else {
+                    overflow.push(delivery.id);
+                    continue;
+                };
+                let worker = self.clone();
+                tasks.spawn(async move {
+                    let webhook_id = delivery.webhook_id.clone();
+                    worker.process(delivery).await;
+                    worker.free_slot(&webhook_id);
+                    drop(permit);
+                });
+            }
+            if !overflow.is_empty()
+                && let Err(error) = self.store.release(&self.owner, overflow).await
+            {
+                tracing::error!(%error, "releasing deliveries failed");
+            }
+        }
+        let drain = tokio::time::timeout(self.config.timeout + Duration::from_secs(1), async {
+            while tasks.join_next().await.is_some() {}
+        });
+        if drain.await.is_err() {
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "shutdown: abandoning in-flight deliveries; their leases will expire and they will be retried"
+            );
+            tasks.abort_all();
+        }
+    }
+
+    async fn idle_wait(&self, saturated: bool) -> Duration {
+        if saturated {
+            return IDLE_POLL;
+        }
+        match self.store.next_due_ms().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
+            _ => IDLE_POLL,
+        }
+    }
+
+    fn busy_webhooks(&self) -> Vec<String> {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight
+            .iter()
+            .filter(|(_, n)| **n >= self.config.max_in_flight_per_webhook)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn take_slot(&self, webhook_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let count = in_flight.entry(webhook_id.to_string()).or_default();
+        if *count >= self.config.max_in_flight_per_webhook {
+            return None;
+        }
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        *count += 1;
+        Some(permit)
+    }
+
+    fn free_slot(&self, webhook_id: &str) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = in_flight.get_mut(webhook_id) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(webhook_id);
+            }
+        }
+    }
+
+    async fn process(&self, delivery: DueDelivery) {
+        let id = delivery.id.clone();
+        let update = self.work(delivery).await;
+        match self.store.update(&self.owner, update).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = id, "lease lost before the result was recorded; another worker owns it")
+            }
+            Err(error) => {
+                tracing::error!(delivery = id, %error, "recording a delivery result failed; it will be retried when its lease expires")
+            }
+        }
+    }
+
+    async fn work(&self, delivery: DueDelivery) -> DeliveryUpdate {
+        let mut update = DeliveryUpdate {
+            id: delivery.id.clone(),
+            state: DeliveryState::Dead,
+            next_attempt_at_ms: now_ms(),
+            transformed: None,
+            reason: None,
+            attempt: None,
+            plugin_sha: None,
+        };
+        let Some(webhook) = self.webhooks.get(&delivery.webhook_id) else {
+            update.reason = Some(format!("webhook `{}` is no longer configured", delivery.webhook_id));
+            return update;
+        };
+        if !self.webhooks.is_active(&webhook) {
+            update.state =
+                if delivery.transformed.is_some() { DeliveryState::Retrying } else { DeliveryState::Pending };
+            update.next_attempt_at_ms = now_ms() + DISABLED_RECHECK.as_millis() as i64;
+            update.reason =
+                Some(self.webhooks.disabled_reason(&webhook).unwrap_or_else(|| "webhook is disabled".into()));
+            return update;
+        }
+        let (transformed, first_time) = match delivery.transformed.clone() {
+            Some(transformed) => (transformed, false),
+            None => match self.transform(&webhook, &delivery).await {
+                Transform::Send(transformed) => (transformed, true),
+                Transform::Filtered { reason, plugin_sha } => {
+                    update.state = DeliveryState::Filtered;
+                    update.reason = Some(reason);
+                    update.plugin_sha = plugin_sha;
+                    return update;
+                }
+                Transform::Held { reason, plugin_sha } => {
+                    update.state = DeliveryState::Held;
+                    update.reason = Some(reason);
+                    update.plugin_sha = plugin_sha;
+                    return update;
+                }
+            },
+        };
+
+        let timestamp = now_ms() / 1000;
+        let outgoing = request::build(
+            &delivery.id,
+            timestamp,
+            &webhook.secrets,
+            &webhook.headers,
+            &transformed.headers,
+            transformed.body.clone(),
+        );
+        let result = self.client.send(&webhook.config.url, &outgoing).await;
+        let attempts_made = delivery.attempts + 1;
+        tracing::debug!(delivery = delivery.id, webhook = webhook.config.id, event = delivery.event.id, status = ?result.status, latency_ms = result.latency.as_millis() as u64, error = ?result.error, attempt = attempts_made, "attempt");
+        update.attempt = Some(Attempt {
+            at_ms: now_ms() - result.latency.as_millis() as i64,
+            status: result.status,
+            latency_ms: result.latency.as_millis() as u64,
+            response_excerpt: result.response_excerpt.clone(),
+            error: result.error.clone(),
+        });
+        if first_time {
+            update.transformed = Some(transformed);
+        }
+        match retry::verdict(result.status) {
+            Verdict::Delivered => update.state = DeliveryState::Delivered,
+            Verdict::Gone => {
+                let reason = "endpoint answered 410 Gone; webhook disabled".to_string();
+                tracing::warn!(
+                    webhook = webhook.config.id,
+                    url = webhook.config.url,
+                    "410 Gone: disabling the webhook"
+                );
+                self.webhooks.disable(&webhook, &reason);
+                if let Err(error) = self.store.disable_webhook(&webhook.config.id, &webhook.config.url, &reason).await {
+                    tracing::error!(%error, "persisting the disabled webhook failed");
+                }
+                update.state = DeliveryState::Dead;
+                update.reason = Some(reason);
+            }
+            Verdict::Retry => {
+                match retry::next_delay(
+                    &self.config.retry_schedule,
+                    attempts_made,
+                    result.retry_after,
+                    self.config.max_retry_after,
+                ) {
+                    Some(delay) => {
+                        update.state = DeliveryState::Retrying;
+                        update.next_attempt_at_ms = now_ms() + delay.as_millis() as i64;
+                    }
+                    None => {
+                        update.state = DeliveryState::Dead;
+                        update.reason = Some(format!("gave up after {attempts_made} attempts"));
+                    }
+                }
+            }
+        }
+        update
+    }
+
+    async fn transform(&self, webhook: &Webhook, delivery: &DueDelivery) -> Transform {
+        let Some(name) = &webhook.config.plugin else {
+            return Transform::Send(envelope(&delivery.event));
+        };
+        let Some(plugin) = self.registry.current(name) else {
+            let cause = self.registry.last_error(name).map(|e| format!(": {e}")).unwrap_or_default();
+            return Transform::Held { reason: format!("plugin `{name}` is not loaded{cause}"), plugin_sha: None };
+        };
+        let sha = Some(plugin.sha256().to_string());
+        let execution =
+            self.registry.transform(plugin.clone(), delivery.event.plugin_event(), webhook.plugin_config.clone()).await;
+        for line in &execution.logs {
+            let (plugin, event) = (name.as_str(), delivery.event.id.as_str());
+            match line.level {
+                LogLevel::Error => tracing::error!(plugin, event, message = line.message, "plugin log"),
+                LogLevel::Warn => tracing::warn!(plugin, event, message = line.message, "plugin log"),
+                LogLevel::Info => tracing::info!(plugin, event, message = line.message, "plugin log"),
+                _ => tracing::debug!(plugin, event, level = ?line.level, message = line.message, "plugin log"),
+            }
+        }
+        match execution.result {
+            Ok(Action::Deliver { headers, body }) => Transform::Send(Transformed { body, headers, plugin_sha: sha }),
+            Ok(Action::Pass) => Transform::Send(Transformed { plugin_sha: sha, ..envelope(&delivery.event) }),
+            Ok(Action::Skip(reason)) => Transform::Filtered { reason, plugin_sha: sha },
+            Err(error) => {
+                tracing::warn!(delivery = delivery.id, webhook = webhook.config.id, %error, "plugin failed; delivery held");
+                Transform::Held { reason: error.to_string(), plugin_sha: sha }
+            }
+        }
+    }
+}
+
+fn envelope(event: &Event) -> Transformed {
+    Transformed { body: event.envelope_json(), headers: Vec::new(), plugin_sha: None }
+}

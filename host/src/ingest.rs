@@ -1,0 +1,106 @@
+//! `POST /v1/events`: validate, fan out to subscribed webhooks, store durably, answer 202.
+//! Also the read side for one event or delivery.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::api::{ApiError, AppState};
+use crate::model::{Event, new_id};
+use crate::store::{IngestOutcome, NewDelivery};
+
+pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    if let Some(token) = &state.ingest_token {
+        check_bearer(&headers, token)?;
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if essence != "application/json" && !(essence.starts_with("application/") && essence.ends_with("+json")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content-type must be application/json, got {:?}", content_type),
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|error| {
+        let too_large =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than the {}-byte limit", state.max_body_bytes),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the request body: {error}"))
+        }
+    })?;
+    let event = Event::parse_envelope(&bytes).map_err(|error| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: if error.field().is_some() { "invalid_field" } else { "malformed_json" },
+        message: error.to_string(),
+        field: error.field(),
+    })?;
+    let deliveries: Vec<NewDelivery> = state
+        .webhooks
+        .subscribed(&event.event_type)
+        .iter()
+        .map(|webhook| NewDelivery { id: new_id("msg"), webhook_id: webhook.config.id.clone() })
+        .collect();
+    let id = event.id.clone();
+    match state.store.ingest(event, deliveries).await {
+        Ok(IngestOutcome::Accepted { deliveries }) => {
+            if deliveries > 0 {
+                state.wake.notify_one();
+            }
+            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "deliveries": deliveries }))).into_response())
+        }
+        Ok(IngestOutcome::Duplicate) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "duplicate": true }))).into_response())
+        }
+        Err(error) => {
+            tracing::error!(event = id, %error, "storing an event failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event could not be stored; retry",
+            ))
+        }
+    }
+}
+
+fn check_bearer(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"))
+    }
+}
+
+/// `GET /v1/events/{id}`: the deliveries of one event.
+pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let deliveries = state
+        .store
+        .deliveries_for_event(&id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    Ok(Json(json!({ "id": id, "deliveries": deliveries })).into_response())
+}
+
+/// `GET /v1/deliveries/{id}`: one delivery with every attempt.
+pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match state.store.delivery(&id).await {
+        Ok(Some(delivery)) => Ok(Json(delivery).into_response()),
+        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no delivery {id}"))),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())),
+    }
+}

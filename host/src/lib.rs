@@ -1,0 +1,32 @@
+//! hookwasm: a webhook transformer host.
+//!
+//! Events arrive over HTTP, are stored durably, fan out to the webhooks subscribed to them,
+//! pass through each webhook's optional WebAssembly plugin, and are delivered signed
+//! (Standard Webhooks) with retries.
+//!
+//! # Layout
+//!
+//! - [`config`]: defaults -> TOML file -> `HOOKWASM_*` env, validated with errors naming the key.
+//! - [`model`]: the event envelope every other module speaks.
+//! - [`ingest`]: `POST /v1/events` -> validate -> store (durable) -> 202.
+//! - [`store`]: the [`store::Store`] trait and its SQLite implementation (group commit, leases).
+//! - [`webhooks`]: the webhooks in effect, their secrets and runtime state.
+//! - [`plugins`]: the sandboxed Wasm runtime and the registry of loaded plugin versions.
+//! - [`delivery`]: the worker (claim, transform, send), signing, retries, the HTTP client.
+//! - [`api`]: routes, shared state and JSON errors.
+//! - [`server`]: wires it all together for `hookwasm serve`.
+//! - [`devtools`]: `hookwasm plugin test|check|new`, the plugin author's local loop.
+//!
+//! Data flows one way: ingest -> store -> worker -> plugin runtime -> worker -> HTTP -> store.
+//! `main.rs` only parses the command line and calls into these.
+
+pub mod api;
+pub mod config;
+pub mod delivery;
+pub mod devtools;
+pub mod ingest;
+pub mod model;
+pub mod plugins;
+pub mod server;
+pub mod store;
+pub mod webhooks;

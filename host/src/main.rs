@@ -1,0 +1,307 @@
+//! The `hookwasm` command line: parse arguments and call into the library.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use hookwasm::config::Config;
+use hookwasm::delivery::sign::Secret;
+use hookwasm::devtools;
+use hookwasm::model::Event;
+use hookwasm::plugins::{Limits, Runtime};
+
+#[derive(Parser)]
+#[command(
+    name = "hookwasm",
+    version,
+    about = "Webhook transformer host: signed, retried delivery through Wasm plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: ingest events, transform them through plugins, deliver them.
+    Serve(ServeArgs),
+    /// Send events to a running server.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Develop plugins locally: run, validate or scaffold one.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Config file (TOML); without one, the built-in defaults and HOOKWASM_* env apply.
+    #[arg(long, env = "HOOKWASM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "HOOKWASM_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// POST event envelope files to `/v1/events`.
+    Send {
+        /// Event files (`{"id"?, "type", "timestamp"?, "data"}`); `-` reads stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// The server's base URL.
+    #[arg(long, env = "HOOKWASM_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Bearer token for the ingest endpoint.
+    #[arg(long, env = "HOOKWASM_INGEST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run a plugin on one event, with the same runtime and limits as `serve`, and print
+    /// exactly what would be sent.
+    Test(TestArgs),
+    /// Validate a plugin (a component implementing hookwasm:plugin/transformer) without running it.
+    Check(CheckArgs),
+    /// Create a new plugin crate in the directory NAME.
+    New(NewArgs),
+}
+
+#[derive(Args)]
+struct RuntimeArgs {
+    /// Wall-clock deadline per call, e.g. 50ms.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    deadline: std::time::Duration,
+    /// Linear memory cap in MiB.
+    #[arg(long, default_value_t = 32)]
+    memory_mib: usize,
+    /// Precompiled-code cache directory [default: ~/.cache/hookwasm].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Always compile; neither read nor write the cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// The plugin component (`.wasm`).
+    plugin: PathBuf,
+    /// The event envelope file (`{"id", "type", "timestamp", "data"}`); `-` reads stdin.
+    #[arg(long)]
+    event: PathBuf,
+    /// A plugin_config entry; repeat for more.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// Secret to sign with [default: a random one, printed in the headers' signature only].
+    #[arg(long, env = "HOOKWASM_TEST_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The plugin component (`.wasm`).
+    plugin: PathBuf,
+    /// Also run the plugin's check-config with this plugin_config entry; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct NewArgs {
+    /// Directory to create; its name is the plugin's name.
+    name: PathBuf,
+    /// Depend on the SDK at this path instead of the default.
+    #[arg(long)]
+    sdk_path: Option<PathBuf>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn runtime(args: &RuntimeArgs) -> anyhow::Result<Runtime> {
+    let limits =
+        Limits { deadline: args.deadline, memory_bytes: args.memory_mib << 20, max_concurrent: 4, ..Limits::default() };
+    let cache = if args.no_cache { None } else { args.cache_dir.clone().or_else(devtools::default_cache_dir) };
+    Runtime::new(limits, cache).context("starting the Wasm runtime")
+}
+
+fn read_event(path: &Path) -> anyhow::Result<Event> {
+    let bytes = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).context("reading the event from stdin")?;
+        bytes
+    } else {
+        std::fs::read(path).with_context(|| format!("reading event file {}", path.display()))?
+    };
+    Event::parse_envelope(&bytes).with_context(|| format!("event {}", path.display()))
+}
+
+fn plugin_test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let event = read_event(&args.event)?;
+    let secret = match &args.secret {
+        Some(text) => Secret::parse(text)?,
+        None => Secret::generate(),
+    };
+    let runtime = runtime(&args.runtime)?;
+    let plugin = runtime.load_file(&devtools::plugin_name(&args.plugin), &args.plugin)?;
+    let config: BTreeMap<String, String> = args.config.into_iter().collect();
+    let report = devtools::run_plugin_test(&plugin, &event, config, &secret);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn plugin_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let runtime = runtime(&args.runtime)?;
+    let plugin = runtime.load_file(&devtools::plugin_name(&args.plugin), &args.plugin)?;
+    println!(
+        "ok: {} implements hookwasm:plugin/transformer@0.1.0 (sha256 {}, {:?} in {:.1} ms)",
+        args.plugin.display(),
+        plugin.sha256(),
+        plugin.load_source(),
+        plugin.load_time().as_secs_f64() * 1e3
+    );
+    if !args.config.is_empty() {
+        let config = std::sync::Arc::new(args.config.into_iter().collect());
+        if let Err(error) = plugin.check_config(&config).result {
+            bail!("{error}");
+        }
+        println!("ok: plugin_config accepted");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_new(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let options = devtools::ScaffoldOptions { sdk_path: args.sdk_path };
+    devtools::scaffold(&args.name, &options)?;
+    let dir = args.name.display();
+    println!("created plugin crate {dir}");
+    println!("  cd {dir} && cargo test && cargo build --target wasm32-wasip2 --release");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKWASM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let config = Config::load(args.config.as_deref(), std::env::vars())?;
+    tokio_runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.server.listen))?;
+        println!("hookwasm listening on http://{}", listener.local_addr()?);
+        hookwasm::server::run(config, listener, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+fn events_send(files: Vec<PathBuf>, server: ServerArgs) -> anyhow::Result<ExitCode> {
+    tokio_runtime()?.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("{}/v1/events", server.server.trim_end_matches('/'));
+        let mut failed = false;
+        for file in files {
+            let body = if file == Path::new("-") {
+                let mut bytes = Vec::new();
+                std::io::stdin().read_to_end(&mut bytes)?;
+                bytes
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let mut request = client.post(&url).header("content-type", "application/json").body(body);
+            if let Some(token) = &server.token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.with_context(|| format!("sending to {url}"))?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            println!("{} {} {}", file.display(), status.as_u16(), text);
+            failed |= !status.is_success();
+        }
+        Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Events(EventsCommand::Send { files, server }) => events_send(files, server),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),
+        Command::Plugin(PluginCommand::Check(args)) => plugin_check(args),
+        Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The registry: plugin name -> the version currently serving, plus each plugin's status.
+//!
+//! A load validates the component and runs `check-config` for every webhook configuration
+//! that uses the plugin before the new version is swapped in; on failure the previous
+//! version keeps serving and the error is recorded. Calls run on Tokio's blocking pool,
+//! at most `Limits::max_concurrent` at once (the size of the instance pool).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::{Execution, LoadError, Plugin, PluginConfig, PluginEvent, Runtime};
+
+/// Whether a plugin is serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginState {
+    Loaded,
+    /// The last load failed; a previous version may still be serving (`sha256`).
+    Failed,
+    /// The file was removed.
+    Unloaded,
+}
+
+/// What operators see for a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub state: PluginState,
+    /// The version serving now, if any.
+    pub sha256: Option<String>,
+    #[serde(with = "system_time_ms")]
+    pub loaded_at: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub file: PathBuf,
+}
+
+mod system_time_ms {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(time: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
+        let ms = time.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64);
+        serde::Serialize::serialize(&ms, serializer)
+    }
+}
+
+struct Entry {
+    current: Option<Plugin>,
+    status: PluginStatus,
+}
+
+/// Why a load was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("plugin `{plugin}`: rejected the plugin_config of webhook `{webhook}`: {message}")]
+    ConfigRejected { plugin: String, webhook: String, message: String },
+}
+
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    entries: RwLock<BTreeMap<String, Entry>>,
+    calls: Arc<Semaphore>,
+}
+
+impl Registry {
+    pub fn new(runtime: Arc<Runtime>) -> Registry {
+        let calls = Arc::new(Semaphore::new(runtime.limits().max_concurrent.max(1) as usize));
+        Registry { runtime, entries: RwLock::default(), calls }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The version of `name` serving now.
+    pub fn current(&self, name: &str) -> Option<Plugin> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).get(name).and_then(|e| e.current.clone())
+    }
+
+    /// The last load error of `name`, if its last load failed.
+    pub fn last_error(&self, name: &str) -> Option<String> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(name).and_then(|e| e.status.last_error.clone())
+    }
+
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).values().map(|e| e.status.clone()).collect()
+    }
+
+    /// Loads `path` as plugin `name`, checks it against `configs` (webhook id, its
+    /// plugin_config), and swaps it in. Blocking: compiles on a cache miss.
+    pub fn load_file(
+        &self,
+        name: &str,
+        path: &Path,
+        configs: &[(String, PluginConfig)],
+    ) -> Result<Plugin, RegistryError> {
+        let outcome = self.runtime.load_file(name, path).map_err(RegistryError::from).and_then(|plugin| {
+            for (webhook, config) in configs {
+                if let Err(error) = plugin.check_config(config).result {
+                    let message = match error.kind {
+                        super::PluginErrorKind::Returned(message) => message,
+                        other => other.to_string(),
+                    };
+                    return Err(RegistryError::ConfigRejected {
+                        plugin: name.into(),
+                        webhook: webhook.clone(),
+                        message,
+                    });
+                }
+            }
+            Ok(plugin)
+        });
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
+            current: None,
+            status: PluginStatus {
+                name: name.into(),
+                state: PluginState::Failed,
+                sha256: None,
+                loaded_at: None,
+                last_error: None,
+                file: path.into(),
+            },
+        });
+        entry.status.file = path.into();
+        match &outcome {
+            Ok(plugin) => {
+                entry.current = Some(plugin.clone());
+                entry.status.state = PluginState::Loaded;
+                entry.status.sha256 = Some(plugin.sha256().to_string());
+                entry.status.loaded_at = Some(plugin.loaded_at());
+                entry.status.last_error = None;
+            }
+            Err(error) => {
+                entry.status.state = PluginState::Failed;
+                entry.status.last_error = Some(error.to_string());
+            }
+        }
+        outcome
+    }
+
+    /// Loads every `*.wasm` in `dir` (plugin name = file stem). Failures are recorded and
+    /// logged; they do not stop the others.
+    pub fn load_dir(
+        &self,
+        dir: &Path,
+        configs_for: impl Fn(&str) -> Vec<(String, PluginConfig)>,
+    ) -> Vec<(String, Result<Plugin, RegistryError>)> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded");
+                return Vec::new();
+            }
+        };
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let result = self.load_file(&name, &path, &configs_for(&name));
+                match &result {
+                    Ok(plugin) => tracing::info!(plugin = name, sha256 = plugin.sha256(), source = ?plugin.load_source(), load_ms = plugin.load_time().as_millis() as u64, "plugin loaded"),
+                    Err(error) => tracing::error!(plugin = name, file = %path.display(), %error, "plugin failed to load"),
+                }
+                (name, result)
+            })
+            .collect()
+    }
+
+    /// Runs `plugin` on `event` off the async runtime, waiting for a free instance slot.
+    pub async fn transform(&self, plugin: Plugin, event: PluginEvent, config: PluginConfig) -> Execution {
+        let _permit = self.calls.clone().acquire_owned().await.ok();
+        let (name, sha) = (plugin.name().to_string(), plugin.sha256()[..12].to_string());
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || plugin.transform(&event, &config)).await.unwrap_or_else(|join_error| {
+            Execution {
+                result: Err(super::PluginError {
+                    plugin: name,
+                    short_sha: sha,
+                    kind: super::PluginErrorKind::Instantiate(format!(
+                        "the plugin call did not complete: {join_error}"
+                    )),
+                }),
+                logs: Vec::new(),
+                duration: started.elapsed(),
+            }
+        })
+    }
+}

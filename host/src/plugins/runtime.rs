@@ -1,0 +1,363 @@
+//! The engine, loading (validation + precompiled cache) and per-event execution.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use super::bindings::{self, TransformerPre};
+use super::sandbox::PluginState;
+use super::{Action, Execution, Limits, LoadError, PluginConfig, PluginError, PluginErrorKind, PluginEvent};
+
+/// How often the epoch advances; deadlines are measured in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Headers a plugin may not set: hookwasm owns the signature, framing and identity.
+const RESERVED_HEADERS: &[&str] = &["content-length", "host", "user-agent", "transfer-encoding", "connection"];
+const MAX_HEADERS: usize = 32;
+const MAX_HEADER_BYTES: usize = 8 << 10;
+
+/// Import namespaces a plugin may use. Rust's `wasm32-wasip2` std imports the WASI CLI world
+/// even when unused; every capability in it is denied by the sandbox's `WasiCtx`.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "hookwasm:plugin/host@0.1.",
+    "hookwasm:plugin/types@0.1.",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
+
+/// Owns the wasmtime engine and linker; loads plugins. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+    engine_tag: String,
+}
+
+/// Where a loaded plugin's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadSource {
+    /// Compiled now with Cranelift.
+    Compiled,
+    /// Read from the precompiled-code cache.
+    Cache,
+}
+
+/// One loaded plugin version, ready to run. Clones share the compiled code.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    name: String,
+    sha256: String,
+    pre: TransformerPre<PluginState>,
+    limits: Limits,
+    engine: Engine,
+    loaded_at: SystemTime,
+    load_source: LoadSource,
+    load_time: Duration,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.inner.name).field("sha256", &self.inner.sha256).finish()
+    }
+}
+
+impl Runtime {
+    /// An engine with the pooling allocator sized for `limits`, epoch interruption, and (if
+    /// `cache_dir` is set) a precompiled-code cache there.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = limits.max_concurrent.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(16)
+            .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10))
+            // Keeping the first pages of a slot resident (and zeroed by memset, not
+            // madvise) avoids a page fault per page touched by the next instance.
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+        start_epoch_ticker(&engine);
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_tag = format!("{:016x}", hasher.finish());
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Runtime { engine, linker, limits, cache_dir, engine_tag })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Reads and loads a plugin file.
+    pub fn load_file(&self, name: &str, path: &Path) -> Result<Plugin, LoadError> {
+        let read_error = |source| LoadError::Read { plugin: name.into(), path: path.display().to_string(), source };
+        let size = std::fs::metadata(path).map_err(read_error)?.len() as usize;
+        if size > self.limits.plugin_file_bytes {
+            return Err(LoadError::TooLarge { plugin: name.into(), size, limit: self.limits.plugin_file_bytes });
+        }
+        let bytes = std::fs::read(path).map_err(read_error)?;
+        self.load(name, &bytes)
+    }
+
+    /// Validates and compiles (or fetches from the cache) a plugin component. Blocking and
+    /// CPU-heavy on a cache miss: call it off the async runtime.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let started = Instant::now();
+        let plugin = || name.to_string();
+        if bytes.len() > self.limits.plugin_file_bytes {
+            return Err(LoadError::TooLarge {
+                plugin: plugin(),
+                size: bytes.len(),
+                limit: self.limits.plugin_file_bytes,
+            });
+        }
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm { plugin: plugin() });
+        }
+        // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
+        if bytes[6..8] == [0, 0] {
+            return Err(LoadError::CoreModule { plugin: plugin() });
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let (component, load_source) = self
+            .compile_cached(&sha256, bytes)
+            .map_err(|e| LoadError::Invalid { plugin: plugin(), reason: format!("{e:#}") })?;
+
+        let ty = component.component_type();
+        for (import, _) in ty.imports(&self.engine) {
+            if !ALLOWED_IMPORTS.iter().any(|allowed| import.starts_with(allowed)) {
+                return Err(LoadError::ForbiddenImport { plugin: plugin(), import: import.to_string() });
+            }
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongInterface { plugin: plugin(), reason: format!("{e:#}") })?;
+        let pre = TransformerPre::new(instance_pre)
+            .map_err(|e| LoadError::WrongInterface { plugin: plugin(), reason: format!("{e:#}") })?;
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                name: name.to_string(),
+                sha256,
+                pre,
+                limits: self.limits.clone(),
+                engine: self.engine.clone(),
+                loaded_at: SystemTime::now(),
+                load_source,
+                load_time: started.elapsed(),
+            }),
+        })
+    }
+
+    fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<(Component, LoadSource)> {
+        let Some(dir) = &self.cache_dir else {
+            return Ok((Component::new(&self.engine, bytes)?, LoadSource::Compiled));
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_tag));
+        if path.exists() {
+            // SAFETY: the cache directory is hookwasm's own; files are written whole (rename)
+            // by `Component::serialize` of this engine configuration, named by its hash.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok((component, LoadSource::Cache)),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "discarding unreadable precompiled plugin")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        let tmp = dir.join(format!(".{sha256}-{}.tmp", std::process::id()));
+        let written = component
+            .serialize()
+            .and_then(|code| Ok(std::fs::write(&tmp, code)?))
+            .and_then(|()| Ok(std::fs::rename(&tmp, &path)?));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "could not write precompiled plugin cache");
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok((component, LoadSource::Compiled))
+    }
+}
+
+/// Advances the engine's epoch every tick until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("hookwasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Hex sha256 of the plugin file: the version identity recorded on deliveries.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.inner.loaded_at
+    }
+
+    pub fn load_source(&self) -> LoadSource {
+        self.inner.load_source
+    }
+
+    /// How long validation plus compilation (or cache load) took.
+    pub fn load_time(&self) -> Duration {
+        self.inner.load_time
+    }
+
+    /// Runs `transform` on a fresh instance. Blocking (up to the deadline): call it from a
+    /// blocking thread, not an async task.
+    pub fn transform(&self, event: &PluginEvent, config: &PluginConfig) -> Execution {
+        self.call(config, |bindings, store| {
+            let event = bindings::Event {
+                id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                timestamp: event.timestamp.clone(),
+                data: event.data.clone(),
+            };
+            bindings.call_transform(store, &event)
+        })
+        .and_then_result(|action| self.validate(action))
+    }
+
+    /// Runs `check-config` with `config` on a fresh instance.
+    pub fn check_config(&self, config: &PluginConfig) -> Execution<()> {
+        self.call(config, |bindings, store| bindings.call_check_config(store))
+    }
+
+    fn call<T>(
+        &self,
+        config: &PluginConfig,
+        run: impl FnOnce(&bindings::Transformer, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Execution<T> {
+        let started = Instant::now();
+        let limits = &self.inner.limits;
+        let mut store =
+            Store::new(&self.inner.engine, PluginState::new(config.clone(), limits.memory_bytes, limits.log_bytes));
+        store.limiter(|state| &mut state.limiter);
+        let ticks = limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
+        store.set_epoch_deadline(ticks.max(1));
+
+        let outcome = match self.inner.pre.instantiate(&mut store) {
+            Err(error) => Err(self.classify(error, &store, true)),
+            Ok(bindings) => match run(&bindings, &mut store) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(message)) => Err(self.error(PluginErrorKind::Returned(message))),
+                Err(error) => Err(self.classify(error, &store, false)),
+            },
+        };
+        let logs = store.data_mut().take_logs();
+        Execution { result: outcome, logs, duration: started.elapsed() }
+    }
+
+    fn error(&self, kind: PluginErrorKind) -> PluginError {
+        PluginError { plugin: self.inner.name.clone(), short_sha: self.inner.sha256[..12].to_string(), kind }
+    }
+
+    fn classify(&self, error: wasmtime::Error, store: &Store<PluginState>, instantiating: bool) -> PluginError {
+        let limits = &self.inner.limits;
+        let kind = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PluginErrorKind::Timeout(limits.deadline),
+            _ if store.data().limiter.hit => PluginErrorKind::MemoryLimit(limits.memory_bytes),
+            Some(trap) => {
+                let mut message = trap.to_string();
+                if let Some(last) = store.data().last_stderr_line() {
+                    message = format!("{message} (last stderr: {last})");
+                }
+                PluginErrorKind::Trap(message)
+            }
+            None if instantiating => PluginErrorKind::Instantiate(format!("{error:#}")),
+            None => PluginErrorKind::Trap(format!("{error:#}")),
+        };
+        self.error(kind)
+    }
+
+    fn validate(&self, action: bindings::Action) -> Result<Action, PluginError> {
+        let invalid = |message: String| self.error(PluginErrorKind::InvalidOutput(message));
+        let request = match action {
+            bindings::Action::Pass => return Ok(Action::Pass),
+            bindings::Action::Skip(reason) => return Ok(Action::Skip(reason)),
+            bindings::Action::Deliver(request) => request,
+        };
+        let limit = self.inner.limits.output_bytes;
+        if request.body.len() > limit {
+            return Err(self.error(PluginErrorKind::OutputTooLarge { size: request.body.len(), limit }));
+        }
+        if request.headers.len() > MAX_HEADERS {
+            return Err(invalid(format!("{} headers, at most {MAX_HEADERS} allowed", request.headers.len())));
+        }
+        let header_bytes: usize = request.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(invalid(format!("{header_bytes} bytes of headers, at most {MAX_HEADER_BYTES} allowed")));
+        }
+        let mut headers = Vec::with_capacity(request.headers.len());
+        let mut content_type = false;
+        for (name, value) in request.headers {
+            let name = name.to_ascii_lowercase();
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(format!("header name {name:?} is not a valid HTTP header name")));
+            }
+            if axum::http::HeaderValue::from_str(&value).is_err() {
+                return Err(invalid(format!("header {name} has a value that is not valid in HTTP")));
+            }
+            if name.starts_with("webhook-") || RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(invalid(format!("header {name} is reserved by hookwasm")));
+            }
+            content_type |= name == "content-type";
+            headers.push((name, value));
+        }
+        if !content_type && serde_json::from_slice::<serde::de::IgnoredAny>(&request.body).is_err() {
+            return Err(invalid("body is not JSON; set a content-type header to send anything else".to_string()));
+        }
+        Ok(Action::Deliver { headers, body: request.body })
+    }
+}
+
+impl<T> Execution<T> {
+    fn and_then_result<U>(self, f: impl FnOnce(T) -> Result<U, PluginError>) -> Execution<U> {
+        Execution { result: self.result.and_then(f), logs: self.logs, duration: self.duration }
+    }
+}

@@ -1,0 +1,248 @@
+//! The per-call sandbox: the store data a plugin instance sees. WASI with no preopened
+//! directories, no environment, no arguments, no network and no inherited stdio; stdout and
+//! stderr captured into a capped buffer; memory growth checked against the limit; and the
+//! `host` interface (logging, read-only `plugin_config`).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::{Level, hookwasm};
+use super::{LogLevel, LogLine, PluginConfig};
+
+/// Store data for one plugin call.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    config: PluginConfig,
+    pub logs: LogBuffer,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+}
+
+impl PluginState {
+    pub fn new(config: PluginConfig, memory_bytes: usize, log_bytes: usize) -> Self {
+        let stdout = CapturedOutput::new(log_bytes);
+        let stderr = CapturedOutput::new(log_bytes);
+        // The builder's defaults are the sandbox: no args, env, preopens, sockets or name
+        // lookup; stdin is empty.
+        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { cap: memory_bytes, hit: false },
+            config,
+            logs: LogBuffer::new(log_bytes),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The log lines of the call: `host.log` lines, then stdout, then stderr.
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        for (output, level) in [(&self.stdout, LogLevel::Stdout), (&self.stderr, LogLevel::Stderr)] {
+            let (bytes, dropped) = output.take();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                self.logs.push(level, line.to_string());
+            }
+            if dropped > 0 {
+                self.logs.dropped += dropped;
+            }
+        }
+        self.logs.finish()
+    }
+
+    /// The last line the plugin wrote to stderr (a Rust panic message lands there).
+    pub fn last_stderr_line(&self) -> Option<String> {
+        let bytes = self.stderr.buffer.lock().ok()?.bytes.clone();
+        let text = String::from_utf8_lossy(&bytes);
+        text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl hookwasm::plugin::types::Host for PluginState {}
+
+impl hookwasm::plugin::host::Host for PluginState {
+    fn log(&mut self, level: Level, message: String) {
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        self.logs.push(level, message);
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+
+    fn config_keys(&mut self) -> Vec<String> {
+        self.config.keys().cloned().collect()
+    }
+}
+
+/// Refuses memory growth past the cap and remembers that it did, so the resulting trap (a
+/// Rust guest aborts when allocation fails) is reported as a memory-limit error.
+pub struct MemoryLimiter {
+    cap: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 16)
+    }
+}
+
+/// Log lines of one call, capped in bytes; what does not fit is counted, not kept.
+pub struct LogBuffer {
+    lines: Vec<LogLine>,
+    bytes: usize,
+    cap: usize,
+    dropped: usize,
+}
+
+impl LogBuffer {
+    fn new(cap: usize) -> Self {
+        LogBuffer { lines: Vec::new(), bytes: 0, cap, dropped: 0 }
+    }
+
+    fn push(&mut self, level: LogLevel, message: String) {
+        if self.bytes + message.len() > self.cap {
+            self.dropped += message.len();
+            return;
+        }
+        self.bytes += message.len();
+        self.lines.push(LogLine { level, message });
+    }
+
+    fn finish(&mut self) -> Vec<LogLine> {
+        let mut lines = std::mem::take(&mut self.lines);
+        if self.dropped > 0 {
+            lines.push(LogLine {
+                level: LogLevel::Warn,
+                message: format!(
+                    "hookwasm: {} bytes of plugin output dropped (log limit {} bytes)",
+                    self.dropped, self.cap
+                ),
+            });
+        }
+        lines
+    }
+}
+
+/// A plugin's stdout or stderr: kept up to a cap, the rest silently counted and dropped so a
+/// chatty plugin neither fails nor fills the host's memory.
+#[derive(Clone)]
+pub struct CapturedOutput {
+    buffer: Arc<Mutex<Captured>>,
+}
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    cap: usize,
+    dropped: usize,
+}
+
+impl CapturedOutput {
+    fn new(cap: usize) -> Self {
+        CapturedOutput { buffer: Arc::new(Mutex::new(Captured { cap, ..Captured::default() })) }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        let Ok(mut captured) = self.buffer.lock() else { return };
+        let room = captured.cap.saturating_sub(captured.bytes.len());
+        let kept = bytes.len().min(room);
+        captured.bytes.extend_from_slice(&bytes[..kept]);
+        captured.dropped += bytes.len() - kept;
+    }
+
+    fn take(&self) -> (Vec<u8>, usize) {
+        match self.buffer.lock() {
+            Ok(mut captured) => (std::mem::take(&mut captured.bytes), std::mem::take(&mut captured.dropped)),
+            Err(_) => (Vec::new(), 0),
+        }
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        CapturedOutput::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 << 10)
+    }
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        CapturedOutput::write(&self, buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,85 @@
+//! `hookwasm serve`: wires the store, plugins, webhooks, worker and HTTP API together and
+//! runs them until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::delivery::worker::Worker;
+use crate::plugins::{PluginConfig, Registry, Runtime};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::webhooks::{Webhook, Webhooks};
+
+/// Runs the server on `listener` until `shutdown` resolves, then stops taking events,
+/// lets in-flight deliveries finish (or releases them) and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.server.data_dir.clone();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
+
+    let disabled = store.disabled_webhooks().await?;
+    let webhooks = config
+        .webhooks
+        .iter()
+        .cloned()
+        .map(|webhook| Webhook::resolve(webhook, &data_dir))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let webhooks = Arc::new(Webhooks::new(webhooks, disabled));
+    for webhook in webhooks.all().iter() {
+        if let Some(reason) = webhooks.disabled_reason(webhook) {
+            tracing::warn!(webhook = webhook.config.id, reason, "webhook is disabled until its url changes");
+        }
+    }
+
+    let runtime = Arc::new(Runtime::new(config.plugin_limits(), Some(data_dir.join("cache")))?);
+    let registry = Arc::new(Registry::new(runtime));
+    let plugins_dir = config.server.plugins_dir.clone();
+    {
+        let (registry, webhooks) = (registry.clone(), webhooks.clone());
+        tokio::task::spawn_blocking(move || registry.load_dir(&plugins_dir, |name| plugin_configs(&webhooks, name)))
+            .await
+            .context("loading plugins")?;
+    }
+
+    let wake = Arc::new(Notify::new());
+    let worker = Arc::new(Worker::new(
+        store.clone(),
+        webhooks.clone(),
+        registry.clone(),
+        config.delivery.clone(),
+        wake.clone(),
+    )?);
+    let (stop_worker, worker_stopped) = watch::channel(false);
+    let worker_task = tokio::spawn(worker.run(worker_stopped));
+
+    let state = AppState {
+        store,
+        webhooks,
+        registry,
+        wake,
+        ingest_token: config.server.ingest_token.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+    };
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening");
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    tracing::info!("shutting down: no longer taking events; finishing in-flight deliveries");
+    let _ = stop_worker.send(true);
+    worker_task.await.context("delivery worker")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `(webhook id, plugin_config)` of every webhook that uses `plugin`.
+pub fn plugin_configs(webhooks: &Webhooks, plugin: &str) -> Vec<(String, PluginConfig)> {
+    webhooks.using_plugin(plugin).iter().map(|w| (w.config.id.clone(), w.plugin_config.clone())).collect()
+}

@@ -1,0 +1,186 @@
+//! Durable storage of events, deliveries and attempts, behind the [`Store`] trait.
+//!
+//! The embedded default is SQLite ([`sqlite::SqliteStore`]). Claims take a lease
+//! (`lease_owner`, `lease_until`), so several workers, or several hosts sharing a PostgreSQL
+//! backend later, never work on one delivery at once, and a crashed worker's claims expire.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::model::Event;
+
+/// A delivery to create at ingest: one per subscribed webhook.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// `msg_<ulid>`: also the `webhook-id` header, stable across retries.
+    pub id: String,
+    pub webhook_id: String,
+}
+
+/// What ingest did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored with this many deliveries.
+    Accepted { deliveries: usize },
+    /// An event with this id was already stored; nothing new was created.
+    Duplicate,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not yet transformed; due at `next_attempt_at`.
+    Pending,
+    /// Transformed, at least one attempt failed; due again at `next_attempt_at`.
+    Retrying,
+    Delivered,
+    /// The plugin skipped the event.
+    Filtered,
+    /// The plugin failed or is missing: kept, re-run when the plugin loads.
+    Held,
+    /// The retry schedule is exhausted (or the endpoint is gone).
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Filtered => "filtered",
+            DeliveryState::Held => "held",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Retrying,
+            DeliveryState::Delivered,
+            DeliveryState::Filtered,
+            DeliveryState::Held,
+            DeliveryState::Dead,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// A claimed delivery, with its event, ready for a worker.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: String,
+    pub webhook_id: String,
+    pub event: Event,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The transformed request, once the plugin has run (retries resend it).
+    pub transformed: Option<Transformed>,
+}
+
+/// The output of the transform step, stored so retries resend the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transformed {
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    /// sha256 of the plugin version that produced it; `None` without a plugin.
+    pub plugin_sha: Option<String>,
+}
+
+/// One HTTP attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// The first bytes of the response body.
+    pub response_excerpt: String,
+    pub error: Option<String>,
+}
+
+/// The result of working on a claimed delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub id: String,
+    pub state: DeliveryState,
+    /// When it is due again (pending/retrying only).
+    pub next_attempt_at_ms: i64,
+    /// Set the first time the delivery is transformed.
+    pub transformed: Option<Transformed>,
+    /// Why it was filtered, held or dead.
+    pub reason: Option<String>,
+    pub attempt: Option<Attempt>,
+    /// Also set on a filtered or held delivery.
+    pub plugin_sha: Option<String>,
+}
+
+/// A delivery as stored, for inspection.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub state: DeliveryState,
+    pub attempts: Vec<Attempt>,
+    pub reason: Option<String>,
+    pub plugin_sha: Option<String>,
+    pub next_attempt_at_ms: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores the event and its deliveries in one durable transaction; a known event id
+    /// creates nothing.
+    async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome>;
+
+    /// Leases up to `limit` due deliveries to `owner` for `lease`, skipping `busy_webhooks`.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        limit: usize,
+        busy_webhooks: Vec<String>,
+        lease: Duration,
+    ) -> anyhow::Result<Vec<DueDelivery>>;
+
+    /// Records the outcome of a claimed delivery (only if `owner` still holds the lease).
+    /// Returns false when the lease was lost.
+    async fn update(&self, owner: &str, update: DeliveryUpdate) -> anyhow::Result<bool>;
+
+    /// Gives claimed deliveries back without an attempt (shutdown, or capacity).
+    async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()>;
+
+    /// When the earliest pending or retrying delivery is due (ms since the epoch).
+    async fn next_due_ms(&self) -> anyhow::Result<Option<i64>>;
+
+    /// Makes `held` deliveries of these webhooks pending again, due now. Returns how many.
+    async fn requeue_held(&self, webhook_ids: Vec<String>) -> anyhow::Result<u64>;
+
+    /// One delivery with its attempts.
+    async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>>;
+
+    /// Deliveries of one event.
+    async fn deliveries_for_event(&self, event_id: &str) -> anyhow::Result<Vec<DeliveryRecord>>;
+
+    /// Number of deliveries in each state.
+    async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>>;
+
+    /// Marks a webhook disabled (e.g. its endpoint answered 410 Gone) for this URL.
+    async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()>;
+
+    /// Webhooks disabled at runtime: id -> (url when disabled, reason).
+    async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, (String, String)>>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}

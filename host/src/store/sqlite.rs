@@ -1,0 +1,564 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`.
+//!
+//! Every command runs on one writer thread that owns the connection. It takes whatever
+//! commands are queued (up to [`MAX_BATCH`]) and runs them in one transaction, each inside
+//! its own savepoint, so one fsync commits many ingests and updates (group commit) and a
+//! failing command does not affect its neighbours. Replies are sent only after the commit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Attempt, DeliveryRecord, DeliveryState, DeliveryUpdate, DueDelivery, IngestOutcome, NewDelivery, Store,
+    Transformed, now_ms,
+};
+use crate::model::Event;
+
+const MAX_BATCH: usize = 512;
+const EXCERPT_BYTES: usize = 512;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    data TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL REFERENCES events(id),
+    webhook_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    body BLOB,
+    headers TEXT,
+    plugin_sha TEXT,
+    reason TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state IN ('pending', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE INDEX IF NOT EXISTS deliveries_held ON deliveries (webhook_id) WHERE state = 'held';
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+    at INTEGER NOT NULL,
+    status INTEGER,
+    latency_ms INTEGER NOT NULL,
+    response_excerpt TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+CREATE TABLE IF NOT EXISTS disabled_webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    disabled_at INTEGER NOT NULL
+);
+"#;
+
+type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
+
+enum Command {
+    Ingest(Event, Vec<NewDelivery>, Reply<IngestOutcome>),
+    Claim { owner: String, limit: usize, busy: Vec<String>, lease: Duration, reply: Reply<Vec<DueDelivery>> },
+    Update(String, DeliveryUpdate, Reply<bool>),
+    Release(String, Vec<String>, Reply<()>),
+    NextDue(Reply<Option<i64>>),
+    RequeueHeld(Vec<String>, Reply<u64>),
+    Delivery(String, Reply<Option<DeliveryRecord>>),
+    EventDeliveries(String, Reply<Vec<DeliveryRecord>>),
+    StateCounts(Reply<BTreeMap<DeliveryState, u64>>),
+    Disable { webhook_id: String, url: String, reason: String, reply: Reply<()> },
+    Disabled(Reply<BTreeMap<String, (String, String)>>),
+}
+
+/// The SQLite store. Cloning shares the writer thread.
+#[derive(Clone)]
+pub struct SqliteStore {
+    commands: mpsc::Sender<Command>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/hookwasm.db`. The embedded store belongs to one
+    /// process at a time (a lock file enforces it), so leases left by a previous run of
+    /// that process (a crash) are released at once instead of waiting for them to expire.
+    pub fn open(dir: &Path) -> anyhow::Result<SqliteStore> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        let lock_path = dir.join("hookwasm.lock");
+        let lock = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+        lock.try_lock().map_err(|_| {
+            anyhow!("{} is in use by another hookwasm process (the embedded store serves one process)", dir.display())
+        })?;
+        let path = dir.join("hookwasm.db");
+        let connection = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .context("configuring SQLite")?;
+        connection.execute_batch(SCHEMA).context("creating the schema")?;
+        let released = connection
+            .execute("UPDATE deliveries SET lease_owner = NULL, lease_until = 0 WHERE lease_owner IS NOT NULL", [])
+            .context("releasing leases of a previous run")?;
+        if released > 0 {
+            tracing::info!(released, "released deliveries claimed by a previous run");
+        }
+        let (commands, receiver) = mpsc::channel(4096);
+        std::thread::Builder::new()
+            .name("hookwasm-store".into())
+            .spawn(move || {
+                let _lock = lock;
+                writer_loop(connection, receiver)
+            })
+            .context("starting the store thread")?;
+        Ok(SqliteStore { commands })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> anyhow::Result<T> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| anyhow!("the store has shut down"))?;
+        response.await.map_err(|_| anyhow!("the store dropped a request"))?
+    }
+}
+
+fn writer_loop(mut connection: Connection, mut receiver: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut connection, &mut batch);
+    }
+}
+
+/// A reply to send once the batch has committed.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+fn deliver<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Finish {
+    Box::new(move |commit_error: Option<&str>| {
+        let result = match commit_error {
+            Some(error) => Err(anyhow!("store commit failed: {error}")),
+            None => result,
+        };
+        let _ = reply.send(result);
+    })
+}
+
+fn run_batch(connection: &mut Connection, batch: &mut Vec<Command>) {
+    let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+    let mut transaction = match connection.transaction() {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            let message = error.to_string();
+            for command in batch.drain(..) {
+                fail(command, &message);
+            }
+            return;
+        }
+    };
+    for command in batch.drain(..) {
+        let finish = match transaction.savepoint() {
+            Ok(mut savepoint) => {
+                let finish = execute(&savepoint, command);
+                if finish.1 {
+                    let _ = savepoint.commit();
+                } else {
+                    let _ = savepoint.rollback();
+                }
+                finish.0
+            }
+            Err(error) => {
+                let message = error.to_string();
+                Box::new(move |_: Option<&str>| tracing::error!(error = %message, "store savepoint failed")) as Finish
+            }
+        };
+        finishes.push(finish);
+    }
+    let commit_error = transaction.commit().err().map(|e| e.to_string());
+    if let Some(error) = &commit_error {
+        tracing::error!(%error, "store commit failed");
+    }
+    for finish in finishes {
+        finish(commit_error.as_deref());
+    }
+}
+
+fn fail(command: Command, message: &str) {
+    let error = || anyhow!("store unavailable: {message}");
+    match command {
+        Command::Ingest(_, _, reply) => drop(reply.send(Err(error()))),
+        Command::Claim { reply, .. } => drop(reply.send(Err(error()))),
+        Command::Update(_, _, reply) => drop(reply.send(Err(error()))),
+        Command::Release(_, _, reply) => drop(reply.send(Err(error()))),
+        Command::NextDue(reply) => drop(reply.send(Err(error()))),
+        Command::RequeueHeld(_, reply) => drop(reply.send(Err(error()))),
+        Command::Delivery(_, reply) => drop(reply.send(Err(error()))),
+        Command::EventDeliveries(_, reply) => drop(reply.send(Err(error()))),
+        Command::StateCounts(reply) => drop(reply.send(Err(error()))),
+        Command::Disable { reply, .. } => drop(reply.send(Err(error()))),
+        Command::Disabled(reply) => drop(reply.send(Err(error()))),
+    }
+}
+
+/// Runs one command; returns its reply and whether its savepoint should be kept.
+fn execute(db: &Connection, command: Command) -> (Finish, bool) {
+    fn done<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> (Finish, bool) {
+        let ok = result.is_ok();
+        (deliver(reply, result), ok)
+    }
+    match command {
+        Command::Ingest(event, deliveries, reply) => done(reply, ingest(db, &event, &deliveries)),
+        Command::Claim { owner, limit, busy, lease, reply } => done(reply, claim(db, &owner, limit, &busy, lease)),
+        Command::Update(owner, update, reply) => done(reply, apply_update(db, &owner, &update)),
+        Command::Release(owner, ids, reply) => done(reply, release(db, &owner, &ids)),
+        Command::NextDue(reply) => done(
+            reply,
+            db.query_row("SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')", [], |r| r.get(0))
+                .map_err(Into::into),
+        ),
+        Command::RequeueHeld(webhooks, reply) => done(reply, requeue_held(db, &webhooks)),
+        Command::Delivery(id, reply) => done(reply, delivery_records(db, "d.id = ?1", &id).map(|mut v| v.pop())),
+        Command::EventDeliveries(id, reply) => done(reply, delivery_records(db, "d.event_id = ?1", &id)),
+        Command::StateCounts(reply) => done(reply, state_counts(db)),
+        Command::Disable { webhook_id, url, reason, reply } => done(
+            reply,
+            db.execute(
+                "INSERT OR REPLACE INTO disabled_webhooks (webhook_id, url, reason, disabled_at) VALUES (?1, ?2, ?3, ?4)",
+                params![webhook_id, url, reason, now_ms()],
+            )
+            .map(drop)
+            .map_err(Into::into),
+        ),
+        Command::Disabled(reply) => done(reply, disabled(db)),
+    }
+}
+
+fn ingest(db: &Connection, event: &Event, deliveries: &[NewDelivery]) -> anyhow::Result<IngestOutcome> {
+    let now = now_ms();
+    let inserted = db
+        .prepare_cached(
+            "INSERT OR IGNORE INTO events (id, type, timestamp, data, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![event.id, event.event_type, event.timestamp, event.data, now])?;
+    if inserted == 0 {
+        return Ok(IngestOutcome::Duplicate);
+    }
+    let mut insert = db.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, webhook_id, state, next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+    )?;
+    for delivery in deliveries {
+        insert.execute(params![delivery.id, event.id, delivery.webhook_id, now])?;
+    }
+    Ok(IngestOutcome::Accepted { deliveries: deliveries.len() })
+}
+
+fn claim(
+    db: &Connection,
+    owner: &str,
+    limit: usize,
+    busy: &[String],
+    lease: Duration,
+) -> anyhow::Result<Vec<DueDelivery>> {
+    let now = now_ms();
+    let busy = serde_json::to_string(busy)?;
+    let mut claimed = db.prepare_cached(
+        "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
+         WHERE id IN (
+             SELECT id FROM deliveries
+             WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?3 AND lease_until <= ?3
+               AND webhook_id NOT IN (SELECT value FROM json_each(?4))
+             ORDER BY next_attempt_at LIMIT ?5)
+         RETURNING id, webhook_id, event_id, attempts, body, headers, plugin_sha",
+    )?;
+    let rows = claimed.query_map(params![owner, now + lease.as_millis() as i64, now, busy, limit as i64], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, u32>(3)?,
+            row.get::<_, Option<Vec<u8>>>(4)?,
+            row.get::<_, Option<String>>(5)?,
+            row.get::<_, Option<String>>(6)?,
+        ))
+    })?;
+    let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
+    let mut event_query = db.prepare_cached("SELECT type, timestamp, data FROM events WHERE id = ?1")?;
+    let mut due = Vec::with_capacity(rows.len());
+    for (id, webhook_id, event_id, attempts, body, headers, plugin_sha) in rows {
+        let event = event_query.query_row([&event_id], |row| {
+            Ok(Event { id: event_id.clone(), event_type: row.get(0)?, timestamp: row.get(1)?, data: row.get(2)? })
+        })?;
+        let transformed = match body {
+            Some(body) => Some(Transformed {
+                body,
+                headers: headers.map(|h| serde_json::from_str(&h)).transpose()?.unwrap_or_default(),
+                plugin_sha,
+            }),
+            None => None,
+        };
+        due.push(DueDelivery { id, webhook_id, event, attempts, transformed });
+    }
+    Ok(due)
+}
+
+fn apply_update(db: &Connection, owner: &str, update: &DeliveryUpdate) -> anyhow::Result<bool> {
+    let now = now_ms();
+    let (body, headers, transformed_sha) = match &update.transformed {
+        Some(t) => (Some(t.body.as_slice()), Some(serde_json::to_string(&t.headers)?), t.plugin_sha.as_deref()),
+        None => (None, None, None),
+    };
+    let plugin_sha = transformed_sha.or(update.plugin_sha.as_deref());
+    let changed = db
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, attempts = attempts + ?3,
+                 body = COALESCE(?4, body), headers = COALESCE(?5, headers), plugin_sha = COALESCE(?6, plugin_sha),
+                 reason = ?7, lease_owner = NULL, lease_until = 0, updated_at = ?8
+             WHERE id = ?9 AND lease_owner = ?10",
+        )?
+        .execute(params![
+            update.state.as_str(),
+            update.next_attempt_at_ms,
+            update.attempt.is_some() as i64,
+            body,
+            headers,
+            plugin_sha,
+            update.reason,
+            now,
+            update.id,
+            owner,
+        ])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    if let Some(attempt) = &update.attempt {
+        let mut excerpt = attempt.response_excerpt.clone();
+        if excerpt.len() > EXCERPT_BYTES {
+            let cut = (0..=EXCERPT_BYTES).rev().find(|&i| excerpt.is_char_boundary(i)).unwrap_or(0);
+            excerpt.truncate(cut);
+        }
+        db.prepare_cached("INSERT INTO attempts (delivery_id, at, status, latency_ms, response_excerpt, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![update.id, attempt.at_ms, attempt.status, attempt.latency_ms as i64, excerpt, attempt.error])?;
+    }
+    Ok(true)
+}
+
+fn release(db: &Connection, owner: &str, ids: &[String]) -> anyhow::Result<()> {
+    let mut statement = db.prepare_cached(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = 0 WHERE id = ?1 AND lease_owner = ?2",
+    )?;
+    for id in ids {
+        statement.execute(params![id, owner])?;
+    }
+    Ok(())
+}
+
+fn requeue_held(db: &Connection, webhooks: &[String]) -> anyhow::Result<u64> {
+    let mut statement = db.prepare_cached(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, reason = NULL, updated_at = ?2 WHERE webhook_id = ?1 AND state = 'held'",
+    )?;
+    let mut total = 0;
+    for webhook in webhooks {
+        total += statement.execute(params![webhook, now_ms()])? as u64;
+    }
+    Ok(total)
+}
+
+fn delivery_records(db: &Connection, filter: &str, value: &str) -> anyhow::Result<Vec<DeliveryRecord>> {
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT d.id, d.event_id, d.webhook_id, d.state, d.reason, d.plugin_sha, d.next_attempt_at FROM deliveries d WHERE {filter} ORDER BY d.id"
+    ))?;
+    let mut records: Vec<DeliveryRecord> = statement
+        .query_map([value], |row| {
+            let state: String = row.get(3)?;
+            Ok(DeliveryRecord {
+                id: row.get(0)?,
+                event_id: row.get(1)?,
+                webhook_id: row.get(2)?,
+                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Held),
+                attempts: Vec::new(),
+                reason: row.get(4)?,
+                plugin_sha: row.get(5)?,
+                next_attempt_at_ms: row.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut attempts = db.prepare_cached(
+        "SELECT at, status, latency_ms, response_excerpt, error FROM attempts WHERE delivery_id = ?1 ORDER BY rowid",
+    )?;
+    for record in &mut records {
+        record.attempts = attempts
+            .query_map([&record.id], |row| {
+                Ok(Attempt {
+                    at_ms: row.get(0)?,
+                    status: row.get(1)?,
+                    latency_ms: row.get::<_, i64>(2)? as u64,
+                    response_excerpt: row.get(3)?,
+                    error: row.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(records)
+}
+
+fn state_counts(db: &Connection) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {
+    let mut statement = db.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        let (state, count) = row?;
+        if let Some(state) = DeliveryState::parse(&state) {
+            counts.insert(state, count as u64);
+        }
+    }
+    Ok(counts)
+}
+
+fn disabled(db: &Connection) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+    let mut statement = db.prepare_cached("SELECT webhook_id, url, reason FROM disabled_webhooks")?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, (row.get(1)?, row.get(2)?))))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome> {
+        self.call(|reply| Command::Ingest(event, deliveries, reply)).await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        limit: usize,
+        busy: Vec<String>,
+        lease: Duration,
+    ) -> anyhow::Result<Vec<DueDelivery>> {
+        let owner = owner.to_string();
+        self.call(|reply| Command::Claim { owner, limit, busy, lease, reply }).await
+    }
+
+    async fn update(&self, owner: &str, update: DeliveryUpdate) -> anyhow::Result<bool> {
+        let owner = owner.to_string();
+        self.call(|reply| Command::Update(owner, update, reply)).await
+    }
+
+    async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()> {
+        let owner = owner.to_string();
+        self.call(|reply| Command::Release(owner, ids, reply)).await
+    }
+
+    async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
+        self.call(Command::NextDue).await
+    }
+
+    async fn requeue_held(&self, webhook_ids: Vec<String>) -> anyhow::Result<u64> {
+        self.call(|reply| Command::RequeueHeld(webhook_ids, reply)).await
+    }
+
+    async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>> {
+        let id = id.to_string();
+        self.call(|reply| Command::Delivery(id, reply)).await
+    }
+
+    async fn deliveries_for_event(&self, event_id: &str) -> anyhow::Result<Vec<DeliveryRecord>> {
+        let id = event_id.to_string();
+        self.call(|reply| Command::EventDeliveries(id, reply)).await
+    }
+
+    async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {
+        self.call(Command::StateCounts).await
+    }
+
+    async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
+        let (webhook_id, url, reason) = (webhook_id.to_string(), url.to_string(), reason.to_string());
+        self.call(|reply| Command::Disable { webhook_id, url, reason, reply }).await
+    }
+
+    async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+        self.call(Command::Disabled).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn event(id: &str) -> Event {
+        Event { id: id.into(), event_type: "a.b".into(), timestamp: "2026-01-01T00:00:00Z".into(), data: "{}".into() }
+    }
+
+    fn delivery(id: &str) -> NewDelivery {
+        NewDelivery { id: id.into(), webhook_id: "w".into() }
+    }
+
+    #[tokio::test]
+    async fn ingest_is_idempotent_and_claims_are_leased() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.ingest(event("e1"), vec![delivery("m1")]).await.unwrap(),
+            IngestOutcome::Accepted { deliveries: 1 }
+        );
+        assert_eq!(store.ingest(event("e1"), vec![delivery("m2")]).await.unwrap(), IngestOutcome::Duplicate);
+
+        let lease = Duration::from_secs(60);
+        let claimed = store.claim_due("a", 10, vec![], lease).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(store.claim_due("b", 10, vec![], lease).await.unwrap().is_empty(), "leased to a");
+        let update = DeliveryUpdate {
+            id: "m1".into(),
+            state: DeliveryState::Delivered,
+            next_attempt_at_ms: 0,
+            transformed: None,
+            reason: None,
+            attempt: None,
+            plugin_sha: None,
+        };
+        assert!(!store.update("b", update.clone()).await.unwrap(), "b holds no lease");
+        assert!(store.update("a", update).await.unwrap());
+        assert_eq!(store.state_counts().await.unwrap()[&DeliveryState::Delivered], 1);
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_reclaimed_and_busy_webhooks_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.ingest(event("e1"), vec![delivery("m1")]).await.unwrap();
+        assert!(store.claim_due("a", 10, vec!["w".into()], Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(store.claim_due("a", 10, vec![], Duration::ZERO).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.claim_due("b", 10, vec![], Duration::from_secs(60)).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_ingests_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.ingest(event(&format!("e{i}")), vec![delivery(&format!("m{i}"))]).await },
+                )
+            })
+            .collect();
+        for task in tasks {
+            assert!(matches!(task.await.unwrap().unwrap(), IngestOutcome::Accepted { .. }));
+        }
+        assert_eq!(store.state_counts().await.unwrap()[&DeliveryState::Pending], 200);
+    }
+}

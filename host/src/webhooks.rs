@@ -1,0 +1,135 @@
+//! The webhooks in effect: configuration plus resolved secrets and runtime state (disabled
+//! by a `410 Gone`). Ingest asks it who subscribes to an event type; delivery asks it where
+//! and how to send. Swapped whole when the configuration changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+
+use crate::config::WebhookConfig;
+use crate::delivery::sign::Secret;
+use crate::plugins::PluginConfig;
+
+/// One webhook, ready to use.
+#[derive(Debug)]
+pub struct Webhook {
+    pub config: WebhookConfig,
+    /// Signing secrets, newest first (more than one while a secret rotates).
+    pub secrets: Vec<Secret>,
+    pub plugin_config: PluginConfig,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The current set of webhooks.
+#[derive(Default)]
+pub struct Webhooks {
+    current: RwLock<Arc<Vec<Arc<Webhook>>>>,
+    /// Disabled at runtime: id -> (url it was disabled for, reason).
+    disabled: Mutex<BTreeMap<String, (String, String)>>,
+}
+
+impl Webhook {
+    /// Builds a webhook, taking its secret from the config, else from
+    /// `<data_dir>/secrets/<id>`, else generating one and writing it there (mode 0600).
+    pub fn resolve(config: WebhookConfig, data_dir: &Path) -> anyhow::Result<Webhook> {
+        let secret = match &config.secret {
+            Some(text) => Secret::parse(text)?,
+            None => persisted_secret(&config.id, data_dir)?,
+        };
+        Ok(Webhook {
+            plugin_config: Arc::new(config.plugin_config.clone()),
+            headers: config.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            secrets: vec![secret],
+            config,
+        })
+    }
+}
+
+fn persisted_secret(id: &str, data_dir: &Path) -> anyhow::Result<Secret> {
+    let dir = data_dir.join("secrets");
+    let path = dir.join(id);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Secret::parse(text.trim()).with_context(|| format!("secret file {}", path.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let secret = Secret::generate();
+    write_private(&path, &secret.expose()).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(webhook = id, path = %path.display(), "generated a signing secret; give it to the receiver");
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+impl Webhooks {
+    pub fn new(webhooks: Vec<Webhook>, disabled: BTreeMap<String, (String, String)>) -> Webhooks {
+        let set = Webhooks { current: RwLock::default(), disabled: Mutex::new(disabled) };
+        set.replace(webhooks);
+        set
+    }
+
+    /// Replaces the whole set (configuration reload).
+    pub fn replace(&self, webhooks: Vec<Webhook>) {
+        let webhooks = Arc::new(webhooks.into_iter().map(Arc::new).collect());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = webhooks;
+    }
+
+    /// Every webhook, in configuration order.
+    pub fn all(&self) -> Arc<Vec<Arc<Webhook>>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Webhook>> {
+        self.all().iter().find(|w| w.config.id == id).cloned()
+    }
+
+    /// Enabled webhooks subscribed to `event_type`.
+    pub fn subscribed(&self, event_type: &str) -> Vec<Arc<Webhook>> {
+        self.all().iter().filter(|w| self.is_active(w) && w.config.subscribes_to(event_type)).cloned().collect()
+    }
+
+    /// Enabled in config and not disabled at runtime for its current URL.
+    pub fn is_active(&self, webhook: &Webhook) -> bool {
+        webhook.config.enabled && self.disabled_reason(webhook).is_none()
+    }
+
+    /// Why the webhook was disabled at runtime, if it was (for its current URL).
+    pub fn disabled_reason(&self, webhook: &Webhook) -> Option<String> {
+        let disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+        disabled.get(&webhook.config.id).filter(|(url, _)| *url == webhook.config.url).map(|(_, reason)| reason.clone())
+    }
+
+    /// Disables a webhook at runtime; it stays disabled until its URL changes.
+    pub fn disable(&self, webhook: &Webhook, reason: &str) {
+        let mut disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+        disabled.insert(webhook.config.id.clone(), (webhook.config.url.clone(), reason.to_string()));
+    }
+
+    /// Webhooks using `plugin`, by id.
+    pub fn using_plugin(&self, plugin: &str) -> Vec<Arc<Webhook>> {
+        self.all().iter().filter(|w| w.config.plugin.as_deref() == Some(plugin)).cloned().collect()
+    }
+
+    /// Plugin name -> webhooks that use it.
+    pub fn plugin_users(&self) -> HashMap<String, Vec<String>> {
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for webhook in self.all().iter() {
+            if let Some(plugin) = &webhook.config.plugin {
+                users.entry(plugin.clone()).or_default().push(webhook.config.id.clone());
+            }
+        }
+        users
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real plugins compiled to Wasm, the real runtime and the real binary.
+
+mod cli;
+mod crash;
+mod host;
+mod pipeline;
+mod runtime;
+mod support;

@@ -1,0 +1,287 @@
+//! The pipeline end to end: the real binary, a real SQLite file, real plugins, a real receiver
+//! that verifies every signature with the official Standard Webhooks library.
+
+use std::time::Duration;
+
+use crate::host::{Answer, LOCAL_DELIVERY, TestHost, TestReceiver, delivery_for, webhook};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fans_out_filters_and_reshapes() {
+    let receiver = TestReceiver::start().await;
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("raw", &receiver.url("/raw"), r#"["*"]"#, "headers = { \"x-team\" = \"support\" }"),
+        webhook(
+            "slack",
+            &receiver.url("/slack"),
+            r#"["message.created", "conversation.*"]"#,
+            "plugin = \"slack-notify\"\nplugin_config = { base_url = \"https://desk.example.com\" }",
+        ),
+        webhook(
+            "vip",
+            &receiver.url("/vip"),
+            r#"["message.created", "conversation.label_added"]"#,
+            "plugin = \"event-filter\"\nplugin_config = { labels = \"vip\" }",
+        ),
+        webhook("statuses", &receiver.url("/statuses"), r#"["conversation.status_changed"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &["slack-notify", "event-filter"]);
+
+    let message = host.post_sample("message.created").await;
+    let label = host.post_sample("conversation.label_added").await;
+
+    let deliveries = host.settled_deliveries(&message, SETTLE).await;
+    assert_eq!(deliveries.len(), 3, "raw, slack, vip; not statuses");
+    assert_eq!(delivery_for(&deliveries, "raw")["state"], "delivered");
+    assert_eq!(delivery_for(&deliveries, "slack")["state"], "delivered");
+    let vip = delivery_for(&deliveries, "vip");
+    assert_eq!(vip["state"], "filtered");
+    assert_eq!(vip["reason"], "no label in vip");
+    assert_eq!(vip["plugin_sha"].as_str().unwrap().len(), 64);
+
+    let label_deliveries = host.settled_deliveries(&label, SETTLE).await;
+    assert_eq!(delivery_for(&label_deliveries, "vip")["state"], "delivered");
+
+    let raw = receiver.wait_for("/raw", 2, SETTLE).await;
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(crate::support::sample_path("message.created")).unwrap())
+            .unwrap();
+    let raw_message = raw.iter().find(|r| r.json()["id"] == message.as_str()).unwrap();
+    assert_eq!(raw_message.json(), original, "no plugin: the envelope as received");
+    assert_eq!(raw_message.headers["x-team"], "support");
+    assert!(raw_message.headers["user-agent"].to_str().unwrap().starts_with("hookwasm/"));
+    assert_eq!(raw_message.webhook_id, delivery_for(&deliveries, "raw")["id"].as_str().unwrap());
+
+    let slack = receiver.wait_for("/slack", 2, SETTLE).await;
+    let slack_message = slack.iter().find(|r| r.json()["text"].as_str().unwrap().starts_with("New message")).unwrap();
+    assert!(slack_message.json()["blocks"].is_array());
+    let vip = receiver.wait_for("/vip", 1, SETTLE).await;
+    assert_eq!(vip[0].json()["id"], label.as_str(), "event-filter passes the envelope unchanged");
+    assert!(receiver.received("/statuses").is_empty());
+    assert!(receiver.all().iter().all(|r| r.verified), "every signature verifies");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_until_the_receiver_recovers_with_the_same_id_and_bytes() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/flaky", &[Answer::status(500), Answer::status(503)], Answer::status(200));
+    let config =
+        [LOCAL_DELIVERY.to_string(), webhook("flaky", &receiver.url("/flaky"), r#"["message.created"]"#, "")].concat();
+    let host = TestHost::start(&config, &[]);
+    let event = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    let delivery = delivery_for(&deliveries, "flaky");
+    assert_eq!(delivery["state"], "delivered");
+    let statuses: Vec<u64> =
+        delivery["attempts"].as_array().unwrap().iter().map(|a| a["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [500, 503, 200]);
+    assert_eq!(delivery["attempts"][0]["response_excerpt"], "receiver says hi");
+
+    let got = receiver.received("/flaky");
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|r| r.webhook_id == got[0].webhook_id && r.body == got[0].body && r.verified));
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(150), "the schedule's second delay (200ms +-20%) was honoured: {gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn honours_retry_after_and_gives_up_after_the_schedule() {
+    let receiver = TestReceiver::start().await;
+    receiver.script(
+        "/busy",
+        &[Answer { status: 429, retry_after: Some(1), delay: Duration::ZERO }],
+        Answer::status(200),
+    );
+    receiver.script("/down", &[], Answer::status(500));
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("busy", &receiver.url("/busy"), r#"["message.created"]"#, ""),
+        webhook("down", &receiver.url("/down"), r#"["message.created"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    let event = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    assert_eq!(delivery_for(&deliveries, "busy")["state"], "delivered");
+    let busy = receiver.received("/busy");
+    assert!(busy[1].at - busy[0].at >= Duration::from_millis(950), "Retry-After: 1 honoured");
+    let down = delivery_for(&deliveries, "down");
+    assert_eq!(down["state"], "dead");
+    assert_eq!(down["attempts"].as_array().unwrap().len(), 4, "one per schedule entry");
+    assert_eq!(down["reason"], "gave up after 4 attempts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gone_disables_the_webhook() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/gone", &[], Answer::status(410));
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("gone", &receiver.url("/gone"), r#"["message.created"]"#, ""),
+        webhook("alive", &receiver.url("/alive"), r#"["message.created"]"#, ""),
+    ]
+    .concat();
+    let mut host = TestHost::start(&config, &[]);
+    let first = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&first, SETTLE).await;
+    let gone = delivery_for(&deliveries, "gone");
+    assert_eq!(gone["state"], "dead");
+    assert_eq!(gone["attempts"].as_array().unwrap().len(), 1);
+
+    let (_, second) = host.post_event(r#"{"type": "message.created", "data": {}}"#).await;
+    assert_eq!(second["deliveries"], 1, "only `alive` still subscribes");
+    host.kill();
+    host.spawn();
+    let (_, third) = host.post_event(r#"{"type": "message.created", "data": {}}"#).await;
+    assert_eq!(third["deliveries"], 1, "still disabled after a restart");
+    assert_eq!(receiver.received("/gone").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_is_idempotent() {
+    let receiver = TestReceiver::start().await;
+    let config = [LOCAL_DELIVERY.to_string(), webhook("a", &receiver.url("/a"), r#"["message.created"]"#, "")].concat();
+    let host = TestHost::start(&config, &[]);
+    let body = std::fs::read_to_string(crate::support::sample_path("message.created")).unwrap();
+    let (status, first) = host.post_event(&body).await;
+    assert_eq!((status, first["deliveries"].as_u64()), (202, Some(1)));
+    let (status, again) = host.post_event(&body).await;
+    assert_eq!(status, 202);
+    assert_eq!(again["id"], "evt_01JDX4M8Q2");
+    assert_eq!(again["duplicate"], true);
+    host.settled_deliveries("evt_01JDX4M8Q2", SETTLE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received("/a").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_json_error_and_stores_nothing() {
+    let config = format!("{LOCAL_DELIVERY}[server]\ningest_token = \"s3cret\"\nmax_body_bytes = 4096\n");
+    let host = TestHost::start(&config, &[]);
+    let post = |body: String, content_type: &'static str, token: Option<&'static str>| {
+        let mut request = host.http.post(host.url("/v1/events")).header("content-type", content_type).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let valid = r#"{"type": "message.created", "data": {}}"#.to_string();
+    let (status, body) = post(valid.clone(), "application/json", None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = post(valid.clone(), "application/json", Some("wrong")).await;
+    assert_eq!(status, 401);
+    let (status, body) = post("{not json".into(), "application/json", Some("s3cret")).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_json")));
+    let (status, body) = post(r#"{"data": {}}"#.into(), "application/json", Some("s3cret")).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("type")));
+    assert_eq!(body["error"], "missing required field `type`");
+    let (status, body) = post(r#"{"type": "a.b", "data": "x"}"#.into(), "application/json", Some("s3cret")).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("data")));
+    let (status, body) = post(
+        format!(r#"{{"type": "a.b", "data": {{"x": "{}"}}}}"#, "y".repeat(5000)),
+        "application/json",
+        Some("s3cret"),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")));
+    let (status, body) = post(valid.clone(), "text/plain", Some("s3cret")).await;
+    assert_eq!((status, body["code"].as_str()), (415, Some("unsupported_media_type")));
+    let (status, body) = post(valid, "application/json; charset=utf-8", Some("s3cret")).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_or_missing_plugins_hold_deliveries() {
+    let receiver = TestReceiver::start().await;
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook(
+            "failing",
+            &receiver.url("/failing"),
+            r#"["message.created"]"#,
+            "plugin = \"hostile\"\nplugin_config = { mode = \"panic\" }",
+        ),
+        webhook(
+            "slow",
+            &receiver.url("/slow"),
+            r#"["message.created"]"#,
+            "plugin = \"hostile\"\nplugin_config = { mode = \"spin\" }",
+        ),
+        webhook("missing", &receiver.url("/missing"), r#"["message.created"]"#, "plugin = \"nowhere\""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &["hostile"]);
+    let event = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    for (webhook, reason) in
+        [("failing", "trapped"), ("slow", "timed out after 50 ms"), ("missing", "plugin `nowhere` is not loaded")]
+    {
+        let delivery = delivery_for(&deliveries, webhook);
+        assert_eq!(delivery["state"], "held", "{webhook}");
+        assert!(delivery["reason"].as_str().unwrap().contains(reason), "{webhook}: {delivery}");
+    }
+    assert!(receiver.all().is_empty(), "nothing is ever sent untransformed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_addresses_are_refused_by_default() {
+    let receiver = TestReceiver::start().await;
+    let config = format!(
+        "[delivery]\nallow_http = true\nretry_schedule = [\"0s\"]\n{}",
+        webhook("internal", &receiver.url("/x"), r#"["message.created"]"#, "")
+    );
+    let host = TestHost::start(&config, &[]);
+    let event = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    let delivery = delivery_for(&deliveries, "internal");
+    assert_eq!(delivery["state"], "dead");
+    let error = delivery["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("127.0.0.1 is an internal address"), "{error}");
+    assert!(receiver.all().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_endpoint_does_not_delay_others() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/slow", &[], Answer { status: 200, retry_after: None, delay: Duration::from_secs(3) });
+    let config = format!(
+        "{LOCAL_DELIVERY}max_in_flight_per_webhook = 2\n{}{}",
+        webhook("slow", &receiver.url("/slow"), r#"["message.created"]"#, ""),
+        webhook("fast", &receiver.url("/fast"), r#"["message.created"]"#, ""),
+    );
+    let host = TestHost::start(&config, &[]);
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let (status, _) =
+            host.post_event(&format!(r#"{{"id": "e{i}", "type": "message.created", "data": {{}}}}"#)).await;
+        assert_eq!(status, 202);
+    }
+    receiver.wait_for("/fast", 20, Duration::from_secs(10)).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "fast endpoint waited for the slow one: {elapsed:?}");
+    assert!(receiver.received("/slow").len() <= 2, "per-webhook bound respected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_finishes_in_flight_work() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/slowish", &[], Answer { status: 200, retry_after: None, delay: Duration::from_millis(500) });
+    let config =
+        [LOCAL_DELIVERY.to_string(), webhook("s", &receiver.url("/slowish"), r#"["message.created"]"#, "")].concat();
+    let mut host = TestHost::start(&config, &[]);
+    let event = host.post_sample("message.created").await;
+    receiver.wait_for("/slowish", 1, SETTLE).await;
+    let (status, took) = host.terminate();
+    assert!(status.success(), "{status:?}\n{}", host.log());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    host.spawn();
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    assert_eq!(delivery_for(&deliveries, "s")["state"], "delivered");
+    assert_eq!(receiver.received("/slowish").len(), 1, "the in-flight request finished and was recorded before exit");
+}

@@ -1,0 +1,216 @@
+//! The plugin runtime: every example plugin, and every sandbox limit proven by a hostile plugin.
+
+use std::time::{Duration, Instant};
+
+use hookwasm::plugins::{Action, Limits, LoadError, LoadSource, LogLevel, PluginErrorKind, Runtime};
+
+use crate::support::{config, plugin, plugin_path, runtime, sample};
+
+fn hostile(mode: &str) -> hookwasm::plugins::Execution {
+    plugin("hostile").transform(&sample("message.created").plugin_event(), &config(&[("mode", mode)]))
+}
+
+fn hostile_error(mode: &str) -> PluginErrorKind {
+    let execution = hostile(mode);
+    let error = execution.result.expect_err(mode);
+    assert_eq!(error.plugin, "hostile");
+    error.kind
+}
+
+#[test]
+fn slack_notify_in_wasm_matches_the_native_build() {
+    use hookwasm_plugin_sdk::testing;
+    let event = sample("message.created");
+    let pairs = [("base_url", "https://desk.example.com"), ("channel", "#support")];
+    let execution = plugin("slack-notify").transform(&event.plugin_event(), &config(&pairs));
+    let Ok(Action::Deliver { headers, body }) = execution.result else { panic!("{:?}", execution.result) };
+    assert!(headers.is_empty());
+
+    let native_event = hookwasm_plugin_sdk::Event::from_envelope(
+        &std::fs::read(crate::support::sample_path("message.created")).unwrap(),
+    )
+    .unwrap();
+    let native = testing::run::<slack_notify::SlackNotify>(&native_event, &pairs).result.unwrap();
+    let hookwasm_plugin_sdk::Action::Deliver(native) = native else { panic!() };
+    assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(native.body).unwrap());
+}
+
+#[test]
+fn every_example_plugin_runs_on_every_sample() {
+    let cases = [
+        ("event-filter", vec![("types", "conversation.*")]),
+        ("slack-notify", vec![("base_url", "https://desk.example.com")]),
+        ("redact-pii", vec![]),
+        ("field-map", vec![("map", "$type=event,conversation.id=ticket")]),
+    ];
+    let samples = std::fs::read_dir(crate::support::workspace_root().join("examples/events")).unwrap();
+    let names: Vec<String> =
+        samples.filter_map(|e| e.ok()?.path().file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
+    assert!(names.len() >= 9);
+    for (name, pairs) in &cases {
+        let plugin = plugin(name);
+        assert!(plugin.check_config(&config(pairs)).result.is_ok(), "{name}");
+        for sample_name in &names {
+            let execution = plugin.transform(&sample(sample_name).plugin_event(), &config(pairs));
+            assert!(execution.result.is_ok(), "{name} on {sample_name}: {:?}", execution.result);
+        }
+    }
+    let redacted = plugin("redact-pii").transform(&sample("message.created").plugin_event(), &config(&[]));
+    let Ok(Action::Deliver { body, .. }) = redacted.result else { panic!() };
+    assert!(!String::from_utf8(body).unwrap().contains("ada.okafor@example.org"));
+    let filtered = plugin("event-filter")
+        .transform(&sample("message.created").plugin_event(), &config(&[("types", "conversation.*")]));
+    assert_eq!(filtered.result.unwrap(), Action::Skip("type message.created is not in types".into()));
+}
+
+#[test]
+fn config_and_logs_cross_the_boundary() {
+    let execution = hostile("echo-config");
+    let Ok(Action::Deliver { body, .. }) = execution.result else { panic!("{:?}", execution.result) };
+    let pairs: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(pairs, serde_json::json!([["echo-config", "mode"]]));
+    let check = plugin("hostile").check_config(&config(&[("mode", "reject-config")]));
+    let error = check.result.unwrap_err();
+    assert_eq!(error.kind, PluginErrorKind::Returned("mode reject-config always rejects its config".into()));
+}
+
+#[test]
+fn a_spinning_plugin_is_stopped_at_the_deadline() {
+    let started = Instant::now();
+    assert_eq!(hostile_error("spin"), PluginErrorKind::Timeout(Duration::from_millis(50)));
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(50) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[test]
+fn memory_is_capped() {
+    assert_eq!(hostile_error("allocate"), PluginErrorKind::MemoryLimit(32 << 20));
+}
+
+#[test]
+fn output_size_is_capped() {
+    let kind = hostile_error("huge-output");
+    assert!(matches!(kind, PluginErrorKind::OutputTooLarge { limit: 1048576, size } if size > 2 << 20), "{kind:?}");
+}
+
+#[test]
+fn a_panic_is_a_trap_that_carries_the_panic_message() {
+    let PluginErrorKind::Trap(message) = hostile_error("panic") else { panic!() };
+    assert!(message.contains("hostile plugin panics on evt_01JDX4M8Q2"), "{message}");
+}
+
+#[test]
+fn returned_errors_and_invalid_output_are_typed() {
+    assert_eq!(hostile_error("error"), PluginErrorKind::Returned("the plugin refused this event".into()));
+    let PluginErrorKind::InvalidOutput(reserved) = hostile_error("reserved-header") else { panic!() };
+    assert!(reserved.contains("webhook-signature is reserved"), "{reserved}");
+    let PluginErrorKind::InvalidOutput(not_json) = hostile_error("not-json") else { panic!() };
+    assert!(not_json.contains("not JSON"), "{not_json}");
+}
+
+#[test]
+fn no_files_env_args_or_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let execution = plugin("hostile")
+        .transform(&sample("message.created").plugin_event(), &config(&[("mode", "probe"), ("connect", &target)]));
+    let Ok(Action::Deliver { body, .. }) = execution.result else { panic!("{:?}", execution.result) };
+    let probe: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(probe["file"].as_str().unwrap().starts_with("Err"), "{probe}");
+    assert!(probe["dir"].as_str().unwrap().starts_with("Err"), "{probe}");
+    assert_eq!(probe["env"], serde_json::json!([]));
+    assert_eq!(probe["args"], serde_json::json!([]));
+    assert!(probe["net"].as_str().unwrap().starts_with("Err"), "{probe}");
+    assert!(probe["dns"].as_str().unwrap().starts_with("Err"), "{probe}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "the plugin reached the host's listener");
+}
+
+#[test]
+fn stdout_and_logs_are_captured_and_capped() {
+    for mode in ["stdout-flood", "log-flood"] {
+        let execution = hostile(mode);
+        assert_eq!(execution.result.unwrap(), Action::Pass, "{mode}");
+        let kept: usize = execution.logs.iter().map(|l| l.message.len()).sum();
+        assert!(kept <= (64 << 10) + 200, "{mode} kept {kept} bytes");
+        let last = execution.logs.last().unwrap();
+        assert!(last.message.contains("bytes of plugin output dropped"), "{mode}: {last:?}");
+    }
+    let execution = hostile("stdout-flood");
+    assert_eq!(execution.logs[0].level, LogLevel::Stdout);
+    assert_eq!(execution.logs[0].message, "line 0 of a flood of stdout");
+}
+
+#[test]
+fn every_event_gets_a_fresh_instance() {
+    for _ in 0..3 {
+        let Ok(Action::Deliver { body, .. }) = hostile("counter").result else { panic!() };
+        assert_eq!(body, br#"{"calls":1}"#);
+    }
+}
+
+#[test]
+fn a_hostile_plugin_does_not_disturb_others() {
+    let spinners: Vec<_> = (0..4).map(|_| std::thread::spawn(|| hostile_error("spin"))).collect();
+    let healthy = plugin("slack-notify");
+    for _ in 0..50 {
+        let execution =
+            healthy.transform(&sample("message.created").plugin_event(), &config(&[("base_url", "https://d.example")]));
+        assert!(matches!(execution.result, Ok(Action::Deliver { .. })));
+    }
+    for spinner in spinners {
+        assert!(matches!(spinner.join().unwrap(), PluginErrorKind::Timeout(_)));
+    }
+}
+
+fn load_bytes(bytes: &[u8]) -> LoadError {
+    runtime().load("bad", bytes).expect_err("should not load")
+}
+
+#[test]
+fn broken_files_are_refused_with_a_clear_error() {
+    assert!(matches!(load_bytes(b"hello"), LoadError::NotWasm { .. }));
+    let core = wat::parse_str("(module)").unwrap();
+    let error = load_bytes(&core);
+    assert!(error.to_string().contains("core WebAssembly module, not a component"), "{error}");
+    let mut truncated = std::fs::read(plugin_path("slack-notify")).unwrap();
+    truncated.truncate(truncated.len() / 2);
+    assert!(matches!(load_bytes(&truncated), LoadError::Invalid { .. }));
+}
+
+#[test]
+fn forbidden_imports_are_named() {
+    let component = wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#).unwrap();
+    let error = load_bytes(&component);
+    assert!(
+        matches!(&error, LoadError::ForbiddenImport { import, .. } if import == "wasi:http/outgoing-handler@0.2.0"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("imports `wasi:http/outgoing-handler@0.2.0`"));
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let error = load_bytes(&wat::parse_str("(component)").unwrap());
+    assert!(matches!(error, LoadError::WrongInterface { .. }), "{error}");
+    assert!(error.to_string().contains("transform"), "{error}");
+}
+
+#[test]
+fn precompiled_code_is_cached_by_content_hash() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = plugin_path("event-filter");
+    let first = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap().load_file("f", &path).unwrap();
+    assert_eq!(first.load_source(), LoadSource::Compiled);
+    let second = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap().load_file("f", &path).unwrap();
+    assert_eq!(second.load_source(), LoadSource::Cache);
+    assert_eq!(first.sha256(), second.sha256());
+    let event = sample("message.created").plugin_event();
+    assert_eq!(second.transform(&event, &config(&[])).result.unwrap(), Action::Pass);
+    // A corrupt cache entry is recompiled, not trusted.
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap().load_file("f", &path).unwrap();
+    assert_eq!(third.load_source(), LoadSource::Compiled);
+}

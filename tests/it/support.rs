@@ -1,0 +1,68 @@
+//! Shared test support: building the real plugins to Wasm, sample events, and the runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use hookwasm::model::Event;
+use hookwasm::plugins::{Limits, Plugin, PluginConfig, Runtime};
+
+pub const PLUGINS: &[&str] = &["event-filter", "slack-notify", "redact-pii", "field-map", "hostile", "pass-through"];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds every plugin for `wasm32-wasip2` once per test binary (a no-op when up to date)
+/// and returns the directory holding the `.wasm` files.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace_root();
+        // A separate target dir: the outer `cargo test` may still hold the main one's lock.
+        let target = root.join("target/plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.current_dir(&root).args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin"]);
+        for plugin in PLUGINS {
+            command.args(["-p", plugin]);
+        }
+        let status = command.arg("--target-dir").arg(&target).status().expect("running cargo to build the plugins");
+        assert!(
+            status.success(),
+            "building the plugins for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        );
+        target.join("wasm32-wasip2/plugin")
+    })
+}
+
+/// The built `.wasm` file of a plugin crate.
+pub fn plugin_path(name: &str) -> PathBuf {
+    plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+pub fn sample_path(name: &str) -> PathBuf {
+    workspace_root().join(format!("examples/events/{name}.json"))
+}
+
+pub fn sample(name: &str) -> Event {
+    Event::parse_envelope(&std::fs::read(sample_path(name)).unwrap()).unwrap()
+}
+
+pub fn config(pairs: &[(&str, &str)]) -> PluginConfig {
+    Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// A runtime with default limits and no cache, shared by the tests of one binary.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new(Limits::default(), None).unwrap())
+}
+
+/// Loads a built plugin into the shared runtime, once.
+pub fn plugin(name: &str) -> Plugin {
+    static LOADED: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Plugin>>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(Default::default);
+    let mut loaded = loaded.lock().unwrap();
+    loaded.entry(name.to_string()).or_insert_with(|| runtime().load_file(name, &plugin_path(name)).unwrap()).clone()
+}
