@@ -215,6 +215,8 @@ fn plugin_new_scaffolds_a_crate_that_tests_builds_and_runs() {
     assert!(report.status.success());
     let report = json(&report);
     assert_eq!(report["action"], "deliver");
-    assert!(report["body"].as_str().unwrap().starts_with(r#"{"text":"New message: Hi, my order"#), "{report}");
+    let body: serde_json::Value = serde_json::from_str(report["body"].as_str().unwrap()).unwrap();
+    assert!(body["text"].as_str().unwrap().starts_with("New message: Hi, my order"), "{report}");
+    assert_eq!(body["conversation"], "cnv_5Hq8Lm");
     assert_eq!(report["logs"][0]["message"], "reshaping evt_01JDX4M8Q2");
 }

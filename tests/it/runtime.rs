@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use hookwasm::plugins::{Action, Limits, LoadError, LoadSource, LogLevel, PluginErrorKind, Runtime};
 
-use crate::support::{config, plugin, plugin_path, runtime, sample};
+use crate::support::{config, default_runtime, plugin, plugin_in, plugin_path, runtime, sample};
 
 fn hostile(mode: &str) -> hookwasm::plugins::Execution {
     plugin("hostile").transform(&sample("message.created").plugin_event(), &config(&[("mode", mode)]))
@@ -74,10 +74,15 @@ fn config_and_logs_cross_the_boundary() {
     assert_eq!(error.kind, PluginErrorKind::Returned("mode reject-config always rejects its config".into()));
 }
 
+fn spin_with_default_limits() -> PluginErrorKind {
+    let hostile = plugin_in(default_runtime(), "hostile");
+    hostile.transform(&sample("message.created").plugin_event(), &config(&[("mode", "spin")])).result.unwrap_err().kind
+}
+
 #[test]
 fn a_spinning_plugin_is_stopped_at_the_deadline() {
     let started = Instant::now();
-    assert_eq!(hostile_error("spin"), PluginErrorKind::Timeout(Duration::from_millis(50)));
+    assert_eq!(spin_with_default_limits(), PluginErrorKind::Timeout(Duration::from_millis(50)));
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(50) && elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
@@ -151,7 +156,7 @@ fn every_event_gets_a_fresh_instance() {
 
 #[test]
 fn a_hostile_plugin_does_not_disturb_others() {
-    let spinners: Vec<_> = (0..4).map(|_| std::thread::spawn(|| hostile_error("spin"))).collect();
+    let spinners: Vec<_> = (0..4).map(|_| std::thread::spawn(spin_with_default_limits)).collect();
     let healthy = plugin("slack-notify");
     for _ in 0..50 {
         let execution =
@@ -207,9 +212,14 @@ fn precompiled_code_is_cached_by_content_hash() {
     assert_eq!(first.sha256(), second.sha256());
     let event = sample("message.created").plugin_event();
     assert_eq!(second.transform(&event, &config(&[])).result.unwrap(), Action::Pass);
-    // A corrupt cache entry is recompiled, not trusted.
+    drop(second);
+    // A corrupt cache entry is recompiled, not trusted. (Replaced, not rewritten in place:
+    // entries are memory-mapped, and hookwasm itself only ever renames new files in.)
     for entry in std::fs::read_dir(cache.path()).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+        let path = entry.unwrap().path();
+        let garbage = cache.path().join("garbage");
+        std::fs::write(&garbage, b"garbage").unwrap();
+        std::fs::rename(&garbage, &path).unwrap();
     }
     let third = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap().load_file("f", &path).unwrap();
     assert_eq!(third.load_source(), LoadSource::Compiled);

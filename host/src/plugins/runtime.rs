@@ -304,8 +304,8 @@ impl Plugin {
             _ if store.data().limiter.hit => PluginErrorKind::MemoryLimit(limits.memory_bytes),
             Some(trap) => {
                 let mut message = trap.to_string();
-                if let Some(last) = store.data().last_stderr_line() {
-                    message = format!("{message} (last stderr: {last})");
+                if let Some(words) = store.data().last_words() {
+                    message = format!("{message}; {words}");
                 }
                 PluginErrorKind::Trap(message)
             }

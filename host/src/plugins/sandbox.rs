@@ -57,11 +57,19 @@ impl PluginState {
         self.logs.finish()
     }
 
-    /// The last line the plugin wrote to stderr (a Rust panic message lands there).
-    pub fn last_stderr_line(&self) -> Option<String> {
+    /// What the plugin said on stderr before trapping: a Rust panic's location and message
+    /// (`panicked at src/lib.rs:7:9: boom`), else its last line.
+    pub fn last_words(&self) -> Option<String> {
         let bytes = self.stderr.buffer.lock().ok()?.bytes.clone();
         let text = String::from_utf8_lossy(&bytes);
-        text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("note: ")).collect();
+        match lines.iter().rposition(|l| l.contains(" panicked at ")) {
+            Some(start) => {
+                let at = lines[start].split_once(" panicked at ").map_or(lines[start], |(_, at)| at);
+                Some(format!("panicked at {} {}", at, lines[start + 1..].join(" ")).trim().to_string())
+            }
+            None => lines.last().map(|l| l.to_string()),
+        }
     }
 }
 

@@ -47,7 +47,7 @@ impl Plugin for Hostile {
             "allocate" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(vec![1u8; 4 << 20]);
                     std::hint::black_box(&hoard);
                 }
             }
@@ -58,14 +58,14 @@ impl Plugin for Hostile {
             "not-json" => Ok(Action::deliver(Request::bytes("this is not json"))),
             "probe" => Action::deliver_json(&probe()),
             "stdout-flood" => {
-                for i in 0..100_000 {
+                for i in 0..10_000 {
                     println!("line {i} of a flood of stdout");
                 }
                 eprintln!("and some stderr");
                 Ok(Action::Pass)
             }
             "log-flood" => {
-                for i in 0..100_000 {
+                for i in 0..10_000 {
                     log::info(format!("log line {i}"));
                 }
                 Ok(Action::Pass)
