@@ -174,10 +174,6 @@ impl TestHost {
         self.dir.path().join("hookwasm.toml")
     }
 
-    pub fn plugins_dir(&self) -> PathBuf {
-        self.dir.path().join("plugins.d")
-    }
-
     /// (Re)starts the process on the same data dir (on a new port).
     pub fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
