@@ -35,6 +35,23 @@ pub struct ServerConfig {
     pub ingest_token: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How plugin and config changes are noticed.
+    pub watch: WatchMode,
+    /// How often `watch = "poll"` looks.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+/// How `plugins_dir` and the config file are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// OS change events (inotify, FSEvents, ...).
+    Notify,
+    /// Compare the folder every `poll_interval`: for file systems without change events.
+    Poll,
+    /// No hot reload.
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +80,7 @@ pub struct PluginLimitsConfig {
     pub memory_mib: usize,
     pub output_kib: usize,
     pub max_concurrent: u32,
+    pub max_file_mib: usize,
 }
 
 /// One `[[webhooks]]` entry.
@@ -181,6 +199,7 @@ impl Config {
             memory_bytes: self.plugins.memory_mib << 20,
             output_bytes: self.plugins.output_kib << 10,
             max_concurrent: self.plugins.max_concurrent,
+            plugin_file_bytes: self.plugins.max_file_mib << 20,
             ..Limits::default()
         }
     }

@@ -13,6 +13,7 @@
 //! - [`webhooks`]: the webhooks in effect, their secrets and runtime state.
 //! - [`plugins`]: the sandboxed Wasm runtime and the registry of loaded plugin versions.
 //! - [`delivery`]: the worker (claim, transform, send), signing, retries, the HTTP client.
+//! - [`reload`]: hot reload of plugin files and the config file's webhooks.
 //! - [`api`]: routes, shared state and JSON errors.
 //! - [`server`]: wires it all together for `hookwasm serve`.
 //! - [`devtools`]: `hookwasm plugin test|check|new`, the plugin author's local loop.
@@ -27,6 +28,7 @@ pub mod devtools;
 pub mod ingest;
 pub mod model;
 pub mod plugins;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod webhooks;

@@ -31,6 +31,14 @@ enum Command {
     /// Send events to a running server.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// List the plugins of a running server: state, version, last error, users.
+    Plugins {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Develop plugins locally: run, validate or scaffold one.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -235,7 +243,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", config.server.listen))?;
         println!("hookwasm listening on http://{}", listener.local_addr()?);
-        hookwasm::server::run(config, listener, shutdown_signal()).await
+        hookwasm::server::run(config, args.config.clone(), listener, shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -288,10 +296,47 @@ fn events_send(files: Vec<PathBuf>, server: ServerArgs) -> anyhow::Result<ExitCo
     })
 }
 
+fn plugins(server: ServerArgs, json: bool) -> anyhow::Result<ExitCode> {
+    tokio_runtime()?.block_on(async {
+        let url = format!("{}/v1/plugins", server.server.trim_end_matches('/'));
+        let response = reqwest::get(&url).await.with_context(|| format!("asking {url}"))?;
+        let status = response.status();
+        let bytes = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
+        if !status.is_success() {
+            bail!("{url} answered {status}: {}", body["error"].as_str().unwrap_or_default());
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("{:<20} {:<9} {:<13} {:<24} {:<24} LAST ERROR", "NAME", "STATE", "SHA256", "LOADED AT", "WEBHOOKS");
+        for plugin in body["plugins"].as_array().into_iter().flatten() {
+            let sha = plugin["sha256"].as_str().map(|s| &s[..12]).unwrap_or("-");
+            let loaded_at = plugin["loaded_at"]
+                .as_u64()
+                .map(|ms| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string())
+                .unwrap_or_else(|| "-".into());
+            let webhooks: Vec<&str> = plugin["webhooks"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
+            println!(
+                "{:<20} {:<9} {:<13} {:<24} {:<24} {}",
+                plugin["name"].as_str().unwrap_or_default(),
+                plugin["state"].as_str().unwrap_or_default(),
+                sha,
+                loaded_at,
+                if webhooks.is_empty() { "-".to_string() } else { webhooks.join(",") },
+                plugin["last_error"].as_str().unwrap_or("-"),
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Plugins { server, json } => plugins(server, json),
         Command::Events(EventsCommand::Send { files, server }) => events_send(files, server),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(args),

@@ -2,6 +2,7 @@
 //! runs them until shutdown.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,14 +13,17 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::delivery::worker::Worker;
 use crate::plugins::{PluginConfig, Registry, Runtime};
+use crate::reload::{self, Reloader};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::webhooks::{Webhook, Webhooks};
 
 /// Runs the server on `listener` until `shutdown` resolves, then stops taking events,
-/// lets in-flight deliveries finish (or releases them) and returns.
+/// lets in-flight deliveries finish (or releases them) and returns. `config_path` is watched
+/// for `[[webhooks]]` edits (with `plugins_dir`) unless `server.watch = "off"`.
 pub async fn run(
     config: Config,
+    config_path: Option<PathBuf>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -58,8 +62,18 @@ pub async fn run(
         config.delivery.clone(),
         wake.clone(),
     )?);
-    let (stop_worker, worker_stopped) = watch::channel(false);
-    let worker_task = tokio::spawn(worker.run(worker_stopped));
+    let (stop, stopped) = watch::channel(false);
+    let worker_task = tokio::spawn(worker.run(stopped.clone()));
+    let reloader = Arc::new(Reloader {
+        registry: registry.clone(),
+        webhooks: webhooks.clone(),
+        store: store.clone(),
+        wake: wake.clone(),
+        config: std::sync::Mutex::new(config.clone()),
+        config_path,
+    });
+    let watch_task =
+        reload::spawn(reloader, config.server.plugins_dir.clone(), config.server.watch, config.server.poll_interval, stopped)?;
 
     let state = AppState {
         store,
@@ -73,8 +87,9 @@ pub async fn run(
     tracing::info!(%address, "listening");
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
     tracing::info!("shutting down: no longer taking events; finishing in-flight deliveries");
-    let _ = stop_worker.send(true);
+    let _ = stop.send(true);
     worker_task.await.context("delivery worker")?;
+    watch_task.await.context("file watcher")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -194,6 +194,32 @@ impl TestHost {
         self.child = Some(child);
     }
 
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins.d")
+    }
+
+    /// Installs a built plugin crate's `.wasm` as plugin `name` the documented way: write a
+    /// hidden temporary file in the folder, then rename it into place.
+    pub fn deploy(&self, crate_name: &str, name: &str) {
+        let tmp = self.plugins_dir().join(format!(".{name}.wasm.tmp"));
+        std::fs::copy(crate::support::plugin_path(crate_name), &tmp).unwrap();
+        std::fs::rename(&tmp, self.plugins_dir().join(format!("{name}.wasm"))).unwrap();
+    }
+
+    /// The status of plugin `name` once `ready` holds for it.
+    pub async fn wait_plugin(&self, name: &str, timeout: Duration, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let plugins = self.get("/v1/plugins").await;
+            let status = plugins["plugins"].as_array().into_iter().flatten().find(|p| p["name"] == name).cloned();
+            if let Some(status) = status.filter(|s| ready(s)) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "plugin {name} never got there: {plugins:#}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join(format!("host-{}.log", std::process::id()))
     }

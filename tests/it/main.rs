@@ -4,5 +4,6 @@ mod cli;
 mod crash;
 mod host;
 mod pipeline;
+mod reload;
 mod runtime;
 mod support;

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
+use sha2::Digest;
 use tokio::sync::Semaphore;
 
 use super::{Execution, LoadError, Plugin, PluginConfig, PluginEvent, Runtime};
@@ -37,6 +38,22 @@ pub struct PluginStatus {
     pub loaded_at: Option<SystemTime>,
     pub last_error: Option<String>,
     pub file: PathBuf,
+    /// Successful loads since start.
+    pub loads: u64,
+    /// Failed loads since start.
+    pub failures: u64,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Reload {
+    /// The file's content is the version already serving.
+    Unchanged,
+    Loaded(Plugin),
+    /// The previous version (if any) keeps serving.
+    Failed(RegistryError),
+    /// The file is gone; the plugin no longer serves.
+    Unloaded,
 }
 
 mod system_time_ms {
@@ -95,24 +112,49 @@ impl Registry {
 
     /// Loads `path` as plugin `name`, checks it against `configs` (webhook id, its
     /// plugin_config), and swaps it in. Blocking: compiles on a cache miss.
-    pub fn load_file(
+    pub fn load_file(&self, name: &str, path: &Path, configs: &[(String, PluginConfig)]) -> Result<Plugin, RegistryError> {
+        let loaded = self.runtime.read_file(name, path).and_then(|bytes| self.runtime.load(name, &bytes));
+        self.install(name, path, loaded, configs)
+    }
+
+    /// Brings `name` in line with `path`: unloads it if the file is gone, does nothing if the
+    /// content is the version serving, else loads it as [`Registry::load_file`] does.
+    pub fn reload_file(&self, name: &str, path: &Path, configs: &[(String, PluginConfig)]) -> Reload {
+        let bytes = match self.runtime.read_file(name, path) {
+            Ok(bytes) => bytes,
+            Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return if self.unload(name) { Reload::Unloaded } else { Reload::Unchanged };
+            }
+            Err(error) => return self.install(name, path, Err(error), configs).map_or_else(Reload::Failed, Reload::Loaded),
+        };
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        let serving = {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            entries.get(name).and_then(|e| e.current.as_ref()).map(|p| p.sha256() == sha256).unwrap_or(false)
+        };
+        if serving {
+            return Reload::Unchanged;
+        }
+        let loaded = self.runtime.load(name, &bytes);
+        self.install(name, path, loaded, configs).map_or_else(Reload::Failed, Reload::Loaded)
+    }
+
+    /// Checks a freshly loaded version against every config, then swaps it in or records why not.
+    fn install(
         &self,
         name: &str,
         path: &Path,
+        loaded: Result<Plugin, LoadError>,
         configs: &[(String, PluginConfig)],
     ) -> Result<Plugin, RegistryError> {
-        let outcome = self.runtime.load_file(name, path).map_err(RegistryError::from).and_then(|plugin| {
+        let outcome = loaded.map_err(RegistryError::from).and_then(|plugin| {
             for (webhook, config) in configs {
                 if let Err(error) = plugin.check_config(config).result {
                     let message = match error.kind {
                         super::PluginErrorKind::Returned(message) => message,
                         other => other.to_string(),
                     };
-                    return Err(RegistryError::ConfigRejected {
-                        plugin: name.into(),
-                        webhook: webhook.clone(),
-                        message,
-                    });
+                    return Err(RegistryError::ConfigRejected { plugin: name.into(), webhook: webhook.clone(), message });
                 }
             }
             Ok(plugin)
@@ -127,6 +169,8 @@ impl Registry {
                 loaded_at: None,
                 last_error: None,
                 file: path.into(),
+                loads: 0,
+                failures: 0,
             },
         });
         entry.status.file = path.into();
@@ -137,13 +181,30 @@ impl Registry {
                 entry.status.sha256 = Some(plugin.sha256().to_string());
                 entry.status.loaded_at = Some(plugin.loaded_at());
                 entry.status.last_error = None;
+                entry.status.loads += 1;
             }
             Err(error) => {
+                // The previous version, if any, keeps serving; `sha256` still names it.
                 entry.status.state = PluginState::Failed;
                 entry.status.last_error = Some(error.to_string());
+                entry.status.failures += 1;
             }
         }
         outcome
+    }
+
+    /// Stops serving `name` (its file was removed). Returns whether it was serving.
+    pub fn unload(&self, name: &str) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        match entries.get_mut(name) {
+            Some(entry) if entry.status.state != PluginState::Unloaded => {
+                let was_serving = entry.current.take().is_some();
+                entry.status.state = PluginState::Unloaded;
+                entry.status.sha256 = None;
+                was_serving
+            }
+            _ => false,
+        }
     }
 
     /// Loads every `*.wasm` in `dir` (plugin name = file stem). Failures are recorded and

@@ -122,13 +122,17 @@ impl Runtime {
 
     /// Reads and loads a plugin file.
     pub fn load_file(&self, name: &str, path: &Path) -> Result<Plugin, LoadError> {
+        self.load(name, &self.read_file(name, path)?)
+    }
+
+    /// Reads a plugin file, refusing one over the size limit before reading it.
+    pub fn read_file(&self, name: &str, path: &Path) -> Result<Vec<u8>, LoadError> {
         let read_error = |source| LoadError::Read { plugin: name.into(), path: path.display().to_string(), source };
         let size = std::fs::metadata(path).map_err(read_error)?.len() as usize;
         if size > self.limits.plugin_file_bytes {
             return Err(LoadError::TooLarge { plugin: name.into(), size, limit: self.limits.plugin_file_bytes });
         }
-        let bytes = std::fs::read(path).map_err(read_error)?;
-        self.load(name, &bytes)
+        std::fs::read(path).map_err(read_error)
     }
 
     /// Validates and compiles (or fetches from the cache) a plugin component. Blocking and

@@ -1,0 +1,326 @@
+//! End-to-end load: `POST /v1/events` -> durable store -> slack-notify plugin -> signed POST
+//! -> 2xx at a local receiver, all on this machine, against the real `hookwasm` binary.
+//!
+//! `cargo bench -p hookwasm --bench pipeline` prints (figures in BENCHMARKS.md):
+//! - throughput: N events posted by C concurrent clients, events/s until the receiver has
+//!   all of them;
+//! - latency: events posted at a fixed rate, ingest-to-delivery p50/p99 (post sent ->
+//!   receiver got it);
+//! - the host's peak RSS (VmHWM);
+//! - throughput while a new plugin version is deployed every second, against steady state;
+//! - reload latency: from the `mv` of a new version to the first delivery it made.
+//! Environment: `LOAD_EVENTS` (default 20000), `LOAD_CLIENTS` (64), `LOAD_RATE` (1000/s),
+//! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+
+#[allow(dead_code)]
+#[path = "../../tests/it/support.rs"]
+mod support;
+
+/// Event id (or webhook-id) -> (the body was an event envelope, when it arrived).
+type Arrivals = Arc<Mutex<HashMap<String, (bool, Instant)>>>;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn start_receiver() -> (String, Arrivals) {
+    let arrivals: Arrivals = Arc::default();
+    let state = arrivals.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let state = state.clone();
+        async move {
+            let now = Instant::now();
+            // field-map bodies carry the event id; slack-notify's do not, so count those by
+            // webhook-id (one delivery per event).
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let key = value["id"].as_str().map(str::to_string).unwrap_or_else(|| {
+                headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+            });
+            let envelope = value.get("type").is_some();
+            state.lock().unwrap().entry(key).or_insert((envelope, now));
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, arrivals)
+}
+
+struct Host {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn start(receiver: &str, plugin: &str, plugin_config: &str) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins.d");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::copy(support::plugin_path(plugin), plugins.join(format!("{plugin}.wasm"))).unwrap();
+        let config = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+data_dir = {data:?}
+plugins_dir = {plugins:?}
+[delivery]
+allow_http = true
+allow_private_networks = true
+max_in_flight_per_webhook = 128
+[[webhooks]]
+id = "load"
+url = "{receiver}"
+events = ["message.created"]
+plugin = "{plugin}"
+plugin_config = {plugin_config}
+"#,
+            data = dir.path().join("data").display().to_string(),
+            plugins = plugins.display().to_string(),
+        );
+        std::fs::write(dir.path().join("hookwasm.toml"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+            .args(["serve", "--config"])
+            .arg(dir.path().join("hookwasm.toml"))
+            .env("HOOKWASM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("hookwasm listening on ").expect("host started").to_string();
+        Host { child, url, _dir: dir }
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn event_body(template: &serde_json::Value, id: &str) -> String {
+    let mut event = template.clone();
+    event["id"] = id.into();
+    event.to_string()
+}
+
+async fn wait_for(arrivals: &Arrivals, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while arrivals.lock().unwrap().len() < count {
+        assert!(Instant::now() < deadline, "only {} of {count} delivered", arrivals.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The plugin's bytes with a custom section appended: the same code, a new sha256, so the
+/// host really recompiles it.
+fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
+    let name = b"hookwasm-bench";
+    let payload = n.to_le_bytes();
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    out.push((1 + name.len() + payload.len()) as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Renames a new variant of `plugin` into the host's plugins dir.
+fn deploy(host: &Host, plugin: &str, bytes: &[u8]) {
+    let dir = host._dir.path().join("plugins.d");
+    let tmp = dir.join(format!(".{plugin}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{plugin}.wasm"))).unwrap();
+}
+
+/// All events as fast as `clients` concurrent producers can post them; with `reload_every`,
+/// a freshly compiled version of the plugin is deployed that often meanwhile.
+async fn throughput(events: usize, clients: usize, reload_every: Option<Duration>) -> f64 {
+    let (receiver, arrivals) = start_receiver().await;
+    let host = Arc::new(Host::start(&receiver, "slack-notify", r#"{ base_url = "https://desk.example.com" }"#));
+    let reloads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reloader = reload_every.map(|every| {
+        let (host, reloads, stop) = (host.clone(), reloads.clone(), stop.clone());
+        let bytes = std::fs::read(support::plugin_path("slack-notify")).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(every);
+                let n = reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                deploy(&host, "slack-notify", &variant(&bytes, n));
+            }
+        })
+    });
+    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url, template, next) = (http.clone(), format!("{}/v1/events", host.url), template.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= events {
+                        break;
+                    }
+                    let body = event_body(&template, &format!("load-{i}"));
+                    let response = http.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
+                    assert_eq!(response.status(), 202);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let ingested = started.elapsed();
+    wait_for(&arrivals, events, Duration::from_secs(300)).await;
+    let delivered = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(reloader) = reloader {
+        reloader.join().unwrap();
+    }
+    let rate = events as f64 / delivered.as_secs_f64();
+    println!(
+        "throughput{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host peak RSS {:.0} MiB",
+        match reload_every {
+            Some(every) => format!(" while reloading every {every:?} ({} reloads)", reloads.load(std::sync::atomic::Ordering::Relaxed)),
+            None => String::new(),
+        },
+        events as f64 / ingested.as_secs_f64(),
+        delivered.as_secs_f64(),
+        host.peak_rss_mib()
+    );
+    rate
+}
+
+/// From the rename of a new plugin version into place to the first delivery it made, with
+/// events flowing at 200/s. Each version is new code to the host (a new sha256: compiled).
+async fn reload_latency(rounds: u64) {
+    let (receiver, arrivals) = start_receiver().await;
+    let config = r#"{ map = "$id=id, $type=variant" }"#;
+    let host = Arc::new(Host::start(&receiver, "field-map", config));
+    let bytes = std::fs::read(support::plugin_path("field-map")).unwrap();
+    let pass = std::fs::read(support::plugin_path("pass-through")).unwrap();
+    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", host.url);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (http, url, template, stop) = (http.clone(), url.clone(), template.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = http.post(&url).header("content-type", "application/json").body(event_body(&template, &format!("r-{i}"))).send().await;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // field-map's body is {"id", "variant"}; pass-through's is the envelope (it has "type").
+    let mut latencies = Vec::new();
+    for round in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let to_pass = round % 2 == 0;
+        let seen_before: std::collections::HashSet<String> = arrivals.lock().unwrap().keys().cloned().collect();
+        let started = Instant::now();
+        deploy(&host, "field-map", &variant(if to_pass { &pass } else { &bytes }, round));
+        let first = loop {
+            let found = {
+                let arrivals = arrivals.lock().unwrap();
+                arrivals
+                    .iter()
+                    .filter(|(id, (envelope, _))| !seen_before.contains(*id) && *envelope == to_pass)
+                    .map(|(_, (_, at))| *at)
+                    .min()
+            };
+            if let Some(at) = found {
+                break at;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "reload {round} never delivered");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        latencies.push(first.saturating_duration_since(started));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.await.unwrap();
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+    println!("reload latency ({rounds} reloads, each a new sha256 compiled): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", p(0.5), p(0.99), p(1.0));
+}
+
+/// Events at a fixed rate; ingest-to-delivery latency percentiles. Uses field-map, whose
+/// body carries the event id, so each arrival is matched to its post.
+async fn latency(rate: u64, seconds: u64) {
+    let (receiver, arrivals) = start_receiver().await;
+    let host = Host::start(&receiver, "field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#);
+    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", host.url);
+    let total = (rate * seconds) as usize;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        ticker.tick().await;
+        let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
+        let id = format!("lat-{i}");
+        let body = event_body(&template, &id);
+        tasks.spawn(async move {
+            sent.lock().unwrap().insert(id, Instant::now());
+            let response = http.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    wait_for(&arrivals, total, Duration::from_secs(120)).await;
+    let sent = sent.lock().unwrap();
+    let arrivals = arrivals.lock().unwrap();
+    let mut latencies: Vec<Duration> = sent.iter().map(|(id, at)| arrivals[id].1.saturating_duration_since(*at)).collect();
+    latencies.sort();
+    let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "latency: {rate} events/s for {seconds} s ({total} events): ingest-to-delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; host peak RSS {:.0} MiB",
+        percentile(0.50).as_secs_f64() * 1e3,
+        percentile(0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3,
+        host.peak_rss_mib()
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    support::plugin_dir();
+    let (events, clients) = (env("LOAD_EVENTS", 20_000) as usize, env("LOAD_CLIENTS", 64) as usize);
+    runtime.block_on(async {
+        let steady = throughput(events, clients, None).await;
+        latency(env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10)).await;
+        let reloading = throughput(events, clients, Some(Duration::from_secs(1))).await;
+        println!("throughput while reloading every second: {:.1}% of steady state", reloading / steady * 100.0);
+        reload_latency(env("RELOAD_ROUNDS", 20)).await;
+    });
+}
