@@ -57,6 +57,7 @@ pub fn scaffold(dir: &Path, options: &ScaffoldOptions) -> anyhow::Result<Vec<Pat
         ("src/lib.rs", LIB_RS.replace("{Type}", &type_name).replace("{name}", &name)),
         ("README.md", README.replace("{name}", &name).replace("{module}", &module)),
         (".gitignore", "/target\n".to_string()),
+        (".cargo/config.toml", CARGO_CONFIG.to_string()),
     ];
     let mut written = Vec::new();
     for (relative, contents) in files {
@@ -92,6 +93,11 @@ lto = true
 codegen-units = 1
 opt-level = 3
 strip = "debuginfo"
+"#;
+
+const CARGO_CONFIG: &str = r#"# A small stack keeps the memory hookwasm resets between events small: faster per event.
+[target.wasm32-wasip2]
+rustflags = ["-C", "link-arg=-zstack-size=131072"]
 "#;
 
 const LIB_RS: &str = r#"//! `{name}`: a hookwasm plugin. Edit `transform` to filter or reshape events.
@@ -174,7 +180,7 @@ mod tests {
         let err = scaffold(tmp.path(), &options).unwrap_err().to_string();
         assert!(err.contains("must start with") || err.contains("already exists"), "{err}");
         let files = scaffold(&tmp.path().join("vip-only"), &options).unwrap();
-        assert_eq!(files.len(), 4);
+        assert_eq!(files.len(), 5);
         let lib = std::fs::read_to_string(tmp.path().join("vip-only/src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct VipOnly;"));
         assert!(scaffold(&tmp.path().join("vip-only"), &options).unwrap_err().to_string().contains("already exists"));

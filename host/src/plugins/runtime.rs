@@ -90,9 +90,10 @@ impl Runtime {
             .max_tables_per_component(8)
             .max_core_instances_per_component(16)
             .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10))
-            // Keeping the first pages of a slot resident (and zeroed by memset, not
-            // madvise) avoids a page fault per page touched by the next instance.
-            .linear_memory_keep_resident(4 << 20)
+            // Resetting the first MiB of a slot with memset instead of madvise avoids a page
+            // fault per page the next instance touches: measured best of 0, 256 KiB, 1 MiB
+            // and 4 MiB (BENCHMARKS.md).
+            .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10);
         let mut config = Config::new();
         config
