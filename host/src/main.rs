@@ -242,8 +242,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("listening on {}", config.server.listen))?;
-        println!("hookwasm listening on http://{}", listener.local_addr()?);
-        hookwasm::server::run(config, args.config.clone(), listener, shutdown_signal()).await
+        hookwasm::server::run(config, args.config.clone(), listener, shutdown_signal(), |address| {
+            println!("hookwasm listening on http://{address}");
+        })
+        .await
     })?;
     Ok(ExitCode::SUCCESS)
 }

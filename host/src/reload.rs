@@ -154,6 +154,8 @@ pub fn spawn(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (sender, mut changes) = mpsc::unbounded_channel::<PathBuf>();
     let handler = move |event: notify::Result<notify::Event>| match event {
+        // Reading a file is not changing it (and reading the config would loop).
+        Ok(event) if event.kind.is_access() => {}
         Ok(event) => {
             for path in event.paths {
                 let _ = sender.send(path);

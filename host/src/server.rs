@@ -26,6 +26,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
@@ -85,6 +86,7 @@ pub async fn run(
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening");
+    ready(address);
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
     tracing::info!("shutting down: no longer taking events; finishing in-flight deliveries");
     let _ = stop.send(true);
