@@ -9,6 +9,7 @@
 //! - the host's peak RSS (VmHWM);
 //! - throughput while a new plugin version is deployed every second, against steady state;
 //! - reload latency: from the `mv` of a new version to the first delivery it made.
+//!
 //! Environment: `LOAD_EVENTS` (default 20000), `LOAD_CLIENTS` (64), `LOAD_RATE` (1000/s),
 //! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20).
 
@@ -59,7 +60,7 @@ async fn start_receiver() -> (String, Arrivals) {
 struct Host {
     child: std::process::Child,
     url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Host {
@@ -98,7 +99,7 @@ plugin_config = {plugin_config}
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("hookwasm listening on ").expect("host started").to_string();
-        Host { child, url, _dir: dir }
+        Host { child, url, dir }
     }
 
     fn peak_rss_mib(&self) -> f64 {
@@ -149,7 +150,7 @@ fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
 
 /// Renames a new variant of `plugin` into the host's plugins dir.
 fn deploy(host: &Host, plugin: &str, bytes: &[u8]) {
-    let dir = host._dir.path().join("plugins.d");
+    let dir = host.dir.path().join("plugins.d");
     let tmp = dir.join(format!(".{plugin}.tmp"));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, dir.join(format!("{plugin}.wasm"))).unwrap();
@@ -173,13 +174,15 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
             }
         })
     });
-    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
+    let template: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
     let http = reqwest::Client::new();
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (http, url, template, next) = (http.clone(), format!("{}/v1/events", host.url), template.clone(), next.clone());
+            let (http, url, template, next) =
+                (http.clone(), format!("{}/v1/events", host.url), template.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -187,7 +190,8 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
                         break;
                     }
                     let body = event_body(&template, &format!("load-{i}"));
-                    let response = http.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
+                    let response =
+                        http.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
                     assert_eq!(response.status(), 202);
                 }
             })
@@ -207,7 +211,10 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
     println!(
         "throughput{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host peak RSS {:.0} MiB",
         match reload_every {
-            Some(every) => format!(" while reloading every {every:?} ({} reloads)", reloads.load(std::sync::atomic::Ordering::Relaxed)),
+            Some(every) => format!(
+                " while reloading every {every:?} ({} reloads)",
+                reloads.load(std::sync::atomic::Ordering::Relaxed)
+            ),
             None => String::new(),
         },
         events as f64 / ingested.as_secs_f64(),
@@ -225,7 +232,8 @@ async fn reload_latency(rounds: u64) {
     let host = Arc::new(Host::start(&receiver, "field-map", config));
     let bytes = std::fs::read(support::plugin_path("field-map")).unwrap();
     let pass = std::fs::read(support::plugin_path("pass-through")).unwrap();
-    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
+    let template: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", host.url);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -234,7 +242,12 @@ async fn reload_latency(rounds: u64) {
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = http.post(&url).header("content-type", "application/json").body(event_body(&template, &format!("r-{i}"))).send().await;
+                let _ = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(event_body(&template, &format!("r-{i}")))
+                    .send()
+                    .await;
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -269,15 +282,22 @@ async fn reload_latency(rounds: u64) {
     producer.await.unwrap();
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
-    println!("reload latency ({rounds} reloads, each a new sha256 compiled): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", p(0.5), p(0.99), p(1.0));
+    println!(
+        "reload latency ({rounds} reloads, each a new sha256 compiled): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
 }
 
 /// Events at a fixed rate; ingest-to-delivery latency percentiles. Uses field-map, whose
 /// body carries the event id, so each arrival is matched to its post.
 async fn latency(rate: u64, seconds: u64) {
     let (receiver, arrivals) = start_receiver().await;
-    let host = Host::start(&receiver, "field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#);
-    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
+    let host =
+        Host::start(&receiver, "field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#);
+    let template: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", host.url);
     let total = (rate * seconds) as usize;
@@ -300,7 +320,8 @@ async fn latency(rate: u64, seconds: u64) {
     wait_for(&arrivals, total, Duration::from_secs(120)).await;
     let sent = sent.lock().unwrap();
     let arrivals = arrivals.lock().unwrap();
-    let mut latencies: Vec<Duration> = sent.iter().map(|(id, at)| arrivals[id].1.saturating_duration_since(*at)).collect();
+    let mut latencies: Vec<Duration> =
+        sent.iter().map(|(id, at)| arrivals[id].1.saturating_duration_since(*at)).collect();
     latencies.sort();
     let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(

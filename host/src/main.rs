@@ -304,7 +304,8 @@ fn plugins(server: ServerArgs, json: bool) -> anyhow::Result<ExitCode> {
         let response = reqwest::get(&url).await.with_context(|| format!("asking {url}"))?;
         let status = response.status();
         let bytes = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
-        let body: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
         if !status.is_success() {
             bail!("{url} answered {status}: {}", body["error"].as_str().unwrap_or_default());
         }
@@ -317,9 +318,13 @@ fn plugins(server: ServerArgs, json: bool) -> anyhow::Result<ExitCode> {
             let sha = plugin["sha256"].as_str().map(|s| &s[..12]).unwrap_or("-");
             let loaded_at = plugin["loaded_at"]
                 .as_u64()
-                .map(|ms| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string())
+                .map(|ms| {
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+                        .to_string()
+                })
                 .unwrap_or_else(|| "-".into());
-            let webhooks: Vec<&str> = plugin["webhooks"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
+            let webhooks: Vec<&str> =
+                plugin["webhooks"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
             println!(
                 "{:<20} {:<9} {:<13} {:<24} {:<24} {}",
                 plugin["name"].as_str().unwrap_or_default(),

@@ -57,7 +57,8 @@ impl Reloader {
                     load_ms = started.elapsed().as_millis() as u64,
                     "plugin loaded"
                 );
-                let users: Vec<String> = self.webhooks.using_plugin(&name).iter().map(|w| w.config.id.clone()).collect();
+                let users: Vec<String> =
+                    self.webhooks.using_plugin(&name).iter().map(|w| w.config.id.clone()).collect();
                 self.requeue_held(users).await;
             }
             Ok(Reload::Failed(error)) => tracing::error!(
@@ -67,7 +68,9 @@ impl Reloader {
                 serving = ?self.registry.current(&name).map(|p| p.sha256().to_string()),
                 "plugin failed to load; the previous version (if any) keeps serving"
             ),
-            Ok(Reload::Unloaded) => tracing::warn!(plugin = name, file = %path.display(), "plugin file removed: unloaded; its deliveries are held until it returns"),
+            Ok(Reload::Unloaded) => {
+                tracing::warn!(plugin = name, file = %path.display(), "plugin file removed: unloaded; its deliveries are held until it returns")
+            }
             Err(error) => tracing::error!(plugin = name, %error, "plugin reload did not complete"),
         }
     }
@@ -78,7 +81,9 @@ impl Reloader {
         match self.apply_config(path).await {
             Ok(Some(count)) => tracing::info!(webhooks = count, file = %path.display(), "webhooks reloaded"),
             Ok(None) => tracing::debug!("config file unchanged"),
-            Err(error) => tracing::error!(file = %path.display(), error = format!("{error:#}"), "config edit rejected; the running webhooks stay"),
+            Err(error) => {
+                tracing::error!(file = %path.display(), error = format!("{error:#}"), "config edit rejected; the running webhooks stay")
+            }
         }
     }
 
@@ -88,26 +93,27 @@ impl Reloader {
         if new.webhooks == old.webhooks {
             return Ok(None);
         }
-        if format!("{:?}{:?}{:?}", new.server, new.delivery, new.plugins) != format!("{:?}{:?}{:?}", old.server, old.delivery, old.plugins) {
+        if format!("{:?}{:?}{:?}", new.server, new.delivery, new.plugins)
+            != format!("{:?}{:?}{:?}", old.server, old.delivery, old.plugins)
+        {
             tracing::warn!("only [[webhooks]] apply without a restart; other changes wait for the next start");
         }
         let data_dir = old.server.data_dir.clone();
-        let resolved = new.webhooks.iter().cloned().map(|w| Webhook::resolve(w, &data_dir)).collect::<anyhow::Result<Vec<_>>>()?;
+        let resolved =
+            new.webhooks.iter().cloned().map(|w| Webhook::resolve(w, &data_dir)).collect::<anyhow::Result<Vec<_>>>()?;
         // Every plugin that is serving must accept its new webhook configurations.
         for webhook in &resolved {
-            let Some(plugin) = webhook.config.plugin.as_ref().and_then(|name| self.registry.current(name)) else { continue };
+            let Some(plugin) = webhook.config.plugin.as_ref().and_then(|name| self.registry.current(name)) else {
+                continue;
+            };
             let config = webhook.plugin_config.clone();
             let check = tokio::task::spawn_blocking(move || plugin.check_config(&config)).await?;
             if let Err(error) = check.result {
                 anyhow::bail!("webhook `{}`: {error}", webhook.config.id);
             }
         }
-        let changed: Vec<String> = new
-            .webhooks
-            .iter()
-            .filter(|w| !old.webhooks.contains(w))
-            .map(|w| w.id.clone())
-            .collect();
+        let changed: Vec<String> =
+            new.webhooks.iter().filter(|w| !old.webhooks.contains(w)).map(|w| w.id.clone()).collect();
         let count = resolved.len();
         self.webhooks.replace(resolved);
         self.config.lock().unwrap_or_else(|e| e.into_inner()).webhooks = new.webhooks;

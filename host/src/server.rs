@@ -73,8 +73,13 @@ pub async fn run(
         config: std::sync::Mutex::new(config.clone()),
         config_path,
     });
-    let watch_task =
-        reload::spawn(reloader, config.server.plugins_dir.clone(), config.server.watch, config.server.poll_interval, stopped)?;
+    let watch_task = reload::spawn(
+        reloader,
+        config.server.plugins_dir.clone(),
+        config.server.watch,
+        config.server.poll_interval,
+        stopped,
+    )?;
 
     let state = AppState {
         store,

@@ -207,7 +207,12 @@ impl TestHost {
     }
 
     /// The status of plugin `name` once `ready` holds for it.
-    pub async fn wait_plugin(&self, name: &str, timeout: Duration, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_plugin(
+        &self,
+        name: &str,
+        timeout: Duration,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             let plugins = self.get("/v1/plugins").await;

@@ -37,7 +37,9 @@ async fn post_numbered(host: &TestHost, prefix: &str, i: usize) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn replacing_a_plugin_while_events_flow_loses_nothing() {
     let receiver = TestReceiver::start().await;
-    let config = [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")].concat();
+    let config =
+        [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")]
+            .concat();
     let host = TestHost::start(&config, &[]);
     host.deploy("field-map", "shape");
     host.wait_plugin("shape", SETTLE, |p| p["sha256"] == sha("field-map")).await;
@@ -63,7 +65,11 @@ async fn replacing_a_plugin_while_events_flow_loses_nothing() {
     }
     assert_eq!(used, HashSet::from([sha("field-map"), sha("pass-through")]), "both versions served");
     let last = host.settled_deliveries(&after_swap, SETTLE).await;
-    assert_eq!(delivery_for(&last, "w")["plugin_sha"], sha("pass-through").as_str(), "new deliveries use the new version");
+    assert_eq!(
+        delivery_for(&last, "w")["plugin_sha"],
+        sha("pass-through").as_str(),
+        "new deliveries use the new version"
+    );
 
     let received = receiver.wait_for("/w", ids.len(), SETTLE).await;
     assert_eq!(received.len(), ids.len(), "each delivery sent once");
@@ -89,7 +95,9 @@ async fn delivery_shas(host: &TestHost, ids: &[String]) -> HashMap<String, Strin
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_file_keeps_the_previous_version_serving() {
     let receiver = TestReceiver::start().await;
-    let config = [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")].concat();
+    let config =
+        [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")]
+            .concat();
     let host = TestHost::start(&config, &[]);
     host.deploy("field-map", "shape");
     host.wait_plugin("shape", SETTLE, |p| p["state"] == "loaded").await;
@@ -121,7 +129,8 @@ async fn a_corrupt_file_keeps_the_previous_version_serving() {
 async fn a_version_that_rejects_the_config_is_not_swapped_in() {
     let receiver = TestReceiver::start().await;
     let extra = "plugin = \"notify\"\nplugin_config = { base_url = \"https://desk.example.com\" }";
-    let config = [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, extra)].concat();
+    let config =
+        [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, extra)].concat();
     let host = TestHost::start(&config, &[]);
     host.deploy("slack-notify", "notify");
     host.wait_plugin("notify", SETTLE, |p| p["state"] == "loaded").await;
@@ -135,7 +144,9 @@ async fn a_version_that_rejects_the_config_is_not_swapped_in() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_plugin_holds_deliveries_until_it_returns() {
     let receiver = TestReceiver::start().await;
-    let config = [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")].concat();
+    let config =
+        [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")]
+            .concat();
     let host = TestHost::start(&config, &[]);
     host.deploy("field-map", "shape");
     host.wait_plugin("shape", SETTLE, |p| p["state"] == "loaded").await;
@@ -181,14 +192,19 @@ async fn config_edits_apply_without_restart_and_invalid_ones_are_rejected_whole(
     assert!(got.iter().any(|r| r.json()["id"] == id.as_str()));
 
     // A bad URL in one webhook rejects the whole edit; `b` keeps receiving.
-    let broken = edited.replace(&receiver.url("/b"), "ftp://nowhere") + &webhook("c", &receiver.url("/c"), r#"["message.created"]"#, "");
+    let broken = edited.replace(&receiver.url("/b"), "ftp://nowhere")
+        + &webhook("c", &receiver.url("/c"), r#"["message.created"]"#, "");
     std::fs::write(host.config_path(), broken).unwrap();
     let deadline = Instant::now() + SETTLE;
     while !host.log().contains("config edit rejected") {
         assert!(Instant::now() < deadline, "no rejection logged:\n{}", host.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(host.log().contains("scheme \\\"ftp\\\" is not http(s)") || host.log().contains("is not http(s)"), "{}", host.log());
+    assert!(
+        host.log().contains("scheme \\\"ftp\\\" is not http(s)") || host.log().contains("is not http(s)"),
+        "{}",
+        host.log()
+    );
     let after = post_numbered(&host, "after-broken", 0).await;
     let deliveries = host.settled_deliveries(&after, SETTLE).await;
     assert_eq!(deliveries.len(), 1);
@@ -204,7 +220,12 @@ async fn torture() {
     let names = ["p1", "p2", "p3"];
     let mut config = LOCAL_DELIVERY.to_string();
     for name in names {
-        config += &webhook(name, &receiver.url(&format!("/{name}")), r#"["message.created"]"#, &format!("plugin = \"{name}\""));
+        config += &webhook(
+            name,
+            &receiver.url(&format!("/{name}")),
+            r#"["message.created"]"#,
+            &format!("plugin = \"{name}\""),
+        );
     }
     let host = TestHost::start(&config, &[]);
     for name in names {
@@ -224,8 +245,11 @@ async fn torture() {
             let mut ids = Vec::new();
             for i in 0..400 {
                 let id = format!("t-{i}");
-                let body = format!(r#"{{"id": "{id}", "type": "message.created", "data": {{"conversation": {{"id": "c{i}"}}}}}}"#);
-                let response = http.post(&base).header("content-type", "application/json").body(body).send().await.unwrap();
+                let body = format!(
+                    r#"{{"id": "{id}", "type": "message.created", "data": {{"conversation": {{"id": "c{i}"}}}}}}"#
+                );
+                let response =
+                    http.post(&base).header("content-type", "application/json").body(body).send().await.unwrap();
                 assert_eq!(response.status(), 202);
                 ids.push(id);
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -288,5 +312,9 @@ async fn torture() {
         assert!(body_matches_plugin(&request.json(), &shas[&request.webhook_id]));
     }
     assert_eq!(receiver.all().len(), ids.len() * names.len());
-    println!("torture: {operations} file operations, {bad_files} bad files, {} deliveries in {:?}", ids.len() * 3, started.elapsed());
+    println!(
+        "torture: {operations} file operations, {bad_files} bad files, {} deliveries in {:?}",
+        ids.len() * 3,
+        started.elapsed()
+    );
 }

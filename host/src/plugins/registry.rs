@@ -112,7 +112,12 @@ impl Registry {
 
     /// Loads `path` as plugin `name`, checks it against `configs` (webhook id, its
     /// plugin_config), and swaps it in. Blocking: compiles on a cache miss.
-    pub fn load_file(&self, name: &str, path: &Path, configs: &[(String, PluginConfig)]) -> Result<Plugin, RegistryError> {
+    pub fn load_file(
+        &self,
+        name: &str,
+        path: &Path,
+        configs: &[(String, PluginConfig)],
+    ) -> Result<Plugin, RegistryError> {
         let loaded = self.runtime.read_file(name, path).and_then(|bytes| self.runtime.load(name, &bytes));
         self.install(name, path, loaded, configs)
     }
@@ -125,7 +130,9 @@ impl Registry {
             Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return if self.unload(name) { Reload::Unloaded } else { Reload::Unchanged };
             }
-            Err(error) => return self.install(name, path, Err(error), configs).map_or_else(Reload::Failed, Reload::Loaded),
+            Err(error) => {
+                return self.install(name, path, Err(error), configs).map_or_else(Reload::Failed, Reload::Loaded);
+            }
         };
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
         let serving = {
@@ -154,7 +161,11 @@ impl Registry {
                         super::PluginErrorKind::Returned(message) => message,
                         other => other.to_string(),
                     };
-                    return Err(RegistryError::ConfigRejected { plugin: name.into(), webhook: webhook.clone(), message });
+                    return Err(RegistryError::ConfigRejected {
+                        plugin: name.into(),
+                        webhook: webhook.clone(),
+                        message,
+                    });
                 }
             }
             Ok(plugin)

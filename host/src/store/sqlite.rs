@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -21,6 +23,7 @@ use super::{
 use crate::model::Event;
 
 const MAX_BATCH: usize = 512;
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 const EXCERPT_BYTES: usize = 512;
 
 const SCHEMA: &str = r#"
@@ -112,14 +115,34 @@ impl SqliteStore {
         if released > 0 {
             tracing::info!(released, "released deliveries claimed by a previous run");
         }
+        // Checkpoints run beside the writer, not inside one of its commits: an automatic
+        // checkpoint fsyncs the database file while every ingest waits (measured: p99
+        // ingest-to-delivery 279 ms with it, see BENCHMARKS.md).
+        connection.execute_batch("PRAGMA wal_autocheckpoint = 0;").context("configuring SQLite")?;
+        let checkpointer = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").context("configuring SQLite")?;
+        let running = Arc::new(AtomicBool::new(true));
         let (commands, receiver) = mpsc::channel(4096);
+        let writer_running = running.clone();
         std::thread::Builder::new()
             .name("hookwasm-store".into())
             .spawn(move || {
                 let _lock = lock;
-                writer_loop(connection, receiver)
+                writer_loop(connection, receiver);
+                writer_running.store(false, Ordering::Relaxed);
             })
             .context("starting the store thread")?;
+        std::thread::Builder::new()
+            .name("hookwasm-checkpoint".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(error) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::warn!(%error, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .context("starting the checkpoint thread")?;
         Ok(SqliteStore { commands })
     }
 
