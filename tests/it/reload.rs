@@ -92,8 +92,8 @@ async fn delivery_shas(host: &TestHost, ids: &[String]) -> HashMap<String, Strin
     shas
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_corrupt_file_keeps_the_previous_version_serving() {
+/// A host with webhook `w` -> `/w` using plugin `shape`, deployed as field-map and loaded.
+async fn shape_host() -> (TestReceiver, TestHost) {
     let receiver = TestReceiver::start().await;
     let config =
         [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")]
@@ -101,6 +101,12 @@ async fn a_corrupt_file_keeps_the_previous_version_serving() {
     let host = TestHost::start(&config, &[]);
     host.deploy("field-map", "shape");
     host.wait_plugin("shape", SETTLE, |p| p["state"] == "loaded").await;
+    (receiver, host)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_file_keeps_the_previous_version_serving() {
+    let (_receiver, host) = shape_host().await;
 
     std::fs::write(host.plugins_dir().join("shape.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
     let failed = host.wait_plugin("shape", SETTLE, |p| p["state"] == "failed").await;
@@ -143,13 +149,7 @@ async fn a_version_that_rejects_the_config_is_not_swapped_in() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_plugin_holds_deliveries_until_it_returns() {
-    let receiver = TestReceiver::start().await;
-    let config =
-        [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")]
-            .concat();
-    let host = TestHost::start(&config, &[]);
-    host.deploy("field-map", "shape");
-    host.wait_plugin("shape", SETTLE, |p| p["state"] == "loaded").await;
+    let (receiver, host) = shape_host().await;
     std::fs::remove_file(host.plugins_dir().join("shape.wasm")).unwrap();
     host.wait_plugin("shape", SETTLE, |p| p["state"] == "unloaded").await;
 
