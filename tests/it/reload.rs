@@ -36,13 +36,8 @@ async fn post_numbered(host: &TestHost, prefix: &str, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replacing_a_plugin_while_events_flow_loses_nothing() {
-    let receiver = TestReceiver::start().await;
-    let config =
-        [LOCAL_DELIVERY.to_string(), webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"shape\"")]
-            .concat();
-    let host = TestHost::start(&config, &[]);
-    host.deploy("field-map", "shape");
-    host.wait_plugin("shape", SETTLE, |p| p["sha256"] == sha("field-map")).await;
+    let (receiver, host) = shape_host().await;
+    assert_eq!(host.wait_plugin("shape", SETTLE, |_| true).await["sha256"], sha("field-map").as_str());
 
     let mut ids = Vec::new();
     for i in 0..60 {
