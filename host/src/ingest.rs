@@ -54,12 +54,14 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
     let id = event.id.clone();
     match state.store.ingest(event, deliveries).await {
         Ok(IngestOutcome::Accepted { deliveries }) => {
+            state.metrics.events_accepted.inc();
             if deliveries > 0 {
                 state.wake.notify_one();
             }
             Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "deliveries": deliveries }))).into_response())
         }
         Ok(IngestOutcome::Duplicate) => {
+            state.metrics.events_duplicate.inc();
             Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "duplicate": true }))).into_response())
         }
         Err(error) => {

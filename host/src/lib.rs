@@ -14,6 +14,7 @@
 //! - [`plugins`]: the sandboxed Wasm runtime and the registry of loaded plugin versions.
 //! - [`delivery`]: the worker (claim, transform, send), signing, retries, the HTTP client.
 //! - [`reload`]: hot reload of plugin files and the config file's webhooks.
+//! - [`metrics`]: Prometheus counters, histograms and gauges for `/metrics`.
 //! - [`api`]: routes, shared state and JSON errors.
 //! - [`server`]: wires it all together for `hookwasm serve`.
 //! - [`devtools`]: `hookwasm plugin test|check|new`, the plugin author's local loop.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod delivery;
 pub mod devtools;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod plugins;
 pub mod reload;

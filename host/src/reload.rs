@@ -19,6 +19,7 @@ use notify::Watcher;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, WatchMode};
+use crate::metrics::Metrics;
 use crate::plugins::{Registry, Reload};
 use crate::server::plugin_configs;
 use crate::store::Store;
@@ -32,6 +33,7 @@ pub struct Reloader {
     pub webhooks: Arc<Webhooks>,
     pub store: Arc<dyn Store>,
     pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
     pub config: std::sync::Mutex<Config>,
     pub config_path: Option<PathBuf>,
 }
@@ -50,6 +52,7 @@ impl Reloader {
         match reload {
             Ok(Reload::Unchanged) => tracing::debug!(plugin = name, "plugin file unchanged"),
             Ok(Reload::Loaded(plugin)) => {
+                self.metrics.plugin_load(&name, true);
                 tracing::info!(
                     plugin = name,
                     sha256 = plugin.sha256(),
@@ -61,13 +64,16 @@ impl Reloader {
                     self.webhooks.using_plugin(&name).iter().map(|w| w.config.id.clone()).collect();
                 self.requeue_held(users).await;
             }
-            Ok(Reload::Failed(error)) => tracing::error!(
+            Ok(Reload::Failed(error)) => {
+                self.metrics.plugin_load(&name, false);
+                tracing::error!(
                 plugin = name,
                 file = %path.display(),
                 %error,
                 serving = ?self.registry.current(&name).map(|p| p.sha256().to_string()),
                 "plugin failed to load; the previous version (if any) keeps serving"
-            ),
+                )
+            }
             Ok(Reload::Unloaded) => {
                 tracing::warn!(plugin = name, file = %path.display(), "plugin file removed: unloaded; its deliveries are held until it returns")
             }

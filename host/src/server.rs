@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::delivery::worker::Worker;
+use crate::metrics::Metrics;
 use crate::plugins::{PluginConfig, Registry, Runtime};
 use crate::reload::{self, Reloader};
 use crate::store::Store;
@@ -47,12 +48,16 @@ pub async fn run(
 
     let runtime = Arc::new(Runtime::new(config.plugin_limits(), Some(data_dir.join("cache")))?);
     let registry = Arc::new(Registry::new(runtime));
+    let metrics = Arc::new(Metrics::new());
     let plugins_dir = config.server.plugins_dir.clone();
-    {
+    let loaded = {
         let (registry, webhooks) = (registry.clone(), webhooks.clone());
         tokio::task::spawn_blocking(move || registry.load_dir(&plugins_dir, |name| plugin_configs(&webhooks, name)))
             .await
-            .context("loading plugins")?;
+            .context("loading plugins")?
+    };
+    for (name, result) in &loaded {
+        metrics.plugin_load(name, result.is_ok());
     }
 
     let wake = Arc::new(Notify::new());
@@ -62,6 +67,7 @@ pub async fn run(
         registry.clone(),
         config.delivery.clone(),
         wake.clone(),
+        metrics.clone(),
     )?);
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker.run(stopped.clone()));
@@ -70,6 +76,7 @@ pub async fn run(
         webhooks: webhooks.clone(),
         store: store.clone(),
         wake: wake.clone(),
+        metrics: metrics.clone(),
         config: std::sync::Mutex::new(config.clone()),
         config_path,
     });
@@ -86,6 +93,7 @@ pub async fn run(
         webhooks,
         registry,
         wake,
+        metrics,
         ingest_token: config.server.ingest_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };

@@ -274,6 +274,10 @@ impl TestHost {
         answer["id"].as_str().unwrap().to_string()
     }
 
+    pub async fn metrics(&self) -> String {
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> serde_json::Value {
         self.http.get(self.url(path)).send().await.unwrap().json().await.unwrap()
     }

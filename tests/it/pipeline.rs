@@ -85,6 +85,18 @@ async fn retries_until_the_receiver_recovers_with_the_same_id_and_bytes() {
     assert!(got.iter().all(|r| r.webhook_id == got[0].webhook_id && r.body == got[0].body && r.verified));
     let gap = got[1].at - got[0].at;
     assert!(gap >= Duration::from_millis(150), "the schedule's second delay (200ms +-20%) was honoured: {gap:?}");
+
+    let metrics = host.metrics().await;
+    for line in [
+        "hookwasm_events_accepted_total 1",
+        "hookwasm_delivery_attempts_total{class=\"5xx\"} 2",
+        "hookwasm_delivery_attempts_total{class=\"2xx\"} 1",
+        "hookwasm_deliveries_total{state=\"delivered\"} 1",
+        "hookwasm_queue_depth 0",
+        "hookwasm_delivery_attempt_duration_seconds_count 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -109,6 +109,8 @@ async fn a_corrupt_file_keeps_the_previous_version_serving() {
     assert_eq!(failed["sha256"], sha("field-map").as_str(), "the previous version keeps serving");
     assert_eq!(failed["failures"], 1);
     assert!(host.log().contains("plugin failed to load"), "a log line names the file and cause");
+    let metrics = host.metrics().await;
+    assert!(metrics.contains("hookwasm_plugin_loads_total{plugin=\"shape\",result=\"failed\"} 1"), "{metrics}");
 
     let during = post_numbered(&host, "during", 0).await;
     let deliveries = host.settled_deliveries(&during, SETTLE).await;

@@ -22,6 +22,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Wakes the delivery worker when new deliveries are committed.
     pub wake: Arc<Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub ingest_token: Option<String>,
     pub max_body_bytes: usize,
 }
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/{id}", get(crate::ingest::get_event))
         .route("/v1/deliveries/{id}", get(crate::ingest::get_delivery))
         .route("/v1/plugins", get(plugins))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
@@ -45,6 +47,19 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string()).into_response()
         }
     }
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if let Ok((depth, oldest_due)) = state.store.queue_stats().await {
+        state.metrics.queue_depth.set(depth as i64);
+        let overdue_ms = oldest_due.map_or(0, |due| (crate::store::now_ms() - due).max(0));
+        state.metrics.oldest_due_seconds.set(overdue_ms as f64 / 1000.0);
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) -> Json<serde_json::Value> {

@@ -15,6 +15,7 @@ use super::client::Client;
 use super::request;
 use super::retry::{self, Verdict};
 use crate::config::DeliveryConfig;
+use crate::metrics::{Metrics, StateLabel};
 use crate::model::Event;
 use crate::plugins::{Action, LogLevel, Registry};
 use crate::store::{Attempt, DeliveryState, DeliveryUpdate, DueDelivery, Store, Transformed, now_ms};
@@ -34,6 +35,7 @@ pub struct Worker {
     config: DeliveryConfig,
     owner: String,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     in_flight: Mutex<HashMap<String, usize>>,
     slots: Arc<Semaphore>,
 }
@@ -52,8 +54,10 @@ impl Worker {
         registry: Arc<Registry>,
         config: DeliveryConfig,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Worker> {
         Ok(Worker {
+            metrics,
             client: Client::new(config.timeout, config.allow_private_networks)?,
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             store,
@@ -174,8 +178,19 @@ impl Worker {
     async fn process(&self, delivery: DueDelivery) {
         let id = delivery.id.clone();
         let update = self.work(delivery).await;
+        if let Some(attempt) = &update.attempt {
+            self.metrics.attempt(attempt.status, attempt.latency_ms as f64 / 1000.0);
+        }
+        let state = update.state;
         match self.store.update(&self.owner, update).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if matches!(
+                    state,
+                    DeliveryState::Delivered | DeliveryState::Filtered | DeliveryState::Held | DeliveryState::Dead
+                ) {
+                    self.metrics.deliveries_final.get_or_create(&StateLabel { state: state.as_str() }).inc();
+                }
+            }
             Ok(false) => {
                 tracing::warn!(delivery = id, "lease lost before the result was recorded; another worker owns it")
             }
@@ -296,6 +311,7 @@ impl Worker {
         let sha = Some(plugin.sha256().to_string());
         let execution =
             self.registry.transform(plugin.clone(), delivery.event.plugin_event(), webhook.plugin_config.clone()).await;
+        self.metrics.plugin_seconds.observe(execution.duration.as_secs_f64());
         for line in &execution.logs {
             let (plugin, event) = (name.as_str(), delivery.event.id.as_str());
             match line.level {

@@ -170,6 +170,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deliveries of one event.
     async fn deliveries_for_event(&self, event_id: &str) -> anyhow::Result<Vec<DeliveryRecord>>;
 
+    /// Deliveries pending or retrying, and the earliest `next_attempt_at` among them.
+    async fn queue_stats(&self) -> anyhow::Result<(u64, Option<i64>)>;
+
     /// Number of deliveries in each state.
     async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>>;
 

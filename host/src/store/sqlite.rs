@@ -78,6 +78,7 @@ enum Command {
     Update(String, DeliveryUpdate, Reply<bool>),
     Release(String, Vec<String>, Reply<()>),
     NextDue(Reply<Option<i64>>),
+    QueueStats(Reply<(u64, Option<i64>)>),
     RequeueHeld(Vec<String>, Reply<u64>),
     Delivery(String, Reply<Option<DeliveryRecord>>),
     EventDeliveries(String, Reply<Vec<DeliveryRecord>>),
@@ -227,6 +228,7 @@ fn fail(command: Command, message: &str) {
         Command::Update(_, _, reply) => drop(reply.send(Err(error()))),
         Command::Release(_, _, reply) => drop(reply.send(Err(error()))),
         Command::NextDue(reply) => drop(reply.send(Err(error()))),
+        Command::QueueStats(reply) => drop(reply.send(Err(error()))),
         Command::RequeueHeld(_, reply) => drop(reply.send(Err(error()))),
         Command::Delivery(_, reply) => drop(reply.send(Err(error()))),
         Command::EventDeliveries(_, reply) => drop(reply.send(Err(error()))),
@@ -251,6 +253,15 @@ fn execute(db: &Connection, command: Command) -> (Finish, bool) {
             reply,
             db.query_row("SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')", [], |r| r.get(0))
                 .map_err(Into::into),
+        ),
+        Command::QueueStats(reply) => done(
+            reply,
+            db.query_row(
+                "SELECT COUNT(*), MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .map_err(Into::into),
         ),
         Command::RequeueHeld(webhooks, reply) => done(reply, requeue_held(db, &webhooks)),
         Command::Delivery(id, reply) => done(reply, delivery_records(db, "d.id = ?1", &id).map(|mut v| v.pop())),
@@ -485,6 +496,10 @@ impl Store for SqliteStore {
 
     async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
         self.call(Command::NextDue).await
+    }
+
+    async fn queue_stats(&self) -> anyhow::Result<(u64, Option<i64>)> {
+        self.call(Command::QueueStats).await
     }
 
     async fn requeue_held(&self, webhook_ids: Vec<String>) -> anyhow::Result<u64> {

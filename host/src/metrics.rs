@@ -1,0 +1,119 @@
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
+//!
+//! Counters and histograms are updated where things happen (ingest, worker, reload); queue
+//! depth and the age of the oldest due delivery are read from the store at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLoadLabels {
+    pub plugin: String,
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_accepted: Counter,
+    pub events_duplicate: Counter,
+    /// Deliveries reaching a final state: delivered, filtered, held, dead.
+    pub deliveries_final: Family<StateLabel, Counter>,
+    /// Attempts by status class: 2xx, 3xx, 4xx, 5xx, error.
+    pub attempts: Family<ClassLabel, Counter>,
+    pub attempt_seconds: Histogram,
+    pub plugin_seconds: Histogram,
+    pub plugin_loads: Family<PluginLoadLabels, Counter>,
+    pub queue_depth: Gauge,
+    pub oldest_due_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("hookwasm"),
+            events_accepted: Counter::default(),
+            events_duplicate: Counter::default(),
+            deliveries_final: Family::default(),
+            attempts: Family::default(),
+            attempt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            plugin_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
+            plugin_loads: Family::default(),
+            queue_depth: Gauge::default(),
+            oldest_due_seconds: Gauge::default(),
+        };
+        let registry = &mut metrics.registry;
+        registry.register("events_accepted", "Events stored by POST /v1/events", metrics.events_accepted.clone());
+        registry.register("events_duplicate", "Events posted again with a known id", metrics.events_duplicate.clone());
+        registry.register(
+            "deliveries",
+            "Deliveries reaching a final state, by state",
+            metrics.deliveries_final.clone(),
+        );
+        registry.register("delivery_attempts", "HTTP attempts by status class", metrics.attempts.clone());
+        registry.register("delivery_attempt_duration_seconds", "HTTP attempt latency", metrics.attempt_seconds.clone());
+        registry.register(
+            "plugin_execution_duration_seconds",
+            "Plugin call time, fresh instance included",
+            metrics.plugin_seconds.clone(),
+        );
+        registry.register(
+            "plugin_loads",
+            "Plugin loads by plugin and result (ok, failed)",
+            metrics.plugin_loads.clone(),
+        );
+        registry.register("queue_depth", "Deliveries pending or retrying", metrics.queue_depth.clone());
+        registry.register(
+            "queue_oldest_due_age_seconds",
+            "How overdue the oldest due delivery is",
+            metrics.oldest_due_seconds.clone(),
+        );
+        metrics
+    }
+
+    /// Counts an attempt by its status class.
+    pub fn attempt(&self, status: Option<u16>, seconds: f64) {
+        let class = match status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(_) => "5xx",
+            None => "error",
+        };
+        self.attempts.get_or_create(&ClassLabel { class }).inc();
+        self.attempt_seconds.observe(seconds);
+    }
+
+    pub fn plugin_load(&self, plugin: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.plugin_loads.get_or_create(&PluginLoadLabels { plugin: plugin.to_string(), result }).inc();
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
