@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub plugins_dir: PathBuf,
     /// Bearer token required on `POST /v1/events` when set.
     pub ingest_token: Option<String>,
+    /// Bearer token for the admin API; without one it answers loopback clients only.
+    pub admin_token: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// How plugin and config changes are noticed.
@@ -172,8 +174,13 @@ impl Config {
         if self.plugins.deadline.is_zero() {
             bail!("invalid config at `plugins.deadline`: must be positive");
         }
-        if self.server.ingest_token.as_deref() == Some("") {
-            bail!("invalid config at `server.ingest_token`: empty; remove it to disable the token");
+        for (key, token) in [("ingest_token", &self.server.ingest_token), ("admin_token", &self.server.admin_token)] {
+            if token.as_deref().is_some_and(|t| t.len() < 16) {
+                bail!("invalid config at `server.{key}`: at least 16 characters; remove it to disable the token");
+            }
+        }
+        if self.server.ingest_token.is_some() && self.server.ingest_token == self.server.admin_token {
+            bail!("invalid config at `server.admin_token`: must differ from ingest_token");
         }
         self.validate_webhooks(&self.webhooks)
     }

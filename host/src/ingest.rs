@@ -1,9 +1,8 @@
 //! `POST /v1/events`: validate, fan out to subscribed webhooks, store durably, answer 202.
-//! Also the read side for one event or delivery.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -76,33 +75,19 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
 }
 
 fn check_bearer(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+    if bearer_matches(headers, token) {
         Ok(())
     } else {
         Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"))
     }
 }
 
-/// `GET /v1/events/{id}`: the deliveries of one event.
-pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let deliveries = state
-        .store
-        .deliveries_for_event(&id)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
-    Ok(Json(json!({ "id": id, "deliveries": deliveries })).into_response())
-}
-
-/// `GET /v1/deliveries/{id}`: one delivery with every attempt.
-pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    match state.store.delivery(&id).await {
-        Ok(Some(delivery)) => Ok(Json(delivery).into_response()),
-        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no delivery {id}"))),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())),
-    }
+/// Whether `Authorization: Bearer <token>` is present, compared in constant time.
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
 }

@@ -17,12 +17,14 @@
 //! - [`metrics`]: Prometheus counters, histograms and gauges for `/metrics`.
 //! - [`api`]: routes, shared state and JSON errors.
 //! - [`server`]: wires it all together for `hookwasm serve`.
+//! - [`client`]: the CLI's client for a running server, and its tables.
 //! - [`devtools`]: `hookwasm plugin test|check|new`, the plugin author's local loop.
 //!
 //! Data flows one way: ingest -> store -> worker -> plugin runtime -> worker -> HTTP -> store.
 //! `main.rs` only parses the command line and calls into these.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod devtools;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use hookwasm::client::{self, AdminClient};
 use hookwasm::config::Config;
 use hookwasm::delivery::sign::Secret;
 use hookwasm::devtools;
@@ -34,11 +35,14 @@ enum Command {
     /// List the plugins of a running server: state, version, last error, users.
     Plugins {
         #[command(flatten)]
-        server: ServerArgs,
+        admin: AdminArgs,
         /// Print the server's JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Inspect, retry and replay deliveries on a running server.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// Develop plugins locally: run, validate or scaffold one.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -60,6 +64,81 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Args)]
+struct AdminArgs {
+    /// The server's base URL.
+    #[arg(long, env = "HOOKWASM_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Admin bearer token (not needed on loopback when the server has none).
+    #[arg(long, env = "HOOKWASM_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct DeliveryFilterArgs {
+    #[arg(long)]
+    webhook: Option<String>,
+    /// pending, retrying, delivered, filtered, held or dead.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Only deliveries created within this long, e.g. 1h.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
+    /// Page cursor printed by the previous page.
+    #[arg(long)]
+    before: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        filter: DeliveryFilterArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One delivery with every attempt.
+    Show {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one delivery again now.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send again every delivery of a webhook in a state (dead, held, filtered, ...).
+    Replay {
+        #[arg(long)]
+        webhook: String,
+        #[arg(long)]
+        state: String,
+        /// Only deliveries created within this long, e.g. 24h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only deliveries created more than this long ago.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        until: Option<std::time::Duration>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum EventsCommand {
     /// POST event envelope files to `/v1/events`.
@@ -69,6 +148,14 @@ enum EventsCommand {
         files: Vec<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Show an event: its deliveries and why each webhook did or did not get one.
+    Show {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -298,52 +385,91 @@ fn events_send(files: Vec<PathBuf>, server: ServerArgs) -> anyhow::Result<ExitCo
     })
 }
 
-fn plugins(server: ServerArgs, json: bool) -> anyhow::Result<ExitCode> {
-    tokio_runtime()?.block_on(async {
-        let url = format!("{}/v1/plugins", server.server.trim_end_matches('/'));
-        let response = reqwest::get(&url).await.with_context(|| format!("asking {url}"))?;
-        let status = response.status();
-        let bytes = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
-        let body: serde_json::Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
-        if !status.is_success() {
-            bail!("{url} answered {status}: {}", body["error"].as_str().unwrap_or_default());
+/// Runs one admin request and prints the answer as a table, or as JSON with `--json`.
+fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<ExitCode> {
+    type Render = fn(&serde_json::Value) -> String;
+    let (path, body, render): (String, Option<serde_json::Value>, Render) = match request {
+        AdminRequest::Plugins => ("/v1/plugins".into(), None, client::render_plugins),
+        AdminRequest::Event(id) => (format!("/v1/events/{id}"), None, client::render_event),
+        AdminRequest::ListDeliveries(query) => (format!("/v1/deliveries?{query}"), None, client::render_deliveries),
+        AdminRequest::Delivery(id) => (format!("/v1/deliveries/{id}"), None, client::render_delivery),
+        AdminRequest::Retry(id) => (format!("/v1/deliveries/{id}/retry"), Some(serde_json::json!({})), |v| {
+            format!("retrying {}\n", v["id"].as_str().unwrap_or_default())
+        }),
+        AdminRequest::Replay(filter) => {
+            ("/v1/deliveries/replay".into(), Some(filter), |v| format!("replaying {} deliveries\n", v["replayed"]))
         }
-        if json {
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            return Ok(ExitCode::SUCCESS);
+    };
+    let client = AdminClient::new(&args.server, args.token);
+    let answer = tokio_runtime()?.block_on(async {
+        match &body {
+            Some(body) => client.post(&path, body).await,
+            None => client.get(&path).await,
         }
-        println!("{:<20} {:<9} {:<13} {:<24} {:<24} LAST ERROR", "NAME", "STATE", "SHA256", "LOADED AT", "WEBHOOKS");
-        for plugin in body["plugins"].as_array().into_iter().flatten() {
-            let sha = plugin["sha256"].as_str().map(|s| &s[..12]).unwrap_or("-");
-            let loaded_at = plugin["loaded_at"]
-                .as_u64()
-                .map(|ms| {
-                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-                        .to_string()
-                })
-                .unwrap_or_else(|| "-".into());
-            let webhooks: Vec<&str> =
-                plugin["webhooks"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
-            println!(
-                "{:<20} {:<9} {:<13} {:<24} {:<24} {}",
-                plugin["name"].as_str().unwrap_or_default(),
-                plugin["state"].as_str().unwrap_or_default(),
-                sha,
-                loaded_at,
-                if webhooks.is_empty() { "-".to_string() } else { webhooks.join(",") },
-                plugin["last_error"].as_str().unwrap_or("-"),
-            );
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", render(&answer));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+enum AdminRequest {
+    Plugins,
+    Event(String),
+    ListDeliveries(String),
+    Delivery(String),
+    Retry(String),
+    Replay(serde_json::Value),
+}
+
+/// `--since 1h` -> ms since the epoch that long ago.
+fn ago_ms(duration: std::time::Duration) -> i64 {
+    hookwasm::store::now_ms() - duration.as_millis() as i64
+}
+
+fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DeliveriesCommand::List { admin: args, json, filter } => {
+            let mut url = reqwest::Url::parse("http://query.invalid/")?;
+            let mut query = url.query_pairs_mut();
+            for (key, value) in [
+                ("webhook", filter.webhook),
+                ("state", filter.state),
+                ("event_type", filter.event_type),
+                ("since_ms", filter.since.map(|d| ago_ms(d).to_string())),
+                ("before", filter.before),
+                ("limit", filter.limit.map(|n| n.to_string())),
+            ] {
+                if let Some(value) = value {
+                    query.append_pair(key, &value);
+                }
+            }
+            drop(query);
+            admin(args, json, AdminRequest::ListDeliveries(url.query().unwrap_or_default().to_string()))
         }
-        Ok(ExitCode::SUCCESS)
-    })
+        DeliveriesCommand::Show { admin: args, json, id } => admin(args, json, AdminRequest::Delivery(id)),
+        DeliveriesCommand::Retry { admin: args, json, id } => admin(args, json, AdminRequest::Retry(id)),
+        DeliveriesCommand::Replay { admin: args, json, webhook, state, since, until } => {
+            let filter = serde_json::json!({
+                "webhook": webhook,
+                "state": state,
+                "since_ms": since.map(ago_ms),
+                "until_ms": until.map(ago_ms),
+            });
+            admin(args, json, AdminRequest::Replay(filter))
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Plugins { server, json } => plugins(server, json),
+        Command::Plugins { admin: args, json } => admin(args, json, AdminRequest::Plugins),
+        Command::Deliveries(command) => deliveries(command),
+        Command::Events(EventsCommand::Show { id, admin: args, json }) => admin(args, json, AdminRequest::Event(id)),
         Command::Events(EventsCommand::Send { files, server }) => events_send(files, server),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(args),

@@ -95,12 +95,17 @@ pub async fn run(
         wake,
         metrics,
         ingest_token: config.server.ingest_token.clone(),
+        admin_token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };
     let address = listener.local_addr()?;
+    if config.server.admin_token.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "no admin_token configured: the admin API answers loopback clients only");
+    }
     tracing::info!(%address, "listening");
     ready(address);
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
     tracing::info!("shutting down: no longer taking events; finishing in-flight deliveries");
     let _ = stop.send(true);
     worker_task.await.context("delivery worker")?;

@@ -1,5 +1,6 @@
 //! Integration tests: real plugins compiled to Wasm, the real runtime and the real binary.
 
+mod admin;
 mod cli;
 mod crash;
 mod host;

@@ -171,7 +171,7 @@ async fn ingest_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_clear_json_error_and_stores_nothing() {
-    let config = format!("{LOCAL_DELIVERY}[server]\ningest_token = \"s3cret\"\nmax_body_bytes = 4096\n");
+    let config = format!("{LOCAL_DELIVERY}[server]\ningest_token = \"s3cret-ingest-token\"\nmax_body_bytes = 4096\n");
     let host = TestHost::start(&config, &[]);
     let post = |body: String, content_type: &'static str, token: Option<&'static str>| {
         let mut request = host.http.post(host.url("/v1/events")).header("content-type", content_type).body(body);
@@ -188,23 +188,24 @@ async fn bad_input_gets_a_clear_json_error_and_stores_nothing() {
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
     let (status, _) = post(valid.clone(), "application/json", Some("wrong")).await;
     assert_eq!(status, 401);
-    let (status, body) = post("{not json".into(), "application/json", Some("s3cret")).await;
+    let (status, body) = post("{not json".into(), "application/json", Some("s3cret-ingest-token")).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("malformed_json")));
-    let (status, body) = post(r#"{"data": {}}"#.into(), "application/json", Some("s3cret")).await;
+    let (status, body) = post(r#"{"data": {}}"#.into(), "application/json", Some("s3cret-ingest-token")).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("type")));
     assert_eq!(body["error"], "missing required field `type`");
-    let (status, body) = post(r#"{"type": "a.b", "data": "x"}"#.into(), "application/json", Some("s3cret")).await;
+    let (status, body) =
+        post(r#"{"type": "a.b", "data": "x"}"#.into(), "application/json", Some("s3cret-ingest-token")).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("data")));
     let (status, body) = post(
         format!(r#"{{"type": "a.b", "data": {{"x": "{}"}}}}"#, "y".repeat(5000)),
         "application/json",
-        Some("s3cret"),
+        Some("s3cret-ingest-token"),
     )
     .await;
     assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")));
-    let (status, body) = post(valid.clone(), "text/plain", Some("s3cret")).await;
+    let (status, body) = post(valid.clone(), "text/plain", Some("s3cret-ingest-token")).await;
     assert_eq!((status, body["code"].as_str()), (415, Some("unsupported_media_type")));
-    let (status, body) = post(valid, "application/json; charset=utf-8", Some("s3cret")).await;
+    let (status, body) = post(valid, "application/json; charset=utf-8", Some("s3cret-ingest-token")).await;
     assert_eq!(status, 202, "{body}");
 }
 

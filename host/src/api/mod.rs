@@ -1,4 +1,10 @@
-//! The HTTP surface: routes, shared state, and JSON errors.
+//! The HTTP surface: routes, shared state, JSON errors, and the admin guard.
+//!
+//! Public: `POST /v1/events` (its own optional token), `/healthz`, `/readyz`. Everything else
+//! is the admin API: it needs `Authorization: Bearer <admin_token>`, or, when no admin token
+//! is configured, a client on a loopback address.
+
+pub mod admin;
 
 use std::sync::Arc;
 
@@ -24,20 +30,52 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub ingest_token: Option<String>,
+    pub admin_token: Option<String>,
     pub max_body_bytes: usize,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/events", post(crate::ingest::post_event))
-        .route("/v1/events/{id}", get(crate::ingest::get_event))
-        .route("/v1/deliveries/{id}", get(crate::ingest::get_delivery))
+    let admin = Router::new()
+        .route("/v1/events/{id}", get(admin::get_event))
+        .route("/v1/deliveries", get(admin::list_deliveries))
+        .route("/v1/deliveries/replay", post(admin::replay))
+        .route("/v1/deliveries/{id}", get(admin::get_delivery))
+        .route("/v1/deliveries/{id}/retry", post(admin::retry_delivery))
         .route("/v1/plugins", get(plugins))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .merge(admin)
+        .route("/v1/events", post(crate::ingest::post_event))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
+}
+
+/// Lets a request through with the admin token, or from loopback when none is configured.
+pub async fn require_admin(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = match &state.admin_token {
+        Some(token) => crate::ingest::bearer_matches(request.headers(), token),
+        None => peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback(),
+    };
+    if allowed {
+        next.run(request).await
+    } else if state.admin_token.is_some() {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin bearer token").into_response()
+    } else {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the admin API is served only to loopback clients when no admin_token is configured",
+        )
+        .into_response()
+    }
 }
 
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {

@@ -32,7 +32,7 @@ pub enum IngestOutcome {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// Not yet transformed; due at `next_attempt_at`.
@@ -128,12 +128,45 @@ pub struct DeliveryUpdate {
 pub struct DeliveryRecord {
     pub id: String,
     pub event_id: String,
+    pub event_type: String,
     pub webhook_id: String,
     pub state: DeliveryState,
+    pub created_at_ms: i64,
     pub attempts: Vec<Attempt>,
     pub reason: Option<String>,
     pub plugin_sha: Option<String>,
     pub next_attempt_at_ms: i64,
+}
+
+/// Which deliveries a listing or a replay covers. Every field set must match.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFilter {
+    /// One delivery.
+    pub id: Option<String>,
+    pub webhook: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    /// Created at or after (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Created before (ms since the epoch).
+    pub until_ms: Option<i64>,
+    /// Pagination cursor: only deliveries older than this delivery id (listings are newest first).
+    pub before: Option<String>,
+    /// Page size for listings (default 50, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: String,
+    pub received_at_ms: i64,
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 #[async_trait]
@@ -167,8 +200,16 @@ pub trait Store: Send + Sync + 'static {
     /// One delivery with its attempts.
     async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>>;
 
-    /// Deliveries of one event.
-    async fn deliveries_for_event(&self, event_id: &str) -> anyhow::Result<Vec<DeliveryRecord>>;
+    /// Deliveries matching `filter`, newest first, one page.
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>>;
+
+    /// Sends the deliveries matching `filter` again, now, on a fresh retry schedule: `held`
+    /// and `filtered` ones are transformed again by the current plugin version; the others
+    /// resend their stored body. Returns how many.
+    async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64>;
+
+    /// One stored event.
+    async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>>;
 
     /// Deliveries pending or retrying, and the earliest `next_attempt_at` among them.
     async fn queue_stats(&self) -> anyhow::Result<(u64, Option<i64>)>;

@@ -17,8 +17,8 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Attempt, DeliveryRecord, DeliveryState, DeliveryUpdate, DueDelivery, IngestOutcome, NewDelivery, Store,
-    Transformed, now_ms,
+    Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DueDelivery, EventRecord, IngestOutcome,
+    NewDelivery, Store, Transformed, now_ms,
 };
 use crate::model::Event;
 
@@ -81,7 +81,9 @@ enum Command {
     QueueStats(Reply<(u64, Option<i64>)>),
     RequeueHeld(Vec<String>, Reply<u64>),
     Delivery(String, Reply<Option<DeliveryRecord>>),
-    EventDeliveries(String, Reply<Vec<DeliveryRecord>>),
+    List(DeliveryFilter, Reply<Vec<DeliveryRecord>>),
+    Replay(DeliveryFilter, Reply<u64>),
+    Event(String, Reply<Option<EventRecord>>),
     StateCounts(Reply<BTreeMap<DeliveryState, u64>>),
     Disable { webhook_id: String, url: String, reason: String, reply: Reply<()> },
     Disabled(Reply<BTreeMap<String, (String, String)>>),
@@ -231,7 +233,9 @@ fn fail(command: Command, message: &str) {
         Command::QueueStats(reply) => drop(reply.send(Err(error()))),
         Command::RequeueHeld(_, reply) => drop(reply.send(Err(error()))),
         Command::Delivery(_, reply) => drop(reply.send(Err(error()))),
-        Command::EventDeliveries(_, reply) => drop(reply.send(Err(error()))),
+        Command::List(_, reply) => drop(reply.send(Err(error()))),
+        Command::Replay(_, reply) => drop(reply.send(Err(error()))),
+        Command::Event(_, reply) => drop(reply.send(Err(error()))),
         Command::StateCounts(reply) => drop(reply.send(Err(error()))),
         Command::Disable { reply, .. } => drop(reply.send(Err(error()))),
         Command::Disabled(reply) => drop(reply.send(Err(error()))),
@@ -264,8 +268,16 @@ fn execute(db: &Connection, command: Command) -> (Finish, bool) {
             .map_err(Into::into),
         ),
         Command::RequeueHeld(webhooks, reply) => done(reply, requeue_held(db, &webhooks)),
-        Command::Delivery(id, reply) => done(reply, delivery_records(db, "d.id = ?1", &id).map(|mut v| v.pop())),
-        Command::EventDeliveries(id, reply) => done(reply, delivery_records(db, "d.event_id = ?1", &id)),
+        Command::Delivery(id, reply) => {
+            let filter = DeliveryFilter { id: Some(id), ..DeliveryFilter::default() };
+            done(reply, delivery_records(db, &filter, Some(1)).map(|mut records| records.pop()))
+        }
+        Command::List(filter, reply) => {
+            let limit = filter.limit.unwrap_or(50).clamp(1, 500);
+            done(reply, delivery_records(db, &filter, Some(limit)))
+        }
+        Command::Replay(filter, reply) => done(reply, replay(db, &filter)),
+        Command::Event(id, reply) => done(reply, event(db, &id)),
         Command::StateCounts(reply) => done(reply, state_counts(db)),
         Command::Disable { webhook_id, url, reason, reply } => done(
             reply,
@@ -410,22 +422,67 @@ fn requeue_held(db: &Connection, webhooks: &[String]) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-fn delivery_records(db: &Connection, filter: &str, value: &str) -> anyhow::Result<Vec<DeliveryRecord>> {
+/// `WHERE` clause and parameters for a filter (over `deliveries d JOIN events e`).
+fn filter_sql(filter: &DeliveryFilter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conditions = vec!["1 = 1".to_string()];
+    let mut values: Vec<Value> = Vec::new();
+    let mut add = |condition: &str, value: Value| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(id) = &filter.id {
+        add("d.id = ?", Value::Text(id.clone()));
+    }
+    if let Some(webhook) = &filter.webhook {
+        add("d.webhook_id = ?", Value::Text(webhook.clone()));
+    }
+    if let Some(state) = filter.state {
+        add("d.state = ?", Value::Text(state.as_str().into()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        add("e.type = ?", Value::Text(event_type.clone()));
+    }
+    if let Some(event_id) = &filter.event_id {
+        add("d.event_id = ?", Value::Text(event_id.clone()));
+    }
+    if let Some(since) = filter.since_ms {
+        add("d.created_at >= ?", Value::Integer(since));
+    }
+    if let Some(until) = filter.until_ms {
+        add("d.created_at < ?", Value::Integer(until));
+    }
+    if let Some(before) = &filter.before {
+        add("d.id < ?", Value::Text(before.clone()));
+    }
+    (conditions.join(" AND "), values)
+}
+
+fn delivery_records(
+    db: &Connection,
+    filter: &DeliveryFilter,
+    limit: Option<u32>,
+) -> anyhow::Result<Vec<DeliveryRecord>> {
+    let (condition, values) = filter_sql(filter);
+    let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let mut statement = db.prepare_cached(&format!(
-        "SELECT d.id, d.event_id, d.webhook_id, d.state, d.reason, d.plugin_sha, d.next_attempt_at FROM deliveries d WHERE {filter} ORDER BY d.id"
+        "SELECT d.id, d.event_id, e.type, d.webhook_id, d.state, d.created_at, d.reason, d.plugin_sha, d.next_attempt_at
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition} ORDER BY d.id DESC{limit}"
     ))?;
     let mut records: Vec<DeliveryRecord> = statement
-        .query_map([value], |row| {
-            let state: String = row.get(3)?;
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            let state: String = row.get(4)?;
             Ok(DeliveryRecord {
                 id: row.get(0)?,
                 event_id: row.get(1)?,
-                webhook_id: row.get(2)?,
+                event_type: row.get(2)?,
+                webhook_id: row.get(3)?,
                 state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Held),
+                created_at_ms: row.get(5)?,
                 attempts: Vec::new(),
-                reason: row.get(4)?,
-                plugin_sha: row.get(5)?,
-                next_attempt_at_ms: row.get(6)?,
+                reason: row.get(6)?,
+                plugin_sha: row.get(7)?,
+                next_attempt_at_ms: row.get(8)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -446,6 +503,41 @@ fn delivery_records(db: &Connection, filter: &str, value: &str) -> anyhow::Resul
             .collect::<Result<_, _>>()?;
     }
     Ok(records)
+}
+
+fn replay(db: &Connection, filter: &DeliveryFilter) -> anyhow::Result<u64> {
+    let (condition, values) = filter_sql(filter);
+    let now = now_ms();
+    let changed = db.execute(
+        &format!(
+            "UPDATE deliveries SET
+                 state = CASE WHEN state IN ('held', 'filtered') OR body IS NULL THEN 'pending' ELSE 'retrying' END,
+                 body = CASE WHEN state IN ('held', 'filtered') THEN NULL ELSE body END,
+                 headers = CASE WHEN state IN ('held', 'filtered') THEN NULL ELSE headers END,
+                 plugin_sha = CASE WHEN state IN ('held', 'filtered') THEN NULL ELSE plugin_sha END,
+                 attempts = 0, next_attempt_at = {now}, reason = NULL, lease_owner = NULL, lease_until = 0, updated_at = {now}
+             WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition})"
+        ),
+        rusqlite::params_from_iter(values),
+    )?;
+    Ok(changed as u64)
+}
+
+fn event(db: &Connection, id: &str) -> anyhow::Result<Option<EventRecord>> {
+    let row = db.query_row("SELECT id, type, timestamp, received_at, data FROM events WHERE id = ?1", [id], |row| {
+        Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?))
+    });
+    match row {
+        Ok((id, event_type, timestamp, received_at_ms, data)) => Ok(Some(EventRecord {
+            id,
+            event_type,
+            timestamp,
+            received_at_ms,
+            data: serde_json::value::RawValue::from_string(data)?,
+        })),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn state_counts(db: &Connection) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {
@@ -511,9 +603,17 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Delivery(id, reply)).await
     }
 
-    async fn deliveries_for_event(&self, event_id: &str) -> anyhow::Result<Vec<DeliveryRecord>> {
-        let id = event_id.to_string();
-        self.call(|reply| Command::EventDeliveries(id, reply)).await
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>> {
+        self.call(|reply| Command::List(filter, reply)).await
+    }
+
+    async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
+        self.call(|reply| Command::Replay(filter, reply)).await
+    }
+
+    async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
+        let id = id.to_string();
+        self.call(|reply| Command::Event(id, reply)).await
     }
 
     async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {

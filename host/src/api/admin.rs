@@ -1,0 +1,121 @@
+//! The operator API: events (with why each webhook did or did not get a delivery),
+//! deliveries (list, show, retry, replay), plugins. Behind [`super::require_admin`].
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::store::{DeliveryFilter, DeliveryState};
+
+fn store_error(error: anyhow::Error) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string())
+}
+
+/// `GET /v1/events/{id}`: the event, its deliveries, and for every webhook why it did or did
+/// not get one.
+pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let Some(event) = state.store.event(&id).await.map_err(store_error)? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no event {id}")));
+    };
+    let filter = DeliveryFilter { event_id: Some(id.clone()), limit: Some(500), ..DeliveryFilter::default() };
+    let deliveries = state.store.list_deliveries(filter).await.map_err(store_error)?;
+    let webhooks: Vec<serde_json::Value> = state
+        .webhooks
+        .all()
+        .iter()
+        .map(|webhook| {
+            let id = &webhook.config.id;
+            let why = match deliveries.iter().find(|d| &d.webhook_id == id) {
+                Some(delivery) => match (delivery.state, &delivery.reason) {
+                    (DeliveryState::Delivered, _) => "delivered".to_string(),
+                    (DeliveryState::Filtered, Some(reason)) => format!("skipped by its plugin: {reason}"),
+                    (DeliveryState::Held, Some(reason)) => format!("held: {reason}"),
+                    (DeliveryState::Dead, reason) => {
+                        let last = delivery.attempts.last().map(|a| match (a.status, &a.error) {
+                            (Some(status), _) => format!("last answer HTTP {status}"),
+                            (None, Some(error)) => format!("last error: {error}"),
+                            _ => String::new(),
+                        });
+                        format!("gave up: {}; {}", reason.clone().unwrap_or_default(), last.unwrap_or_default())
+                    }
+                    (other, _) => format!("in progress: {}", other.as_str()),
+                },
+                None if !webhook.config.subscribes_to(&event.event_type) => {
+                    format!("not subscribed to {} (events: {})", event.event_type, webhook.config.events.join(", "))
+                }
+                None if !state.webhooks.is_active(webhook) => state
+                    .webhooks
+                    .disabled_reason(webhook)
+                    .map(|reason| format!("disabled: {reason}"))
+                    .unwrap_or_else(|| "disabled in its configuration".into()),
+                None => "not configured (or disabled) when the event arrived".to_string(),
+            };
+            json!({
+                "webhook": id,
+                "delivery": deliveries.iter().find(|d| &d.webhook_id == id).map(|d| d.id.clone()),
+                "why": why,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "event": event, "deliveries": deliveries, "webhooks": webhooks })).into_response())
+}
+
+/// `GET /v1/deliveries?webhook=&state=&event_type=&event_id=&since_ms=&until_ms=&before=&limit=`
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    query: Result<Query<DeliveryFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(filter) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let limit = filter.limit.unwrap_or(50).clamp(1, 500) as usize;
+    let deliveries = state.store.list_deliveries(filter).await.map_err(store_error)?;
+    let next = (deliveries.len() == limit).then(|| deliveries.last().map(|d| d.id.clone())).flatten();
+    Ok(Json(json!({ "deliveries": deliveries, "next_before": next })).into_response())
+}
+
+/// `GET /v1/deliveries/{id}`: one delivery with every attempt.
+pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match state.store.delivery(&id).await.map_err(store_error)? {
+        Some(delivery) => Ok(Json(delivery).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no delivery {id}"))),
+    }
+}
+
+/// `POST /v1/deliveries/{id}/retry`: send it again now.
+pub async fn retry_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let filter = DeliveryFilter { id: Some(id.clone()), ..DeliveryFilter::default() };
+    match state.store.replay(filter).await.map_err(store_error)? {
+        0 => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no delivery {id}"))),
+        _ => {
+            state.wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "replayed": 1 }))).into_response())
+        }
+    }
+}
+
+/// `POST /v1/deliveries/replay` with a JSON filter; `webhook` and `state` are required so a
+/// replay is always deliberate.
+pub async fn replay(
+    State(state): State<AppState>,
+    body: Result<Json<DeliveryFilter>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(filter) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    for (field, missing) in [("webhook", filter.webhook.is_none()), ("state", filter.state.is_none())] {
+        if missing {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_field",
+                message: format!("missing required field `{field}`"),
+                field: Some(field),
+            });
+        }
+    }
+    let replayed =
+        state.store.replay(DeliveryFilter { limit: None, before: None, ..filter }).await.map_err(store_error)?;
+    if replayed > 0 {
+        state.wake.notify_one();
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": replayed }))).into_response())
+}

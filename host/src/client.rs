@@ -1,0 +1,168 @@
+//! The CLI's side of the HTTP API: a small client for a running server, and the tables the
+//! operator commands print (`--json` prints the server's JSON instead).
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// A running server's base URL and admin token.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    pub fn new(base: &str, token: Option<String>) -> AdminClient {
+        AdminClient { base: base.trim_end_matches('/').to_string(), token, http: reqwest::Client::new() }
+    }
+
+    /// GETs `path`; a non-2xx answer is an error carrying the server's message.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// POSTs `body` as JSON to `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json");
+        self.send(request.body(body.to_string())).await
+    }
+
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let request = request.build()?;
+        let url = request.url().to_string();
+        let response = self.http.execute(request).await.with_context(|| format!("connecting to {url}"))?;
+        let status = response.status();
+        let bytes = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
+        let body: Value = serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
+        if !status.is_success() {
+            bail!("{url} answered {}: {}", status.as_u16(), body["error"].as_str().unwrap_or("no message"));
+        }
+        Ok(body)
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn time(ms: &Value) -> String {
+    ms.as_u64()
+        .map(|ms| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Left-aligned columns sized to their content.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out += &line(row);
+    }
+    out
+}
+
+/// `hookwasm plugins`.
+pub fn render_plugins(body: &Value) -> String {
+    let rows = body["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let webhooks: Vec<String> = p["webhooks"].as_array().into_iter().flatten().map(text).collect();
+            vec![
+                text(&p["name"]),
+                text(&p["state"]),
+                p["sha256"].as_str().map_or("-".into(), |s| s[..12].to_string()),
+                time(&p["loaded_at"]),
+                if webhooks.is_empty() { "-".into() } else { webhooks.join(",") },
+                text(&p["last_error"]),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATE", "SHA256", "LOADED AT", "WEBHOOKS", "LAST ERROR"], rows)
+}
+
+fn delivery_row(d: &Value) -> Vec<String> {
+    let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
+    let last = attempts.last().map(|a| if a["status"].is_null() { "error".into() } else { text(&a["status"]) });
+    vec![
+        text(&d["id"]),
+        text(&d["state"]),
+        text(&d["webhook_id"]),
+        text(&d["event_type"]),
+        attempts.len().to_string(),
+        last.unwrap_or_else(|| "-".into()),
+        text(&d["reason"]),
+    ]
+}
+
+const DELIVERY_HEADER: &[&str] = &["ID", "STATE", "WEBHOOK", "EVENT TYPE", "ATTEMPTS", "LAST", "REASON"];
+
+/// `hookwasm deliveries list`.
+pub fn render_deliveries(body: &Value) -> String {
+    let rows = body["deliveries"].as_array().into_iter().flatten().map(delivery_row).collect();
+    let mut out = table(DELIVERY_HEADER, rows);
+    if let Some(next) = body["next_before"].as_str() {
+        out += &format!("more: --before {next}\n");
+    }
+    out
+}
+
+/// `hookwasm deliveries show`.
+pub fn render_delivery(d: &Value) -> String {
+    let mut out = table(DELIVERY_HEADER, vec![delivery_row(d)]);
+    out += &format!("event {}  plugin sha256 {}\n\n", text(&d["event_id"]), text(&d["plugin_sha"]));
+    let rows = d["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                time(&a["at_ms"]),
+                text(&a["status"]),
+                format!("{} ms", text(&a["latency_ms"])),
+                text(&a["error"]),
+                text(&a["response_excerpt"]),
+            ]
+        })
+        .collect();
+    out + &table(&["AT", "STATUS", "LATENCY", "ERROR", "RESPONSE"], rows)
+}
+
+/// `hookwasm events show`: the event and, for every webhook, why it did or did not get it.
+pub fn render_event(body: &Value) -> String {
+    let event = &body["event"];
+    let mut out = format!(
+        "event {}  type {}  at {}  received {}\n\n",
+        text(&event["id"]),
+        text(&event["type"]),
+        text(&event["timestamp"]),
+        time(&event["received_at_ms"])
+    );
+    let rows = body["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| vec![text(&w["webhook"]), text(&w["delivery"]), text(&w["why"])])
+        .collect();
+    out += &table(&["WEBHOOK", "DELIVERY", "WHY"], rows);
+    out
+}

@@ -1,0 +1,146 @@
+//! The operator surface against the real binary: the admin guard, `events show`, delivery
+//! listing, retry and replay, over HTTP and through the CLI.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::host::{Answer, LOCAL_DELIVERY, TestHost, TestReceiver, delivery_for, webhook};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn cli(host: &TestHost, args: &[&str]) -> (bool, String, String) {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_hookwasm")).args(args).args(["--server", &host.url("")]).output().unwrap();
+    (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_needs_its_token_and_ingest_does_not() {
+    let config = format!("{LOCAL_DELIVERY}[server]\nadmin_token = \"admin-token-0123456789\"\n");
+    let host = TestHost::start(&config, &[]);
+    for path in ["/v1/plugins", "/metrics", "/v1/deliveries", "/v1/events/x"] {
+        let response = host.http.get(host.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized");
+        let ok = host.http.get(host.url(path)).bearer_auth("admin-token-0123456789").send().await.unwrap();
+        assert!(ok.status() == 200 || ok.status() == 404, "{path}: {}", ok.status());
+    }
+    let (status, _) = host.post_event(r#"{"type": "a.b", "data": {}}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(host.http.get(host.url("/healthz")).send().await.unwrap().status(), 200);
+
+    let (ok, _, stderr) = cli(&host, &["plugins"]);
+    assert!(!ok && stderr.contains("answered 401: missing or wrong admin bearer token"), "{stderr}");
+    let with_token = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+        .args(["plugins", "--server", &host.url("")])
+        .env("HOOKWASM_ADMIN_TOKEN", "admin-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(with_token.status.success());
+    assert!(String::from_utf8(with_token.stdout).unwrap().starts_with("NAME"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_show_says_why_each_webhook_did_or_did_not_get_the_event() {
+    let receiver = TestReceiver::start().await;
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("sent", &receiver.url("/sent"), r#"["message.created"]"#, ""),
+        webhook("other-types", &receiver.url("/o"), r#"["conversation.*"]"#, ""),
+        webhook(
+            "vip-only",
+            &receiver.url("/v"),
+            r#"["message.created"]"#,
+            "plugin = \"event-filter\"\nplugin_config = { labels = \"vip\" }",
+        ),
+        webhook("no-plugin", &receiver.url("/n"), r#"["message.created"]"#, "plugin = \"missing\""),
+        webhook("off", &receiver.url("/off"), r#"["message.created"]"#, "enabled = false"),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &["event-filter"]);
+    let id = host.post_sample("message.created").await;
+    host.settled_deliveries(&id, SETTLE).await;
+
+    let event = host.get(&format!("/v1/events/{id}")).await;
+    assert_eq!(event["event"]["type"], "message.created");
+    let why = |webhook: &str| {
+        event["webhooks"].as_array().unwrap().iter().find(|w| w["webhook"] == webhook).unwrap()["why"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(why("sent"), "delivered");
+    assert_eq!(why("other-types"), "not subscribed to message.created (events: conversation.*)");
+    assert_eq!(why("vip-only"), "skipped by its plugin: no label in vip");
+    assert!(why("no-plugin").starts_with("held: plugin `missing` is not loaded"), "{}", why("no-plugin"));
+    assert_eq!(why("off"), "disabled in its configuration");
+
+    let (ok, stdout, _) = cli(&host, &["events", "show", &id]);
+    assert!(ok);
+    assert!(stdout.contains("other-types") && stdout.contains("not subscribed to message.created"), "{stdout}");
+    let missing = host.http.get(host.url("/v1/events/evt_nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let (ok, _, stderr) = cli(&host, &["events", "show", "evt_nope"]);
+    assert!(!ok && stderr.contains("answered 404: no event evt_nope"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_can_be_listed_retried_and_replayed() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/down", &[Answer::status(500), Answer::status(500), Answer::status(500)], Answer::status(200));
+    let config = format!(
+        "[delivery]\nallow_http = true\nallow_private_networks = true\nretry_schedule = [\"0s\"]\n{}",
+        webhook("down", &receiver.url("/down"), r#"["message.created"]"#, "")
+    );
+    let host = TestHost::start(&config, &[]);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, answer) =
+            host.post_event(&format!(r#"{{"id": "r{i}", "type": "message.created", "data": {{}}}}"#)).await;
+        ids.push(answer["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        assert_eq!(delivery_for(&host.settled_deliveries(id, SETTLE).await, "down")["state"], "dead");
+    }
+
+    let page = host.get("/v1/deliveries?webhook=down&state=dead&limit=2").await;
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 2);
+    let before = page["next_before"].as_str().unwrap();
+    let rest = host.get(&format!("/v1/deliveries?webhook=down&state=dead&before={before}")).await;
+    assert_eq!(rest["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_before"], serde_json::Value::Null);
+    let bad = host.http.get(host.url("/v1/deliveries?state=lost")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let (ok, stdout, _) = cli(&host, &["deliveries", "list", "--state", "dead"]);
+    assert!(ok && stdout.lines().count() == 4 && stdout.contains("dead"), "{stdout}");
+
+    let missing_state = host
+        .http
+        .post(host.url("/v1/deliveries/replay"))
+        .json(&serde_json::json!({"webhook": "down"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing_state.status(), 400);
+    assert_eq!(missing_state.json::<serde_json::Value>().await.unwrap()["field"], "state");
+
+    let (ok, stdout, stderr) = cli(&host, &["deliveries", "replay", "--webhook", "down", "--state", "dead"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "replaying 3 deliveries");
+    for id in &ids {
+        assert_eq!(delivery_for(&host.settled_deliveries(id, SETTLE).await, "down")["state"], "delivered");
+    }
+
+    let delivery = host.get("/v1/deliveries?limit=1").await["deliveries"][0]["id"].as_str().unwrap().to_string();
+    let (ok, stdout, _) = cli(&host, &["deliveries", "retry", &delivery]);
+    assert!(ok && stdout.contains(&delivery));
+    let got = receiver.wait_for("/down", 7, SETTLE).await;
+    let resent: Vec<_> = got.iter().filter(|r| r.webhook_id == delivery).collect();
+    assert!(resent.len() >= 2 && resent.iter().all(|r| r.body == resent[0].body), "same id, same bytes");
+    let (ok, stdout, _) = cli(&host, &["deliveries", "show", &delivery]);
+    assert!(ok && stdout.contains("STATUS") && stdout.contains("200"), "{stdout}");
+    let unknown = host.http.post(host.url("/v1/deliveries/msg_nope/retry")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}
