@@ -65,6 +65,8 @@ pub struct DeliveryConfig {
     pub retry_schedule: Vec<Duration>,
     pub allow_http: bool,
     pub allow_private_networks: bool,
+    /// Internal networks an operator trusts even when `allow_private_networks` is false.
+    pub allowed_networks: Vec<ipnet::IpNet>,
     /// Requests in flight at once, all webhooks together.
     pub max_in_flight: usize,
     /// Requests in flight at once to one webhook: a slow endpoint delays only itself.

@@ -260,6 +260,19 @@ async fn internal_addresses_are_refused_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn allowed_networks_are_trusted() {
+    let receiver = TestReceiver::start().await;
+    let config = format!(
+        "[delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\n{}",
+        webhook("trusted", &receiver.url("/t"), r#"["message.created"]"#, "")
+    );
+    let host = TestHost::start(&config, &[]);
+    let event = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    assert_eq!(delivery_for(&deliveries, "trusted")["state"], "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_slow_endpoint_does_not_delay_others() {
     let receiver = TestReceiver::start().await;
     receiver.script("/slow", &[], Answer { status: 200, retry_after: None, delay: Duration::from_secs(3) });

@@ -20,23 +20,38 @@ pub struct AttemptResult {
 
 const EXCERPT_BYTES: usize = 512;
 
+/// Which destination addresses are refused.
+#[derive(Debug, Clone)]
+pub struct AddressPolicy {
+    pub allow_private_networks: bool,
+    /// Trusted internal networks.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+}
+
+impl AddressPolicy {
+    pub fn refuses(&self, ip: IpAddr) -> bool {
+        !self.allow_private_networks && is_internal(ip) && !self.allowed_networks.iter().any(|net| net.contains(&ip))
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    allow_private_networks: bool,
+    policy: Arc<AddressPolicy>,
 }
 
 impl Client {
-    pub fn new(timeout: Duration, allow_private_networks: bool) -> anyhow::Result<Client> {
+    pub fn new(timeout: Duration, policy: AddressPolicy) -> anyhow::Result<Client> {
+        let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(super::request::USER_AGENT)
-            .dns_resolver(Arc::new(GuardedResolver { allow_private_networks }))
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
             .build()?;
-        Ok(Client { http, allow_private_networks })
+        Ok(Client { http, policy })
     }
 
     /// POSTs `outgoing` to `url`. Never fails: errors are part of the result.
@@ -55,10 +70,11 @@ impl Client {
         };
         if let Some(host) = url.host_str()
             && let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
-            && !self.allow_private_networks
-            && is_internal(ip)
+            && self.policy.refuses(ip)
         {
-            return failed(format!("refused: {ip} is an internal address (delivery.allow_private_networks is false)"));
+            return failed(format!(
+                "refused: {ip} is an internal address (delivery.allow_private_networks is false and it is not in allowed_networks)"
+            ));
         }
         let mut request = self.http.post(url).body(outgoing.body.clone());
         for (name, value) in &outgoing.headers {
@@ -146,16 +162,16 @@ pub fn is_internal(ip: IpAddr) -> bool {
 }
 
 struct GuardedResolver {
-    allow_private_networks: bool,
+    policy: Arc<AddressPolicy>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.allow_private_networks;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| allow || !is_internal(a.ip())).collect();
+            let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| !policy.refuses(a.ip())).collect();
             if allowed.is_empty() {
                 let ips: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
                 return Err(format!(
@@ -194,6 +210,18 @@ mod tests {
         for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn allowed_networks_are_trusted_and_nothing_else() {
+        let policy =
+            AddressPolicy { allow_private_networks: false, allowed_networks: vec!["10.20.0.0/16".parse().unwrap()] };
+        assert!(!policy.refuses("10.20.1.2".parse().unwrap()));
+        assert!(policy.refuses("10.21.1.2".parse().unwrap()));
+        assert!(policy.refuses("169.254.169.254".parse().unwrap()));
+        assert!(!policy.refuses("1.1.1.1".parse().unwrap()));
+        let open = AddressPolicy { allow_private_networks: true, allowed_networks: vec![] };
+        assert!(!open.refuses("127.0.0.1".parse().unwrap()));
     }
 
     #[test]

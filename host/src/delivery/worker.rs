@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::client::Client;
+use super::client::{AddressPolicy, Client};
 use super::request;
 use super::retry::{self, Verdict};
 use crate::config::DeliveryConfig;
@@ -58,7 +58,13 @@ impl Worker {
     ) -> anyhow::Result<Worker> {
         Ok(Worker {
             metrics,
-            client: Client::new(config.timeout, config.allow_private_networks)?,
+            client: Client::new(
+                config.timeout,
+                AddressPolicy {
+                    allow_private_networks: config.allow_private_networks,
+                    allowed_networks: config.allowed_networks.clone(),
+                },
+            )?,
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             store,
             webhooks,
