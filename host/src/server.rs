@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -104,8 +105,7 @@ pub async fn run(
     }
     tracing::info!(%address, "listening");
     ready(address);
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    serve_http(listener, api::router(state), shutdown).await;
     tracing::info!("shutting down: no longer taking events; finishing in-flight deliveries");
     let _ = stop.send(true);
     worker_task.await.context("delivery worker")?;
@@ -117,4 +117,63 @@ pub async fn run(
 /// `(webhook id, plugin_config)` of every webhook that uses `plugin`.
 pub fn plugin_configs(webhooks: &Webhooks, plugin: &str) -> Vec<(String, PluginConfig)> {
     webhooks.using_plugin(plugin).iter().map(|w| (w.config.id.clone(), w.plugin_config.clone())).collect()
+}
+
+/// Slowest a client may be to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a request may take, body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (line and headers) accepted.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+/// How long shutdown waits for open requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` until `shutdown`, with limits against slow or oversized clients, then
+/// waits (up to [`DRAIN_TIMEOUT`]) for open requests to finish.
+async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: impl Future<Output = ()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD_BYTES);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = router.clone().map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            )
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown: some HTTP requests did not finish in time");
+    }
 }

@@ -311,3 +311,29 @@ async fn graceful_shutdown_finishes_in_flight_work() {
     assert_eq!(delivery_for(&deliveries, "s")["state"], "delivered");
     assert_eq!(receiver.received("/slowish").len(), 1, "the in-flight request finished and was recorded before exit");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_oversized_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = TestHost::start(LOCAL_DELIVERY, &[]);
+
+    let mut huge = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(100 << 10));
+    let _ = huge.write_all(head.as_bytes()).await;
+    let mut answer = vec![0; 64];
+    let n = huge.read(&mut answer).await.unwrap_or(0);
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    let started = std::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    slow.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let mut buffer = [0; 256];
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read(&mut buffer)).await;
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "the slow client was never cut off");
+    assert!(elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(15), "{elapsed:?}");
+}
