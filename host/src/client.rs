@@ -21,10 +21,14 @@ impl AdminClient {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
-    /// POSTs `body` as JSON to `path`.
+    /// POSTs `body` as JSON to `path`; `Value::Null` posts an empty body.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json");
-        self.send(request.body(body.to_string())).await
+        let request = self.http.post(format!("{}{path}", self.base));
+        let request = match body {
+            Value::Null => request,
+            body => request.header("content-type", "application/json").body(body.to_string()),
+        };
+        self.send(request).await
     }
 
     async fn send(&self, mut request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -164,5 +168,48 @@ pub fn render_event(body: &Value) -> String {
         .map(|w| vec![text(&w["webhook"]), text(&w["delivery"]), text(&w["why"])])
         .collect();
     out += &table(&["WEBHOOK", "DELIVERY", "WHY"], rows);
+    out
+}
+
+/// `hookwasm webhooks list`.
+pub fn render_webhooks(body: &Value) -> String {
+    let rows = body["webhooks"].as_array().into_iter().flatten().map(webhook_row).collect();
+    table(WEBHOOK_HEADER, rows)
+}
+
+/// `hookwasm webhooks show|enable|disable`.
+pub fn render_webhook(webhook: &Value) -> String {
+    table(WEBHOOK_HEADER, vec![webhook_row(webhook)])
+}
+
+const WEBHOOK_HEADER: &[&str] = &["ID", "ACTIVE", "URL", "EVENTS", "PLUGIN", "DISABLED BECAUSE"];
+
+fn webhook_row(w: &Value) -> Vec<String> {
+    let events: Vec<String> = w["events"].as_array().into_iter().flatten().map(text).collect();
+    vec![
+        text(&w["id"]),
+        text(&w["active"]),
+        text(&w["url"]),
+        events.join(","),
+        text(&w["plugin"]),
+        text(&w["disabled_reason"]),
+    ]
+}
+
+/// `hookwasm webhooks test`.
+pub fn render_test(outcome: &Value) -> String {
+    let mut out = format!("action    {}\n", text(&outcome["action"]));
+    for key in ["reason", "error", "status", "latency_ms", "response_excerpt"] {
+        if !outcome[key].is_null() {
+            out += &format!("{key:<9} {}\n", text(&outcome[key]));
+        }
+    }
+    if let Some(request) = outcome["request"].as_object() {
+        out += &format!("request   POST {}\n", text(&request["url"]));
+        for (name, value) in request["headers"].as_object().into_iter().flatten() {
+            out += &format!("  {name}: {}\n", text(value));
+        }
+        out += &format!("{}\n", text(&request["body"]));
+    }
     out
 }

@@ -43,6 +43,16 @@ enum Command {
     /// Inspect, retry and replay deliveries on a running server.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// List, test, enable and disable the webhooks of a running server.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the server's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Develop plugins locally: run, validate or scaffold one.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -67,10 +77,10 @@ enum LogFormat {
 #[derive(Args)]
 struct AdminArgs {
     /// The server's base URL.
-    #[arg(long, env = "HOOKWASM_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "HOOKWASM_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
     /// Admin bearer token (not needed on loopback when the server has none).
-    #[arg(long, env = "HOOKWASM_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "HOOKWASM_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
@@ -91,6 +101,25 @@ struct DeliveryFilterArgs {
     before: Option<String>,
     #[arg(long)]
     limit: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Every webhook (secrets are never shown).
+    List,
+    /// One webhook.
+    Show { id: String },
+    /// Send a test event through the webhook's plugin and endpoint now and show the outcome.
+    Test {
+        id: String,
+        /// An event envelope file to send instead of the built-in sample message.created.
+        #[arg(long)]
+        event: Option<PathBuf>,
+    },
+    /// Resume deliveries to a webhook disabled at runtime (by a 410 Gone or an operator).
+    Enable { id: String },
+    /// Stop deliveries to a webhook until it is enabled again.
+    Disable { id: String },
 }
 
 #[derive(Subcommand)]
@@ -390,10 +419,16 @@ fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<E
     type Render = fn(&serde_json::Value) -> String;
     let (path, body, render): (String, Option<serde_json::Value>, Render) = match request {
         AdminRequest::Plugins => ("/v1/plugins".into(), None, client::render_plugins),
+        AdminRequest::Webhooks => ("/v1/webhooks".into(), None, client::render_webhooks),
+        AdminRequest::Webhook(id) => (format!("/v1/webhooks/{id}"), None, client::render_webhook),
+        AdminRequest::TestWebhook(id, event) => (format!("/v1/webhooks/{id}/test"), Some(event), client::render_test),
+        AdminRequest::WebhookAction(id, action) => {
+            (format!("/v1/webhooks/{id}/{action}"), Some(serde_json::Value::Null), client::render_webhook)
+        }
         AdminRequest::Event(id) => (format!("/v1/events/{id}"), None, client::render_event),
         AdminRequest::ListDeliveries(query) => (format!("/v1/deliveries?{query}"), None, client::render_deliveries),
         AdminRequest::Delivery(id) => (format!("/v1/deliveries/{id}"), None, client::render_delivery),
-        AdminRequest::Retry(id) => (format!("/v1/deliveries/{id}/retry"), Some(serde_json::json!({})), |v| {
+        AdminRequest::Retry(id) => (format!("/v1/deliveries/{id}/retry"), Some(serde_json::Value::Null), |v| {
             format!("retrying {}\n", v["id"].as_str().unwrap_or_default())
         }),
         AdminRequest::Replay(filter) => {
@@ -417,11 +452,35 @@ fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<E
 
 enum AdminRequest {
     Plugins,
+    Webhooks,
+    Webhook(String),
+    TestWebhook(String, serde_json::Value),
+    WebhookAction(String, &'static str),
     Event(String),
     ListDeliveries(String),
     Delivery(String),
     Retry(String),
     Replay(serde_json::Value),
+}
+
+fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let request = match command {
+        WebhooksCommand::List => AdminRequest::Webhooks,
+        WebhooksCommand::Show { id } => AdminRequest::Webhook(id),
+        WebhooksCommand::Test { id, event } => {
+            let event = match event {
+                Some(path) => serde_json::from_slice(
+                    &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                )
+                .with_context(|| format!("{} is not JSON", path.display()))?,
+                None => serde_json::Value::Null,
+            };
+            AdminRequest::TestWebhook(id, event)
+        }
+        WebhooksCommand::Enable { id } => AdminRequest::WebhookAction(id, "enable"),
+        WebhooksCommand::Disable { id } => AdminRequest::WebhookAction(id, "disable"),
+    };
+    admin(args, json, request)
 }
 
 /// `--since 1h` -> ms since the epoch that long ago.
@@ -469,6 +528,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Plugins { admin: args, json } => admin(args, json, AdminRequest::Plugins),
         Command::Deliveries(command) => deliveries(command),
+        Command::Webhooks { command, admin: args, json } => webhooks(command, args, json),
         Command::Events(EventsCommand::Show { id, admin: args, json }) => admin(args, json, AdminRequest::Event(id)),
         Command::Events(EventsCommand::Send { files, server }) => events_send(files, server),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),

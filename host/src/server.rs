@@ -71,7 +71,7 @@ pub async fn run(
         metrics.clone(),
     )?);
     let (stop, stopped) = watch::channel(false);
-    let worker_task = tokio::spawn(worker.run(stopped.clone()));
+    let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
         webhooks: webhooks.clone(),
@@ -95,6 +95,7 @@ pub async fn run(
         registry,
         wake,
         metrics,
+        worker,
         ingest_token: config.server.ingest_token.clone(),
         admin_token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,

@@ -117,6 +117,11 @@ impl Webhooks {
         disabled.insert(webhook.config.id.clone(), (webhook.config.url.clone(), reason.to_string()));
     }
 
+    /// Clears a runtime disable. Returns whether there was one.
+    pub fn enable(&self, id: &str) -> bool {
+        self.disabled.lock().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()
+    }
+
     /// Webhooks using `plugin`, by id.
     pub fn using_plugin(&self, plugin: &str) -> Vec<Arc<Webhook>> {
         self.all().iter().filter(|w| w.config.plugin.as_deref() == Some(plugin)).cloned().collect()

@@ -144,3 +144,52 @@ async fn deliveries_can_be_listed_retried_and_replayed() {
     let unknown = host.http.post(host.url("/v1/deliveries/msg_nope/retry")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_can_be_listed_tested_disabled_and_enabled() {
+    let receiver = TestReceiver::start().await;
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook(
+            "slack",
+            &receiver.url("/slack"),
+            r#"["message.created"]"#,
+            "plugin = \"slack-notify\"\nplugin_config = { base_url = \"https://desk.example.com\" }",
+        ),
+        webhook("off", &receiver.url("/off"), r#"["message.created"]"#, "enabled = false"),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &["slack-notify"]);
+
+    let list = host.get("/v1/webhooks").await;
+    let text = list.to_string();
+    assert!(!text.contains("whsec_") && !text.contains("secret"), "secrets never leave the server: {text}");
+    assert_eq!(list["webhooks"][0]["id"], "slack");
+    assert_eq!(list["webhooks"][0]["read_only"], true);
+    let (ok, stdout, _) = cli(&host, &["webhooks", "list"]);
+    assert!(ok && stdout.lines().count() == 3 && stdout.contains("slack-notify"), "{stdout}");
+
+    let (ok, stdout, stderr) = cli(&host, &["webhooks", "test", "slack"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("action    deliver") && stdout.contains("status    200"), "{stdout}");
+    let got = receiver.wait_for("/slack", 1, SETTLE).await;
+    assert!(got[0].verified);
+    assert!(got[0].json()["text"].as_str().unwrap().starts_with("New message from Ada Okafor"));
+    assert!(got[0].webhook_id.starts_with("msg_test_"));
+
+    let (ok, stdout, _) = cli(&host, &["webhooks", "disable", "slack"]);
+    assert!(ok && stdout.contains("disabled by an operator"), "{stdout}");
+    let (_, answer) = host.post_event(r#"{"type": "message.created", "data": {}}"#).await;
+    assert_eq!(answer["deliveries"], 0);
+    let (ok, _, _) = cli(&host, &["webhooks", "enable", "slack"]);
+    assert!(ok);
+    let (_, answer) = host.post_event(r#"{"type": "message.created", "data": {}}"#).await;
+    assert_eq!(answer["deliveries"], 1);
+
+    let (ok, _, stderr) = cli(&host, &["webhooks", "enable", "off"]);
+    assert!(!ok && stderr.contains("answered 409") && stderr.contains("enabled = false"), "{stderr}");
+    let (ok, _, stderr) = cli(&host, &["webhooks", "show", "nope"]);
+    assert!(!ok && stderr.contains("answered 404: no webhook nope"), "{stderr}");
+    let bad = host.http.post(host.url("/v1/webhooks/slack/test")).body("{oops").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+}

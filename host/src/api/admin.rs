@@ -119,3 +119,84 @@ pub async fn replay(
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": replayed }))).into_response())
 }
+
+/// A webhook as operators see it: never its secret.
+fn webhook_json(state: &AppState, webhook: &crate::webhooks::Webhook) -> serde_json::Value {
+    let config = &webhook.config;
+    json!({
+        "id": config.id,
+        "url": config.url,
+        "events": config.events,
+        "plugin": config.plugin,
+        "plugin_config": config.plugin_config,
+        "headers": config.headers,
+        "enabled": config.enabled,
+        "active": state.webhooks.is_active(webhook),
+        "disabled_reason": state.webhooks.disabled_reason(webhook),
+        "source": "config",
+        "read_only": true,
+    })
+}
+
+fn find_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webhooks::Webhook>, ApiError> {
+    state.webhooks.get(id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no webhook {id}")))
+}
+
+/// `GET /v1/webhooks`
+pub async fn list_webhooks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let webhooks: Vec<_> = state.webhooks.all().iter().map(|w| webhook_json(&state, w)).collect();
+    Json(json!({ "webhooks": webhooks }))
+}
+
+/// `GET /v1/webhooks/{id}`
+pub async fn get_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let webhook = find_webhook(&state, &id)?;
+    Ok(Json(webhook_json(&state, &webhook)).into_response())
+}
+
+/// `POST /v1/webhooks/{id}/test` with an optional event envelope (default: a sample
+/// `message.created`): runs the webhook's plugin and sends the result now, outside the queue.
+pub async fn test_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let webhook = find_webhook(&state, &id)?;
+    let envelope: &[u8] = if body.is_empty() { SAMPLE_EVENT.as_bytes() } else { &body };
+    let mut event = crate::model::Event::parse_envelope(envelope).map_err(|error| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: if error.field().is_some() { "invalid_field" } else { "malformed_json" },
+        message: error.to_string(),
+        field: error.field(),
+    })?;
+    if body.is_empty() {
+        event.id = crate::model::new_id("evt_test");
+    }
+    Ok(Json(state.worker.test_send(&webhook, &event).await).into_response())
+}
+
+const SAMPLE_EVENT: &str = include_str!("../../../examples/events/message.created.json");
+
+/// `POST /v1/webhooks/{id}/enable`: clears a runtime disable (a `410 Gone`, or an operator's).
+pub async fn enable_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let webhook = find_webhook(&state, &id)?;
+    if !webhook.config.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "read_only",
+            format!("webhook {id} is disabled in the config file (enabled = false); edit the file"),
+        ));
+    }
+    state.store.enable_webhook(&id).await.map_err(store_error)?;
+    state.webhooks.enable(&id);
+    Ok(Json(webhook_json(&state, &webhook)).into_response())
+}
+
+/// `POST /v1/webhooks/{id}/disable`: stops deliveries to it until it is enabled again.
+pub async fn disable_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let webhook = find_webhook(&state, &id)?;
+    let reason = "disabled by an operator";
+    state.store.disable_webhook(&id, &webhook.config.url, reason).await.map_err(store_error)?;
+    state.webhooks.disable(&webhook, reason);
+    Ok(Json(webhook_json(&state, &webhook)).into_response())
+}

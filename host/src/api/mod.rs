@@ -29,6 +29,7 @@ pub struct AppState {
     /// Wakes the delivery worker when new deliveries are committed.
     pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub worker: Arc<crate::delivery::worker::Worker>,
     pub ingest_token: Option<String>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
@@ -42,6 +43,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deliveries/{id}", get(admin::get_delivery))
         .route("/v1/deliveries/{id}/retry", post(admin::retry_delivery))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/webhooks", get(admin::list_webhooks))
+        .route("/v1/webhooks/{id}", get(admin::get_webhook))
+        .route("/v1/webhooks/{id}/test", post(admin::test_webhook))
+        .route("/v1/webhooks/{id}/enable", post(admin::enable_webhook))
+        .route("/v1/webhooks/{id}/disable", post(admin::disable_webhook))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()

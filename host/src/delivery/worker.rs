@@ -230,7 +230,7 @@ impl Worker {
         }
         let (transformed, first_time) = match delivery.transformed.clone() {
             Some(transformed) => (transformed, false),
-            None => match self.transform(&webhook, &delivery).await {
+            None => match self.transform(&webhook, &delivery.event, &delivery.id).await {
                 Transform::Send(transformed) => (transformed, true),
                 Transform::Filtered { reason, plugin_sha } => {
                     update.state = DeliveryState::Filtered;
@@ -306,9 +306,9 @@ impl Worker {
         update
     }
 
-    async fn transform(&self, webhook: &Webhook, delivery: &DueDelivery) -> Transform {
+    async fn transform(&self, webhook: &Webhook, event: &Event, delivery_id: &str) -> Transform {
         let Some(name) = &webhook.config.plugin else {
-            return Transform::Send(envelope(&delivery.event));
+            return Transform::Send(envelope(event));
         };
         let Some(plugin) = self.registry.current(name) else {
             let cause = self.registry.last_error(name).map(|e| format!(": {e}")).unwrap_or_default();
@@ -316,10 +316,10 @@ impl Worker {
         };
         let sha = Some(plugin.sha256().to_string());
         let execution =
-            self.registry.transform(plugin.clone(), delivery.event.plugin_event(), webhook.plugin_config.clone()).await;
+            self.registry.transform(plugin.clone(), event.plugin_event(), webhook.plugin_config.clone()).await;
         self.metrics.plugin_seconds.observe(execution.duration.as_secs_f64());
         for line in &execution.logs {
-            let (plugin, event) = (name.as_str(), delivery.event.id.as_str());
+            let (plugin, event) = (name.as_str(), event.id.as_str());
             match line.level {
                 LogLevel::Error => tracing::error!(plugin, event, message = line.message, "plugin log"),
                 LogLevel::Warn => tracing::warn!(plugin, event, message = line.message, "plugin log"),
@@ -329,13 +329,51 @@ impl Worker {
         }
         match execution.result {
             Ok(Action::Deliver { headers, body }) => Transform::Send(Transformed { body, headers, plugin_sha: sha }),
-            Ok(Action::Pass) => Transform::Send(Transformed { plugin_sha: sha, ..envelope(&delivery.event) }),
+            Ok(Action::Pass) => Transform::Send(Transformed { plugin_sha: sha, ..envelope(event) }),
             Ok(Action::Skip(reason)) => Transform::Filtered { reason, plugin_sha: sha },
             Err(error) => {
-                tracing::warn!(delivery = delivery.id, webhook = webhook.config.id, %error, "plugin failed; delivery held");
+                tracing::warn!(delivery = delivery_id, webhook = webhook.config.id, %error, "plugin failed; delivery held");
                 Transform::Held { reason: error.to_string(), plugin_sha: sha }
             }
         }
+    }
+
+    /// Sends `event` to `webhook` now, through its plugin, signed, outside the store: the
+    /// "send a test event" step of setting up a webhook. Reports each step.
+    pub async fn test_send(&self, webhook: &Webhook, event: &Event) -> serde_json::Value {
+        let msg_id = crate::model::new_id("msg_test");
+        let transformed = match self.transform(webhook, event, &msg_id).await {
+            Transform::Send(transformed) => transformed,
+            Transform::Filtered { reason, plugin_sha } => {
+                return serde_json::json!({ "action": "skip", "reason": reason, "plugin_sha": plugin_sha });
+            }
+            Transform::Held { reason, plugin_sha } => {
+                return serde_json::json!({ "action": "error", "error": reason, "plugin_sha": plugin_sha });
+            }
+        };
+        let outgoing = request::build(
+            &msg_id,
+            now_ms() / 1000,
+            &webhook.secrets,
+            &webhook.headers,
+            &transformed.headers,
+            transformed.body.clone(),
+        );
+        let result = self.client.send(&webhook.config.url, &outgoing).await;
+        serde_json::json!({
+            "action": if webhook.config.plugin.is_some() { "deliver" } else { "pass" },
+            "plugin_sha": transformed.plugin_sha,
+            "request": {
+                "url": webhook.config.url,
+                "headers": outgoing.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "body": String::from_utf8_lossy(&outgoing.body),
+            },
+            "status": result.status,
+            "latency_ms": result.latency.as_millis() as u64,
+            "response_excerpt": result.response_excerpt,
+            "error": result.error,
+            "delivered": retry::verdict(result.status) == Verdict::Delivered,
+        })
     }
 }
 

@@ -220,6 +220,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a webhook disabled (e.g. its endpoint answered 410 Gone) for this URL.
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()>;
 
+    /// Clears a runtime disable.
+    async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()>;
+
     /// Webhooks disabled at runtime: id -> (url when disabled, reason).
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, (String, String)>>;
 }

@@ -87,6 +87,7 @@ enum Command {
     StateCounts(Reply<BTreeMap<DeliveryState, u64>>),
     Disable { webhook_id: String, url: String, reason: String, reply: Reply<()> },
     Disabled(Reply<BTreeMap<String, (String, String)>>),
+    Enable(String, Reply<()>),
 }
 
 /// The SQLite store. Cloning shares the writer thread.
@@ -239,6 +240,7 @@ fn fail(command: Command, message: &str) {
         Command::StateCounts(reply) => drop(reply.send(Err(error()))),
         Command::Disable { reply, .. } => drop(reply.send(Err(error()))),
         Command::Disabled(reply) => drop(reply.send(Err(error()))),
+        Command::Enable(_, reply) => drop(reply.send(Err(error()))),
     }
 }
 
@@ -289,6 +291,10 @@ fn execute(db: &Connection, command: Command) -> (Finish, bool) {
             .map_err(Into::into),
         ),
         Command::Disabled(reply) => done(reply, disabled(db)),
+        Command::Enable(id, reply) => done(
+            reply,
+            db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [id]).map(drop).map_err(Into::into),
+        ),
     }
 }
 
@@ -623,6 +629,11 @@ impl Store for SqliteStore {
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
         let (webhook_id, url, reason) = (webhook_id.to_string(), url.to_string(), reason.to_string());
         self.call(|reply| Command::Disable { webhook_id, url, reason, reply }).await
+    }
+
+    async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()> {
+        let id = webhook_id.to_string();
+        self.call(|reply| Command::Enable(id, reply)).await
     }
 
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, (String, String)>> {
