@@ -16,17 +16,13 @@ impl AdminClient {
         AdminClient { base: base.trim_end_matches('/').to_string(), token, http: reqwest::Client::new() }
     }
 
-    /// GETs `path`; a non-2xx answer is an error carrying the server's message.
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
-    }
-
-    /// POSTs `body` as JSON to `path`; `Value::Null` posts an empty body.
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let request = self.http.post(format!("{}{path}", self.base));
+    /// Sends `method` to `path` with `body` as JSON (`Value::Null`: no body). A non-2xx answer
+    /// is an error carrying the server's message.
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let request = self.http.request(method, format!("{}{path}", self.base));
         let request = match body {
-            Value::Null => request,
-            body => request.header("content-type", "application/json").body(body.to_string()),
+            None | Some(Value::Null) => request,
+            Some(body) => request.header("content-type", "application/json").body(body.to_string()),
         };
         self.send(request).await
     }
@@ -40,7 +36,11 @@ impl AdminClient {
         let response = self.http.execute(request).await.with_context(|| format!("connecting to {url}"))?;
         let status = response.status();
         let bytes = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
-        let body: Value = serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?
+        };
         if !status.is_success() {
             bail!("{url} answered {}: {}", status.as_u16(), body["error"].as_str().unwrap_or("no message"));
         }

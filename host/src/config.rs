@@ -87,8 +87,8 @@ pub struct PluginLimitsConfig {
     pub max_file_mib: usize,
 }
 
-/// One `[[webhooks]]` entry.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// One `[[webhooks]]` entry (and the body of `POST /v1/webhooks`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub id: String,
@@ -215,7 +215,8 @@ impl Config {
 }
 
 impl WebhookConfig {
-    fn validate(&self, delivery: &DeliveryConfig) -> Result<(), String> {
+    /// Checks the entry against the delivery rules; the message names the field at fault.
+    pub fn validate(&self, delivery: &DeliveryConfig) -> Result<(), String> {
         if self.id.is_empty()
             || self.id.len() > 64
             || !self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -116,6 +116,29 @@ enum WebhooksCommand {
         #[arg(long)]
         event: Option<PathBuf>,
     },
+    /// Create a webhook (stored in the server's database; same rules as the config file).
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        url: String,
+        /// Comma-separated event types or prefixes, e.g. message.created,conversation.*
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        #[arg(long)]
+        plugin: Option<String>,
+        /// A plugin_config entry; repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// An extra header; repeat for more.
+        #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+        headers: Vec<(String, String)>,
+        /// whsec_... (default: generated into the server's <data_dir>/secrets/<id>).
+        #[arg(long, env = "HOOKWASM_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Delete a webhook created with `add`.
+    Rm { id: String },
     /// Resume deliveries to a webhook disabled at runtime (by a 410 Gone or an operator).
     Enable { id: String },
     /// Stop deliveries to a webhook until it is enabled again.
@@ -417,11 +440,14 @@ fn events_send(files: Vec<PathBuf>, server: ServerArgs) -> anyhow::Result<ExitCo
 /// Runs one admin request and prints the answer as a table, or as JSON with `--json`.
 fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<ExitCode> {
     type Render = fn(&serde_json::Value) -> String;
+    let delete = matches!(request, AdminRequest::DeleteWebhook(_));
     let (path, body, render): (String, Option<serde_json::Value>, Render) = match request {
         AdminRequest::Plugins => ("/v1/plugins".into(), None, client::render_plugins),
         AdminRequest::Webhooks => ("/v1/webhooks".into(), None, client::render_webhooks),
         AdminRequest::Webhook(id) => (format!("/v1/webhooks/{id}"), None, client::render_webhook),
         AdminRequest::TestWebhook(id, event) => (format!("/v1/webhooks/{id}/test"), Some(event), client::render_test),
+        AdminRequest::CreateWebhook(webhook) => ("/v1/webhooks".into(), Some(webhook), client::render_webhook),
+        AdminRequest::DeleteWebhook(id) => (format!("/v1/webhooks/{id}"), None, |_| "deleted\n".to_string()),
         AdminRequest::WebhookAction(id, action) => {
             (format!("/v1/webhooks/{id}/{action}"), Some(serde_json::Value::Null), client::render_webhook)
         }
@@ -436,12 +462,12 @@ fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<E
         }
     };
     let client = AdminClient::new(&args.server, args.token);
-    let answer = tokio_runtime()?.block_on(async {
-        match &body {
-            Some(body) => client.post(&path, body).await,
-            None => client.get(&path).await,
-        }
-    })?;
+    let method = match (&body, delete) {
+        (_, true) => reqwest::Method::DELETE,
+        (Some(_), false) => reqwest::Method::POST,
+        (None, false) => reqwest::Method::GET,
+    };
+    let answer = tokio_runtime()?.block_on(client.request(method, &path, body.as_ref()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
@@ -456,6 +482,8 @@ enum AdminRequest {
     Webhook(String),
     TestWebhook(String, serde_json::Value),
     WebhookAction(String, &'static str),
+    CreateWebhook(serde_json::Value),
+    DeleteWebhook(String),
     Event(String),
     ListDeliveries(String),
     Delivery(String),
@@ -477,6 +505,18 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
             };
             AdminRequest::TestWebhook(id, event)
         }
+        WebhooksCommand::Add { id, url, events, plugin, config, headers, secret } => {
+            AdminRequest::CreateWebhook(serde_json::json!({
+                "id": id,
+                "url": url,
+                "events": events,
+                "plugin": plugin,
+                "plugin_config": config.into_iter().collect::<BTreeMap<_, _>>(),
+                "headers": headers.into_iter().collect::<BTreeMap<_, _>>(),
+                "secret": secret,
+            }))
+        }
+        WebhooksCommand::Rm { id } => AdminRequest::DeleteWebhook(id),
         WebhooksCommand::Enable { id } => AdminRequest::WebhookAction(id, "enable"),
         WebhooksCommand::Disable { id } => AdminRequest::WebhookAction(id, "disable"),
     };

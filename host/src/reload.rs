@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{Registry, Reload};
 use crate::server::plugin_configs;
 use crate::store::Store;
-use crate::webhooks::{Webhook, Webhooks};
+use crate::webhooks::{Source, Webhook, Webhooks};
 
 /// Quiet time after the last change to a file before it is acted on.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -105,8 +105,18 @@ impl Reloader {
             tracing::warn!("only [[webhooks]] apply without a restart; other changes wait for the next start");
         }
         let data_dir = old.server.data_dir.clone();
-        let resolved =
-            new.webhooks.iter().cloned().map(|w| Webhook::resolve(w, &data_dir)).collect::<anyhow::Result<Vec<_>>>()?;
+        let resolved = new
+            .webhooks
+            .iter()
+            .cloned()
+            .map(|w| Webhook::resolve(w, Source::Config, &data_dir))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let stored = self.webhooks.all();
+        if let Some(clash) =
+            resolved.iter().find(|w| stored.iter().any(|s| s.source == Source::Api && s.config.id == w.config.id))
+        {
+            anyhow::bail!("webhook id {:?} is already used by a webhook created through the API", clash.config.id);
+        }
         // Every plugin that is serving must accept its new webhook configurations.
         for webhook in &resolved {
             let Some(plugin) = webhook.config.plugin.as_ref().and_then(|name| self.registry.current(name)) else {
@@ -121,7 +131,7 @@ impl Reloader {
         let changed: Vec<String> =
             new.webhooks.iter().filter(|w| !old.webhooks.contains(w)).map(|w| w.id.clone()).collect();
         let count = resolved.len();
-        self.webhooks.replace(resolved);
+        self.webhooks.replace_source(Source::Config, resolved);
         self.config.lock().unwrap_or_else(|e| e.into_inner()).webhooks = new.webhooks;
         self.requeue_held(changed).await;
         Ok(Some(count))

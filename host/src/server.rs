@@ -18,7 +18,7 @@ use crate::plugins::{PluginConfig, Registry, Runtime};
 use crate::reload::{self, Reloader};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::webhooks::{Webhook, Webhooks};
+use crate::webhooks::{Source, Webhook, Webhooks};
 
 /// Runs the server on `listener` until `shutdown` resolves, then stops taking events,
 /// lets in-flight deliveries finish (or releases them) and returns. `config_path` is watched
@@ -34,12 +34,22 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
 
     let disabled = store.disabled_webhooks().await?;
-    let webhooks = config
+    let mut webhooks = config
         .webhooks
         .iter()
         .cloned()
-        .map(|webhook| Webhook::resolve(webhook, &data_dir))
+        .map(|webhook| Webhook::resolve(webhook, Source::Config, &data_dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for stored in store.stored_webhooks().await? {
+        if webhooks.iter().any(|w| w.config.id == stored.id) {
+            tracing::error!(
+                webhook = stored.id,
+                "a webhook created through the API has the id of one in the config file; the config file's wins"
+            );
+            continue;
+        }
+        webhooks.push(Webhook::resolve(stored, Source::Api, &data_dir)?);
+    }
     let webhooks = Arc::new(Webhooks::new(webhooks, disabled));
     for webhook in webhooks.all().iter() {
         if let Some(reason) = webhooks.disabled_reason(webhook) {
@@ -96,6 +106,8 @@ pub async fn run(
         wake,
         metrics,
         worker,
+        delivery: config.delivery.clone(),
+        data_dir: data_dir.clone(),
         ingest_token: config.server.ingest_token.clone(),
         admin_token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,

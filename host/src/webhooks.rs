@@ -12,10 +12,21 @@ use crate::config::WebhookConfig;
 use crate::delivery::sign::Secret;
 use crate::plugins::PluginConfig;
 
+/// Where a webhook is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The config file's `[[webhooks]]`: read-only through the API.
+    Config,
+    /// Created through the admin API and stored in the database.
+    Api,
+}
+
 /// One webhook, ready to use.
 #[derive(Debug)]
 pub struct Webhook {
     pub config: WebhookConfig,
+    pub source: Source,
     /// Signing secrets, newest first (more than one while a secret rotates).
     pub secrets: Vec<Secret>,
     pub plugin_config: PluginConfig,
@@ -33,7 +44,7 @@ pub struct Webhooks {
 impl Webhook {
     /// Builds a webhook, taking its secret from the config, else from
     /// `<data_dir>/secrets/<id>`, else generating one and writing it there (mode 0600).
-    pub fn resolve(config: WebhookConfig, data_dir: &Path) -> anyhow::Result<Webhook> {
+    pub fn resolve(config: WebhookConfig, source: Source, data_dir: &Path) -> anyhow::Result<Webhook> {
         let secret = match &config.secret {
             Some(text) => Secret::parse(text)?,
             None => persisted_secret(&config.id, data_dir)?,
@@ -43,6 +54,7 @@ impl Webhook {
             headers: config.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
             secrets: vec![secret],
             config,
+            source,
         })
     }
 }
@@ -76,14 +88,38 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 impl Webhooks {
     pub fn new(webhooks: Vec<Webhook>, disabled: BTreeMap<String, (String, String)>) -> Webhooks {
         let set = Webhooks { current: RwLock::default(), disabled: Mutex::new(disabled) };
-        set.replace(webhooks);
+        *set.current.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(webhooks.into_iter().map(Arc::new).collect());
         set
     }
 
-    /// Replaces the whole set (configuration reload).
-    pub fn replace(&self, webhooks: Vec<Webhook>) {
-        let webhooks = Arc::new(webhooks.into_iter().map(Arc::new).collect());
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = webhooks;
+    /// Replaces every webhook of `source` (a config reload replaces the file's webhooks).
+    pub fn replace_source(&self, source: Source, webhooks: Vec<Webhook>) {
+        self.update(|all| {
+            all.retain(|w| w.source != source);
+            all.extend(webhooks.into_iter().map(Arc::new));
+        });
+    }
+
+    /// Adds or replaces one webhook (by id).
+    pub fn upsert(&self, webhook: Webhook) {
+        self.update(|all| match all.iter().position(|w| w.config.id == webhook.config.id) {
+            Some(index) => all[index] = Arc::new(webhook),
+            None => all.push(Arc::new(webhook)),
+        });
+    }
+
+    /// Removes one webhook.
+    pub fn remove(&self, id: &str) {
+        self.update(|all| all.retain(|w| w.config.id != id));
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Vec<Arc<Webhook>>)) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut next: Vec<Arc<Webhook>> = current.as_ref().clone();
+        change(&mut next);
+        next.sort_by_key(|w| w.source);
+        *current = Arc::new(next);
     }
 
     /// Every webhook, in configuration order.

@@ -193,3 +193,68 @@ async fn webhooks_can_be_listed_tested_disabled_and_enabled() {
     let bad = host.http.post(host.url("/v1/webhooks/slack/test")).body("{oops").send().await.unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_created_through_the_api_are_stored_validated_and_deliver() {
+    let receiver = TestReceiver::start().await;
+    let config =
+        [LOCAL_DELIVERY.to_string(), webhook("from-file", &receiver.url("/file"), r#"["message.created"]"#, "")]
+            .concat();
+    let mut host = TestHost::start(&config, &["event-filter"]);
+    let url = receiver.url("/api");
+    let (ok, stdout, stderr) = cli(
+        &host,
+        &[
+            "webhooks",
+            "add",
+            "--id",
+            "api-hook",
+            "--url",
+            &url,
+            "--events",
+            "message.*,conversation.created",
+            "--plugin",
+            "event-filter",
+            "--config",
+            "private=exclude",
+            "--secret",
+            crate::host::SECRET,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("api-hook") && stdout.contains("message.*,conversation.created"), "{stdout}");
+    let created = host.get("/v1/webhooks/api-hook").await;
+    assert_eq!(created["source"], "api");
+    assert_eq!(created["read_only"], false);
+
+    let event = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    assert_eq!(delivery_for(&deliveries, "api-hook")["state"], "delivered");
+    assert!(receiver.wait_for("/api", 1, SETTLE).await[0].verified);
+
+    // Same rules as the config file, named; the plugin checks its config; ids are unique.
+    let post = |body: serde_json::Value| host.http.post(host.url("/v1/webhooks")).json(&body).send();
+    let bad_url = post(serde_json::json!({"id": "x", "url": "ftp://h", "events": ["a.b"]})).await.unwrap();
+    assert_eq!(bad_url.status(), 422);
+    assert!(
+        bad_url.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().contains("`url` scheme \"ftp\"")
+    );
+    let rejected = post(serde_json::json!({"id": "y", "url": url, "events": ["a.b"], "plugin": "event-filter", "plugin_config": {"bogus": "1"}})).await.unwrap();
+    assert_eq!(rejected.status(), 422);
+    let duplicate = post(serde_json::json!({"id": "from-file", "url": url, "events": ["a.b"]})).await.unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let unknown_field =
+        post(serde_json::json!({"id": "z", "url": url, "events": ["a.b"], "colour": "red"})).await.unwrap();
+    assert_eq!(unknown_field.status(), 400);
+    let read_only = host.http.delete(host.url("/v1/webhooks/from-file")).send().await.unwrap();
+    assert_eq!(read_only.status(), 409);
+
+    // Stored: still there after a restart; then deleted.
+    host.kill();
+    host.spawn();
+    assert_eq!(host.get("/v1/webhooks/api-hook").await["source"], "api");
+    let (ok, _, stderr) = cli(&host, &["webhooks", "rm", "api-hook"]);
+    assert!(ok, "{stderr}");
+    let gone = host.http.get(host.url("/v1/webhooks/api-hook")).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+}

@@ -133,8 +133,8 @@ fn webhook_json(state: &AppState, webhook: &crate::webhooks::Webhook) -> serde_j
         "enabled": config.enabled,
         "active": state.webhooks.is_active(webhook),
         "disabled_reason": state.webhooks.disabled_reason(webhook),
-        "source": "config",
-        "read_only": true,
+        "source": webhook.source,
+        "read_only": webhook.source == crate::webhooks::Source::Config,
     })
 }
 
@@ -184,7 +184,9 @@ pub async fn enable_webhook(State(state): State<AppState>, Path(id): Path<String
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "read_only",
-            format!("webhook {id} is disabled in the config file (enabled = false); edit the file"),
+            format!(
+                "webhook {id} is defined with enabled = false; change its definition (the config file, or PUT for API webhooks)"
+            ),
         ));
     }
     state.store.enable_webhook(&id).await.map_err(store_error)?;
@@ -199,4 +201,87 @@ pub async fn disable_webhook(State(state): State<AppState>, Path(id): Path<Strin
     state.store.disable_webhook(&id, &webhook.config.url, reason).await.map_err(store_error)?;
     state.webhooks.disable(&webhook, reason);
     Ok(Json(webhook_json(&state, &webhook)).into_response())
+}
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// Validates a webhook definition as the config file's are, checks it with its plugin (if
+/// loaded), stores it and puts it in effect.
+async fn save_webhook(state: &AppState, config: crate::config::WebhookConfig) -> Result<Response, ApiError> {
+    let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook", message);
+    config.validate(&state.delivery).map_err(invalid)?;
+    if let Some(plugin) = config.plugin.as_ref().and_then(|name| state.registry.current(name)) {
+        let plugin_config = std::sync::Arc::new(config.plugin_config.clone());
+        let check = tokio::task::spawn_blocking(move || plugin.check_config(&plugin_config))
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+        if let Err(error) = check.result {
+            return Err(invalid(error.to_string()));
+        }
+    }
+    let webhook = crate::webhooks::Webhook::resolve(config.clone(), crate::webhooks::Source::Api, &state.data_dir)
+        .map_err(|e| invalid(format!("{e:#}")))?;
+    state.store.put_webhook(config).await.map_err(store_error)?;
+    let body = webhook_json(state, &webhook);
+    state.webhooks.upsert(webhook);
+    Ok(Json(body).into_response())
+}
+
+fn json_body<T>(body: JsonBody<T>) -> Result<T, ApiError> {
+    body.map(|Json(value)| value).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
+
+/// `POST /v1/webhooks`: the same fields and rules as a `[[webhooks]]` entry. Without a
+/// `secret`, one is generated into `<data_dir>/secrets/<id>` (never shown by the API).
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    body: JsonBody<crate::config::WebhookConfig>,
+) -> Result<Response, ApiError> {
+    let config = json_body(body)?;
+    if state.webhooks.get(&config.id).is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("webhook {} already exists", config.id)));
+    }
+    let mut response = save_webhook(&state, config).await?;
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+/// `PUT /v1/webhooks/{id}`: replaces a webhook created through the API.
+pub async fn replace_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<crate::config::WebhookConfig>,
+) -> Result<Response, ApiError> {
+    let config = json_body(body)?;
+    api_webhook(&state, &id)?;
+    if config.id != id {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_field",
+            message: format!("`id` {:?} does not match the path's {id:?}", config.id),
+            field: Some("id"),
+        });
+    }
+    save_webhook(&state, config).await
+}
+
+/// `DELETE /v1/webhooks/{id}`: deletes a webhook created through the API.
+pub async fn delete_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    api_webhook(&state, &id)?;
+    state.store.delete_webhook(&id).await.map_err(store_error)?;
+    state.webhooks.remove(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The webhook `id`, if it was created through the API (config file webhooks are read-only).
+fn api_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webhooks::Webhook>, ApiError> {
+    let webhook = find_webhook(state, id)?;
+    if webhook.source == crate::webhooks::Source::Config {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "read_only",
+            format!("webhook {id} is defined in the config file; edit the file"),
+        ));
+    }
+    Ok(webhook)
 }

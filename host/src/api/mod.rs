@@ -30,6 +30,9 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub worker: Arc<crate::delivery::worker::Worker>,
+    /// The delivery rules webhooks are validated against.
+    pub delivery: crate::config::DeliveryConfig,
+    pub data_dir: std::path::PathBuf,
     pub ingest_token: Option<String>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
@@ -43,8 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deliveries/{id}", get(admin::get_delivery))
         .route("/v1/deliveries/{id}/retry", post(admin::retry_delivery))
         .route("/v1/plugins", get(plugins))
-        .route("/v1/webhooks", get(admin::list_webhooks))
-        .route("/v1/webhooks/{id}", get(admin::get_webhook))
+        .route("/v1/webhooks", get(admin::list_webhooks).post(admin::create_webhook))
+        .route("/v1/webhooks/{id}", get(admin::get_webhook).put(admin::replace_webhook).delete(admin::delete_webhook))
         .route("/v1/webhooks/{id}/test", post(admin::test_webhook))
         .route("/v1/webhooks/{id}/enable", post(admin::enable_webhook))
         .route("/v1/webhooks/{id}/disable", post(admin::disable_webhook))

@@ -220,6 +220,15 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a webhook disabled (e.g. its endpoint answered 410 Gone) for this URL.
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()>;
 
+    /// Webhooks created through the API.
+    async fn stored_webhooks(&self) -> anyhow::Result<Vec<crate::config::WebhookConfig>>;
+
+    /// Creates or replaces a webhook created through the API.
+    async fn put_webhook(&self, webhook: crate::config::WebhookConfig) -> anyhow::Result<()>;
+
+    /// Deletes a webhook created through the API. Returns whether it existed.
+    async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool>;
+
     /// Clears a runtime disable.
     async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()>;
 

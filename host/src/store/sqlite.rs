@@ -20,6 +20,7 @@ use super::{
     Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DueDelivery, EventRecord, IngestOutcome,
     NewDelivery, Store, Transformed, now_ms,
 };
+use crate::config::WebhookConfig;
 use crate::model::Event;
 
 const MAX_BATCH: usize = 512;
@@ -62,6 +63,11 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS disabled_webhooks (
     webhook_id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -88,6 +94,9 @@ enum Command {
     Disable { webhook_id: String, url: String, reason: String, reply: Reply<()> },
     Disabled(Reply<BTreeMap<String, (String, String)>>),
     Enable(String, Reply<()>),
+    StoredWebhooks(Reply<Vec<WebhookConfig>>),
+    PutWebhook(WebhookConfig, Reply<()>),
+    DeleteWebhook(String, Reply<bool>),
 }
 
 /// The SQLite store. Cloning shares the writer thread.
@@ -241,6 +250,9 @@ fn fail(command: Command, message: &str) {
         Command::Disable { reply, .. } => drop(reply.send(Err(error()))),
         Command::Disabled(reply) => drop(reply.send(Err(error()))),
         Command::Enable(_, reply) => drop(reply.send(Err(error()))),
+        Command::StoredWebhooks(reply) => drop(reply.send(Err(error()))),
+        Command::PutWebhook(_, reply) => drop(reply.send(Err(error()))),
+        Command::DeleteWebhook(_, reply) => drop(reply.send(Err(error()))),
     }
 }
 
@@ -291,6 +303,22 @@ fn execute(db: &Connection, command: Command) -> (Finish, bool) {
             .map_err(Into::into),
         ),
         Command::Disabled(reply) => done(reply, disabled(db)),
+        Command::StoredWebhooks(reply) => done(reply, stored_webhooks(db)),
+        Command::PutWebhook(webhook, reply) => done(
+            reply,
+            serde_json::to_string(&webhook).map_err(anyhow::Error::from).and_then(|config| {
+                db.execute(
+                    "INSERT OR REPLACE INTO webhooks (id, config, updated_at) VALUES (?1, ?2, ?3)",
+                    params![webhook.id, config, now_ms()],
+                )
+                .map(drop)
+                .map_err(Into::into)
+            }),
+        ),
+        Command::DeleteWebhook(id, reply) => done(
+            reply,
+            db.execute("DELETE FROM webhooks WHERE id = ?1", [id]).map(|n| n > 0).map_err(Into::into),
+        ),
         Command::Enable(id, reply) => done(
             reply,
             db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [id]).map(drop).map_err(Into::into),
@@ -559,6 +587,12 @@ fn state_counts(db: &Connection) -> anyhow::Result<BTreeMap<DeliveryState, u64>>
     Ok(counts)
 }
 
+fn stored_webhooks(db: &Connection) -> anyhow::Result<Vec<WebhookConfig>> {
+    let mut statement = db.prepare_cached("SELECT config FROM webhooks ORDER BY id")?;
+    let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+    rows.map(|config| Ok(serde_json::from_str(&config?)?)).collect()
+}
+
 fn disabled(db: &Connection) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     let mut statement = db.prepare_cached("SELECT webhook_id, url, reason FROM disabled_webhooks")?;
     let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, (row.get(1)?, row.get(2)?))))?;
@@ -629,6 +663,19 @@ impl Store for SqliteStore {
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
         let (webhook_id, url, reason) = (webhook_id.to_string(), url.to_string(), reason.to_string());
         self.call(|reply| Command::Disable { webhook_id, url, reason, reply }).await
+    }
+
+    async fn stored_webhooks(&self) -> anyhow::Result<Vec<WebhookConfig>> {
+        self.call(Command::StoredWebhooks).await
+    }
+
+    async fn put_webhook(&self, webhook: WebhookConfig) -> anyhow::Result<()> {
+        self.call(|reply| Command::PutWebhook(webhook, reply)).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool> {
+        let id = id.to_string();
+        self.call(|reply| Command::DeleteWebhook(id, reply)).await
     }
 
     async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()> {
