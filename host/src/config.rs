@@ -71,6 +71,9 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     /// Requests in flight at once to one webhook: a slow endpoint delays only itself.
     pub max_in_flight_per_webhook: usize,
+    /// How long the previous secret keeps signing after a rotation.
+    #[serde(deserialize_with = "duration")]
+    pub secret_rotation_grace: Duration,
     /// Longest `Retry-After` honoured.
     #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,

@@ -139,6 +139,8 @@ enum WebhooksCommand {
     },
     /// Delete a webhook created with `add`.
     Rm { id: String },
+    /// Replace the signing secret; both sign during `delivery.secret_rotation_grace`.
+    RotateSecret { id: String },
     /// Resume deliveries to a webhook disabled at runtime (by a 410 Gone or an operator).
     Enable { id: String },
     /// Stop deliveries to a webhook until it is enabled again.
@@ -447,6 +449,20 @@ fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<E
         AdminRequest::Webhook(id) => (format!("/v1/webhooks/{id}"), None, client::render_webhook),
         AdminRequest::TestWebhook(id, event) => (format!("/v1/webhooks/{id}/test"), Some(event), client::render_test),
         AdminRequest::CreateWebhook(webhook) => ("/v1/webhooks".into(), Some(webhook), client::render_webhook),
+        AdminRequest::RotateSecret(id) => {
+            (format!("/v1/webhooks/{id}/rotate-secret"), Some(serde_json::Value::Null), |v| {
+                format!(
+                    "rotated: the new secret is in {} on the server; the previous one signs too until {}\n",
+                    v["secret_file"].as_str().unwrap_or_default(),
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(
+                                v["previous_valid_until_ms"].as_u64().unwrap_or_default()
+                            )
+                    )
+                )
+            })
+        }
         AdminRequest::DeleteWebhook(id) => (format!("/v1/webhooks/{id}"), None, |_| "deleted\n".to_string()),
         AdminRequest::WebhookAction(id, action) => {
             (format!("/v1/webhooks/{id}/{action}"), Some(serde_json::Value::Null), client::render_webhook)
@@ -484,6 +500,7 @@ enum AdminRequest {
     WebhookAction(String, &'static str),
     CreateWebhook(serde_json::Value),
     DeleteWebhook(String),
+    RotateSecret(String),
     Event(String),
     ListDeliveries(String),
     Delivery(String),
@@ -517,6 +534,7 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
             }))
         }
         WebhooksCommand::Rm { id } => AdminRequest::DeleteWebhook(id),
+        WebhooksCommand::RotateSecret { id } => AdminRequest::RotateSecret(id),
         WebhooksCommand::Enable { id } => AdminRequest::WebhookAction(id, "enable"),
         WebhooksCommand::Disable { id } => AdminRequest::WebhookAction(id, "disable"),
     };

@@ -27,8 +27,11 @@ pub enum Source {
 pub struct Webhook {
     pub config: WebhookConfig,
     pub source: Source,
-    /// Signing secrets, newest first (more than one while a secret rotates).
+    /// Signing secrets, current first; the previous one follows while a rotation's grace
+    /// period lasts (see [`Webhook::signing_secrets`]).
     pub secrets: Vec<Secret>,
+    /// When the previous secret stops being used (ms since the epoch).
+    pub previous_expires_ms: Option<i64>,
     pub plugin_config: PluginConfig,
     pub headers: Vec<(String, String)>,
 }
@@ -49,14 +52,67 @@ impl Webhook {
             Some(text) => Secret::parse(text)?,
             None => persisted_secret(&config.id, data_dir)?,
         };
+        let mut secrets = vec![secret];
+        let previous = previous_secret(&config.id, data_dir)?;
+        let previous_expires_ms = previous.map(|(secret, expires)| {
+            secrets.push(secret);
+            expires
+        });
         Ok(Webhook {
             plugin_config: Arc::new(config.plugin_config.clone()),
             headers: config.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-            secrets: vec![secret],
+            secrets,
+            previous_expires_ms,
             config,
             source,
         })
     }
+
+    /// The secrets to sign with at `now_ms`: the current one, and the previous one until its
+    /// grace period ends (receivers accept either signature).
+    pub fn signing_secrets(&self, now_ms: i64) -> &[Secret] {
+        match self.previous_expires_ms {
+            Some(expires) if now_ms < expires => &self.secrets,
+            _ => &self.secrets[..1],
+        }
+    }
+
+    /// Replaces the current secret with a new random one in `<data_dir>/secrets/<id>`; the
+    /// current one stays valid for `grace` (recorded in `<id>.previous`). Returns the path
+    /// of the new secret's file and when the previous one expires.
+    pub fn rotate_secret(
+        &self,
+        data_dir: &Path,
+        grace: std::time::Duration,
+    ) -> anyhow::Result<(std::path::PathBuf, i64)> {
+        let dir = data_dir.join("secrets");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let expires = crate::store::now_ms() + grace.as_millis() as i64;
+        let previous = format!("{} {expires}", self.secrets[0].expose());
+        replace_private(&dir.join(format!("{}.previous", self.config.id)), &previous)?;
+        let path = dir.join(&self.config.id);
+        replace_private(&path, &Secret::generate().expose())?;
+        Ok((path, expires))
+    }
+}
+
+/// The previous secret of a rotation and its expiry, if it has not expired.
+fn previous_secret(id: &str, data_dir: &Path) -> anyhow::Result<Option<(Secret, i64)>> {
+    let path = data_dir.join("secrets").join(format!("{id}.previous"));
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let parsed = text
+        .split_once(' ')
+        .and_then(|(secret, expires)| Some((Secret::parse(secret).ok()?, expires.trim().parse::<i64>().ok()?)));
+    let (secret, expires) = parsed.with_context(|| format!("{} is not `whsec_... <expiry ms>`", path.display()))?;
+    Ok((expires > crate::store::now_ms()).then_some((secret, expires)))
+}
+
+/// Writes `contents` to `path` (mode 0600) by renaming a temporary file over it.
+fn replace_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 fn persisted_secret(id: &str, data_dir: &Path) -> anyhow::Result<Secret> {

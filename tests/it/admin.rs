@@ -258,3 +258,45 @@ async fn webhooks_created_through_the_api_are_stored_validated_and_deliver() {
     let gone = host.http.get(host.url("/v1/webhooks/api-hook")).send().await.unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_a_secret_signs_with_both_during_the_grace_period() {
+    let receiver = TestReceiver::start().await;
+    let config = format!(
+        "{LOCAL_DELIVERY}secret_rotation_grace = \"2s\"\n[[webhooks]]\nid = \"r\"\nurl = \"{}\"\nevents = [\"message.created\"]\n",
+        receiver.url("/r")
+    );
+    let host = TestHost::start(&config, &[]);
+    let secret_file = host.dir.path().join("data/secrets/r");
+    let old = std::fs::read_to_string(&secret_file).unwrap();
+
+    let (ok, stdout, stderr) = cli(&host, &["webhooks", "rotate-secret", "r"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("data/secrets/r"), "{stdout}");
+    assert!(!stdout.contains("whsec_"), "the CLI never prints secrets: {stdout}");
+    let new = std::fs::read_to_string(&secret_file).unwrap();
+    assert_ne!(old, new);
+
+    host.post_event(r#"{"id": "during", "type": "message.created", "data": {}}"#).await;
+    let during = receiver.wait_for("/r", 1, SETTLE).await.remove(0);
+    let signatures = during.headers["webhook-signature"].to_str().unwrap().split(' ').count();
+    assert_eq!(signatures, 2, "new and previous signature");
+    for secret in [&old, &new] {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&during.body, &during.headers)
+            .expect("either secret verifies");
+    }
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    host.post_event(r#"{"id": "after", "type": "message.created", "data": {}}"#).await;
+    let after = receiver.wait_for("/r", 2, SETTLE).await.remove(1);
+    assert_eq!(after.headers["webhook-signature"].to_str().unwrap().split(' ').count(), 1);
+    assert!(standardwebhooks::Webhook::new(&new).unwrap().verify(&after.body, &after.headers).is_ok());
+    assert!(standardwebhooks::Webhook::new(&old).unwrap().verify(&after.body, &after.headers).is_err());
+
+    let fixed = format!("{LOCAL_DELIVERY}{}", webhook("fixed", &receiver.url("/f"), r#"["a.b"]"#, ""));
+    let host = TestHost::start(&fixed, &[]);
+    let (ok, _, stderr) = cli(&host, &["webhooks", "rotate-secret", "fixed"]);
+    assert!(!ok && stderr.contains("answered 409") && stderr.contains("secret in the config file"), "{stderr}");
+}

@@ -285,3 +285,35 @@ fn api_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webho
     }
     Ok(webhook)
 }
+
+/// `POST /v1/webhooks/{id}/rotate-secret`: a new random secret goes into
+/// `<data_dir>/secrets/<id>` (read it there; the API never shows secrets); during
+/// `delivery.secret_rotation_grace` requests carry both the new and the old signature.
+pub async fn rotate_secret(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let webhook = find_webhook(&state, &id)?;
+    let mut config = webhook.config.clone();
+    if config.secret.is_some() && webhook.source == crate::webhooks::Source::Config {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "read_only",
+            format!("webhook {id} has its secret in the config file; change it there"),
+        ));
+    }
+    let failed =
+        |e: anyhow::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rotation_failed", format!("{e:#}"));
+    let (path, previous_valid_until_ms) =
+        webhook.rotate_secret(&state.data_dir, state.delivery.secret_rotation_grace).map_err(failed)?;
+    if config.secret.take().is_some() {
+        // An API webhook's own secret moves to the secrets file, like a generated one.
+        state.store.put_webhook(config.clone()).await.map_err(store_error)?;
+    }
+    let rotated = crate::webhooks::Webhook::resolve(config, webhook.source, &state.data_dir).map_err(failed)?;
+    state.webhooks.upsert(rotated);
+    tracing::info!(webhook = id, file = %path.display(), previous_valid_until_ms, "signing secret rotated");
+    Ok(Json(json!({
+        "id": id,
+        "secret_file": path.display().to_string(),
+        "previous_valid_until_ms": previous_valid_until_ms,
+    }))
+    .into_response())
+}

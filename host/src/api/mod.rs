@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks", get(admin::list_webhooks).post(admin::create_webhook))
         .route("/v1/webhooks/{id}", get(admin::get_webhook).put(admin::replace_webhook).delete(admin::delete_webhook))
         .route("/v1/webhooks/{id}/test", post(admin::test_webhook))
+        .route("/v1/webhooks/{id}/rotate-secret", post(admin::rotate_secret))
         .route("/v1/webhooks/{id}/enable", post(admin::enable_webhook))
         .route("/v1/webhooks/{id}/disable", post(admin::disable_webhook))
         .route("/metrics", get(metrics))

@@ -251,7 +251,7 @@ impl Worker {
         let outgoing = request::build(
             &delivery.id,
             timestamp,
-            &webhook.secrets,
+            webhook.signing_secrets(now_ms()),
             &webhook.headers,
             &transformed.headers,
             transformed.body.clone(),
@@ -354,7 +354,7 @@ impl Worker {
         let outgoing = request::build(
             &msg_id,
             now_ms() / 1000,
-            &webhook.secrets,
+            webhook.signing_secrets(now_ms()),
             &webhook.headers,
             &transformed.headers,
             transformed.body.clone(),
