@@ -91,7 +91,7 @@ pub struct PluginLimitsConfig {
 }
 
 /// One `[[webhooks]]` entry (and the body of `POST /v1/webhooks`).
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub id: String,

@@ -12,6 +12,16 @@ use crate::api::{ApiError, AppState};
 use crate::model::{Event, new_id};
 use crate::store::{IngestOutcome, NewDelivery};
 
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = Object, description = "An event envelope: {\"id\"?, \"type\", \"timestamp\"?, \"data\"}", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored with one delivery per subscribed webhook (or a duplicate id: nothing new)", body = Object),
+        (status = 400, description = "Malformed JSON or an invalid or missing field (named)", body = crate::api::ErrorBody),
+        (status = 401, description = "Missing or wrong ingest token", body = crate::api::ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = crate::api::ErrorBody),
+        (status = 415, description = "Not application/json", body = crate::api::ErrorBody),
+        (status = 503, description = "Store unavailable: retry", body = crate::api::ErrorBody),
+    ))]
 pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     if let Some(token) = &state.ingest_token {
         check_bearer(&headers, token)?;

@@ -300,3 +300,36 @@ async fn rotating_a_secret_signs_with_both_during_the_grace_period() {
     let (ok, _, stderr) = cli(&host, &["webhooks", "rotate-secret", "fixed"]);
     assert!(!ok && stderr.contains("answered 409") && stderr.contains("secret in the config file"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_describes_exactly_the_routes_served() {
+    let host = TestHost::start(LOCAL_DELIVERY, &[]);
+    let doc = host.get("/v1/openapi.json").await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
+    let paths = doc["paths"].as_object().unwrap();
+    for expected in [
+        "/v1/events",
+        "/v1/events/{id}",
+        "/v1/deliveries",
+        "/v1/deliveries/replay",
+        "/v1/webhooks/{id}/rotate-secret",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(expected), "{expected} missing");
+    }
+    assert!(doc["components"]["schemas"]["DeliveryRecord"].is_object());
+    assert!(doc["components"]["schemas"]["WebhookConfig"].is_object());
+    let mut checked = 0;
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let url = host.url(&path.replace("{id}", "nope"));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = host.http.request(method.clone(), &url).send().await.unwrap();
+            assert_ne!(response.status(), 405, "{method} {path} is documented but not routed");
+            let body = response.text().await.unwrap();
+            assert!(!body.contains("no such endpoint"), "{method} {path} is documented but not routed");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 19, "every operation of the API is documented");
+}

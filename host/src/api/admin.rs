@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::store::{DeliveryFilter, DeliveryState};
+use super::{DeliveryPage, ErrorBody};
+use crate::config::WebhookConfig;
+use crate::store::{DeliveryFilter, DeliveryRecord, DeliveryState};
 
 fn store_error(error: anyhow::Error) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string())
@@ -16,6 +18,7 @@ fn store_error(error: anyhow::Error) -> ApiError {
 
 /// `GET /v1/events/{id}`: the event, its deliveries, and for every webhook why it did or did
 /// not get one.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "Event id")), responses((status = 200, description = "The event, its deliveries, and for every webhook why it did or did not get one", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let Some(event) = state.store.event(&id).await.map_err(store_error)? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no event {id}")));
@@ -64,6 +67,7 @@ pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) ->
 }
 
 /// `GET /v1/deliveries?webhook=&state=&event_type=&event_id=&since_ms=&until_ms=&before=&limit=`
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(DeliveryFilter), responses((status = 200, description = "One page, newest first", body = DeliveryPage), (status = 400, description = "Bad filter", body = ErrorBody)))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     query: Result<Query<DeliveryFilter>, axum::extract::rejection::QueryRejection>,
@@ -76,6 +80,7 @@ pub async fn list_deliveries(
 }
 
 /// `GET /v1/deliveries/{id}`: one delivery with every attempt.
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path, description = "Delivery id (the webhook-id header)")), responses((status = 200, description = "The delivery with every attempt", body = DeliveryRecord), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     match state.store.delivery(&id).await.map_err(store_error)? {
         Some(delivery) => Ok(Json(delivery).into_response()),
@@ -84,6 +89,7 @@ pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>)
 }
 
 /// `POST /v1/deliveries/{id}/retry`: send it again now.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = String, Path, description = "Delivery id")), responses((status = 202, description = "Due again now", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn retry_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let filter = DeliveryFilter { id: Some(id.clone()), ..DeliveryFilter::default() };
     match state.store.replay(filter).await.map_err(store_error)? {
@@ -97,6 +103,7 @@ pub async fn retry_delivery(State(state): State<AppState>, Path(id): Path<String
 
 /// `POST /v1/deliveries/replay` with a JSON filter; `webhook` and `state` are required so a
 /// replay is always deliberate.
+#[utoipa::path(post, path = "/v1/deliveries/replay", tag = "deliveries", request_body = DeliveryFilter, responses((status = 202, description = "How many were replayed", body = Object), (status = 400, description = "Missing webhook or state", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
     body: Result<Json<DeliveryFilter>, axum::extract::rejection::JsonRejection>,
@@ -143,12 +150,14 @@ fn find_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webh
 }
 
 /// `GET /v1/webhooks`
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "Every webhook; secrets are never shown", body = Object)))]
 pub async fn list_webhooks(State(state): State<AppState>) -> Json<serde_json::Value> {
     let webhooks: Vec<_> = state.webhooks.all().iter().map(|w| webhook_json(&state, w)).collect();
     Json(json!({ "webhooks": webhooks }))
 }
 
 /// `GET /v1/webhooks/{id}`
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     Ok(Json(webhook_json(&state, &webhook)).into_response())
@@ -156,6 +165,7 @@ pub async fn get_webhook(State(state): State<AppState>, Path(id): Path<String>) 
 
 /// `POST /v1/webhooks/{id}/test` with an optional event envelope (default: a sample
 /// `message.created`): runs the webhook's plugin and sends the result now, outside the queue.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path)), request_body(content = Object, description = "Optional event envelope; default a sample message.created"), responses((status = 200, description = "The request sent and the endpoint's answer", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn test_webhook(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -178,6 +188,7 @@ pub async fn test_webhook(
 const SAMPLE_EVENT: &str = include_str!("../../../examples/events/message.created.json");
 
 /// `POST /v1/webhooks/{id}/enable`: clears a runtime disable (a `410 Gone`, or an operator's).
+#[utoipa::path(post, path = "/v1/webhooks/{id}/enable", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = Object), (status = 409, description = "Disabled in its definition", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn enable_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     if !webhook.config.enabled {
@@ -195,6 +206,7 @@ pub async fn enable_webhook(State(state): State<AppState>, Path(id): Path<String
 }
 
 /// `POST /v1/webhooks/{id}/disable`: stops deliveries to it until it is enabled again.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn disable_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     let reason = "disabled by an operator";
@@ -233,6 +245,7 @@ fn json_body<T>(body: JsonBody<T>) -> Result<T, ApiError> {
 
 /// `POST /v1/webhooks`: the same fields and rules as a `[[webhooks]]` entry. Without a
 /// `secret`, one is generated into `<data_dir>/secrets/<id>` (never shown by the API).
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookConfig, responses((status = 201, description = "Created", body = Object), (status = 409, description = "The id exists", body = ErrorBody), (status = 422, description = "Invalid, or refused by its plugin", body = ErrorBody)))]
 pub async fn create_webhook(
     State(state): State<AppState>,
     body: JsonBody<crate::config::WebhookConfig>,
@@ -247,6 +260,7 @@ pub async fn create_webhook(
 }
 
 /// `PUT /v1/webhooks/{id}`: replaces a webhook created through the API.
+#[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookConfig, responses((status = 200, description = "Replaced", body = Object), (status = 409, description = "Defined in the config file", body = ErrorBody), (status = 422, description = "Invalid", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn replace_webhook(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -266,6 +280,7 @@ pub async fn replace_webhook(
 }
 
 /// `DELETE /v1/webhooks/{id}`: deletes a webhook created through the API.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), responses((status = 204, description = "Deleted"), (status = 409, description = "Defined in the config file", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn delete_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     api_webhook(&state, &id)?;
     state.store.delete_webhook(&id).await.map_err(store_error)?;
@@ -289,6 +304,7 @@ fn api_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webho
 /// `POST /v1/webhooks/{id}/rotate-secret`: a new random secret goes into
 /// `<data_dir>/secrets/<id>` (read it there; the API never shows secrets); during
 /// `delivery.secret_rotation_grace` requests carry both the new and the old signature.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "Where the new secret is, and until when the previous one signs", body = Object), (status = 409, description = "The secret is in the config file", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn rotate_secret(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     let mut config = webhook.config.clone();

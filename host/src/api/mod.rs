@@ -12,7 +12,7 @@ use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -38,29 +38,81 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "hookwasm", description = "Webhook transformer host: ingest events, deliver them through Wasm plugins, operate it."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(
+            "admin_token for the admin API (without one configured: loopback clients only); ingest_token for POST /v1/events",
+        ));
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme.build()));
+    }
+}
+
+/// The routes and the OpenAPI document that describes them, built from the same handlers.
 pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/v1/events/{id}", get(admin::get_event))
-        .route("/v1/deliveries", get(admin::list_deliveries))
-        .route("/v1/deliveries/replay", post(admin::replay))
-        .route("/v1/deliveries/{id}", get(admin::get_delivery))
-        .route("/v1/deliveries/{id}/retry", post(admin::retry_delivery))
-        .route("/v1/plugins", get(plugins))
-        .route("/v1/webhooks", get(admin::list_webhooks).post(admin::create_webhook))
-        .route("/v1/webhooks/{id}", get(admin::get_webhook).put(admin::replace_webhook).delete(admin::delete_webhook))
-        .route("/v1/webhooks/{id}/test", post(admin::test_webhook))
-        .route("/v1/webhooks/{id}/rotate-secret", post(admin::rotate_secret))
-        .route("/v1/webhooks/{id}/enable", post(admin::enable_webhook))
-        .route("/v1/webhooks/{id}/disable", post(admin::disable_webhook))
-        .route("/metrics", get(metrics))
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::get_event))
+        .routes(routes!(admin::list_deliveries))
+        .routes(routes!(admin::replay))
+        .routes(routes!(admin::get_delivery))
+        .routes(routes!(admin::retry_delivery))
+        .routes(routes!(plugins))
+        .routes(routes!(admin::list_webhooks, admin::create_webhook))
+        .routes(routes!(admin::get_webhook, admin::replace_webhook, admin::delete_webhook))
+        .routes(routes!(admin::test_webhook))
+        .routes(routes!(admin::rotate_secret))
+        .routes(routes!(admin::enable_webhook))
+        .routes(routes!(admin::disable_webhook))
+        .routes(routes!(metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
+    let (router, openapi) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .merge(admin)
-        .route("/v1/events", post(crate::ingest::post_event))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
+        .routes(routes!(crate::ingest::post_event))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .split_for_parts();
+    let openapi = std::sync::Arc::new(openapi);
+    router
+        .route("/v1/openapi.json", get(move || std::future::ready(Json(openapi.as_ref().clone()))))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = Object)))]
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The JSON body of every error.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// Stable machine-readable cause, e.g. `invalid_field`, `not_found`, `unauthorized`.
+    pub code: String,
+    /// The request field at fault, when there is one.
+    pub field: Option<String>,
+}
+
+/// One page of deliveries.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<crate::store::DeliveryRecord>,
+    /// Pass as `before` for the next page; null on the last one.
+    pub next_before: Option<String>,
 }
 
 /// Lets a request through with the admin token, or from loopback when none is configured.
@@ -88,6 +140,7 @@ pub async fn require_admin(
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.store.next_due_ms().await {
         Ok(_) => Json(json!({"status": "ready"})).into_response(),
@@ -97,6 +150,7 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")))]
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     if let Ok((depth, oldest_due)) = state.store.queue_stats().await {
         state.metrics.queue_depth.set(depth as i64);
@@ -110,6 +164,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         .into_response()
 }
 
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, description = "Every plugin: state, sha256, loaded at, last error, load counters, webhooks", body = Object)))]
 async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) -> Json<serde_json::Value> {
     let users = state.webhooks.plugin_users();
     let plugins: Vec<serde_json::Value> = state

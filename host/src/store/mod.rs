@@ -32,7 +32,7 @@ pub enum IngestOutcome {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// Not yet transformed; due at `next_attempt_at`.
@@ -96,7 +96,7 @@ pub struct Transformed {
 }
 
 /// One HTTP attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
@@ -124,7 +124,7 @@ pub struct DeliveryUpdate {
 }
 
 /// A delivery as stored, for inspection.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     pub id: String,
     pub event_id: String,
@@ -139,8 +139,9 @@ pub struct DeliveryRecord {
 }
 
 /// Which deliveries a listing or a replay covers. Every field set must match.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveryFilter {
     /// One delivery.
     pub id: Option<String>,
