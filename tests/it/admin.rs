@@ -333,3 +333,37 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     }
     assert_eq!(checked, 19, "every operation of the API is documented");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_send_posts_files_and_no_secret_or_token_reaches_the_log() {
+    let receiver = TestReceiver::start().await;
+    let config = format!(
+        "{LOCAL_DELIVERY}[server]\ningest_token = \"ingest-token-0123456789\"\n{}",
+        webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "")
+    );
+    let host = TestHost::start(&config, &[]);
+    let sample = crate::support::sample_path("message.created");
+    let send = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookwasm"));
+        command.args(["events", "send", sample.to_str().unwrap(), "--server", &host.url("")]);
+        if let Some(token) = token {
+            command.env("HOOKWASM_INGEST_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let refused = send(None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains(" 401 "));
+    let sent = send(Some("ingest-token-0123456789"));
+    assert!(sent.status.success());
+    assert!(String::from_utf8_lossy(&sent.stdout).contains(r#"202 {"deliveries":1,"id":"evt_01JDX4M8Q2"}"#));
+    receiver.wait_for("/w", 1, SETTLE).await;
+
+    let (ok, _, _) = cli(&host, &["webhooks", "test", "w"]);
+    assert!(ok);
+    let log = host.log();
+    assert!(log.contains("evt_01JDX4M8Q2"), "the log has the event");
+    for secret in [crate::host::SECRET, "ingest-token-0123456789", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+}
