@@ -61,6 +61,7 @@ pub async fn run(
     let registry = Arc::new(Registry::new(runtime));
     let metrics = Arc::new(Metrics::new());
     let plugins_dir = config.server.plugins_dir.clone();
+    std::fs::create_dir_all(&plugins_dir).with_context(|| format!("creating {}", plugins_dir.display()))?;
     let loaded = {
         let (registry, webhooks) = (registry.clone(), webhooks.clone());
         tokio::task::spawn_blocking(move || registry.load_dir(&plugins_dir, |name| plugin_configs(&webhooks, name)))
