@@ -122,11 +122,7 @@ pub async fn require_admin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let allowed = match &state.admin_token {
-        Some(token) => crate::ingest::bearer_matches(request.headers(), token),
-        None => peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback(),
-    };
-    if allowed {
+    if admin_allowed(state.admin_token.as_deref(), request.headers(), peer.ip()) {
         next.run(request).await
     } else if state.admin_token.is_some() {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin bearer token").into_response()
@@ -141,6 +137,36 @@ pub async fn require_admin(
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
+/// The admin token when one is configured, else a loopback client.
+fn admin_allowed(token: Option<&str>, headers: &axum::http::HeaderMap, peer: std::net::IpAddr) -> bool {
+    match token {
+        Some(token) => crate::ingest::bearer_matches(headers, token),
+        None => peer.to_canonical().is_loopback(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_token_only_loopback_clients_are_admins() {
+        let none = axum::http::HeaderMap::new();
+        assert!(admin_allowed(None, &none, "127.0.0.1".parse().unwrap()));
+        assert!(admin_allowed(None, &none, "::1".parse().unwrap()));
+        assert!(admin_allowed(None, &none, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!admin_allowed(None, &none, "10.0.0.7".parse().unwrap()));
+        assert!(!admin_allowed(None, &none, "192.168.1.2".parse().unwrap()));
+        let mut bearer = axum::http::HeaderMap::new();
+        bearer.insert("authorization", "Bearer admin-token-0123456789".parse().unwrap());
+        assert!(admin_allowed(Some("admin-token-0123456789"), &bearer, "10.0.0.7".parse().unwrap()));
+        assert!(
+            !admin_allowed(Some("admin-token-0123456789"), &none, "127.0.0.1".parse().unwrap()),
+            "a token is required even on loopback"
+        );
+    }
+}
+
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.store.next_due_ms().await {
         Ok(_) => Json(json!({"status": "ready"})).into_response(),
