@@ -136,7 +136,6 @@ pub async fn require_admin(
     }
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
 /// The admin token when one is configured, else a loopback client.
 fn admin_allowed(token: Option<&str>, headers: &axum::http::HeaderMap, peer: std::net::IpAddr) -> bool {
     match token {
@@ -167,6 +166,7 @@ mod tests {
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.store.next_due_ms().await {
         Ok(_) => Json(json!({"status": "ready"})).into_response(),
