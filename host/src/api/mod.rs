@@ -1,8 +1,9 @@
 //! The HTTP surface: routes, shared state, JSON errors, and the admin guard.
 //!
-//! Public: `POST /v1/events` (its own optional token), `/healthz`, `/readyz`. Everything else
-//! is the admin API: it needs `Authorization: Bearer <admin_token>`, or, when no admin token
-//! is configured, a client on a loopback address.
+//! Public: `POST /v1/events` (its own optional token), `/healthz`, `/readyz` and
+//! `/v1/openapi.json`. Everything else is the admin API: it needs
+//! `Authorization: Bearer <admin_token>`, or, when no admin token is configured, a client on
+//! a loopback address.
 
 pub mod admin;
 
