@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::host::{Answer, LOCAL_DELIVERY, TestHost, TestReceiver, delivery_for, webhook};
+use crate::host::{Answer, LOCAL_DELIVERY, SLACK_NOTIFY, TestHost, TestReceiver, delivery_for, webhook};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -150,12 +150,7 @@ async fn webhooks_can_be_listed_tested_disabled_and_enabled() {
     let receiver = TestReceiver::start().await;
     let config = [
         LOCAL_DELIVERY.to_string(),
-        webhook(
-            "slack",
-            &receiver.url("/slack"),
-            r#"["message.created"]"#,
-            "plugin = \"slack-notify\"\nplugin_config = { base_url = \"https://desk.example.com\" }",
-        ),
+        webhook("slack", &receiver.url("/slack"), r#"["message.created"]"#, SLACK_NOTIFY),
         webhook("off", &receiver.url("/off"), r#"["message.created"]"#, "enabled = false"),
     ]
     .concat();

@@ -4,19 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::host::{LOCAL_DELIVERY, TestHost, TestReceiver, webhook};
+use crate::host::{LOCAL_DELIVERY, SLACK_NOTIFY, TestHost, TestReceiver, webhook};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_accepted_event_survives_kill_9() {
     let receiver = TestReceiver::start().await;
     let config = [
         LOCAL_DELIVERY.to_string(),
-        webhook(
-            "slack",
-            &receiver.url("/slack"),
-            r#"["message.created"]"#,
-            "plugin = \"slack-notify\"\nplugin_config = { base_url = \"https://desk.example.com\" }",
-        ),
+        webhook("slack", &receiver.url("/slack"), r#"["message.created"]"#, SLACK_NOTIFY),
         webhook("raw", &receiver.url("/raw"), r#"["message.created"]"#, ""),
     ]
     .concat();

@@ -317,4 +317,7 @@ pub fn webhook(id: &str, url: &str, events: &str, extra: &str) -> String {
     format!("[[webhooks]]\nid = \"{id}\"\nurl = \"{url}\"\nevents = {events}\nsecret = \"{SECRET}\"\n{extra}\n")
 }
 
+/// The extra lines of a webhook that runs slack-notify with a valid configuration.
+pub const SLACK_NOTIFY: &str = "plugin = \"slack-notify\"\nplugin_config = { base_url = \"https://desk.example.com\" }";
+
 pub const LOCAL_DELIVERY: &str = "[delivery]\nallow_http = true\nallow_private_networks = true\nretry_schedule = [\"0s\", \"200ms\", \"200ms\", \"200ms\"]\ntimeout = \"5s\"\n";

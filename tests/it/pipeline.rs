@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::host::{Answer, LOCAL_DELIVERY, TestHost, TestReceiver, delivery_for, webhook};
+use crate::host::{Answer, LOCAL_DELIVERY, SLACK_NOTIFY, TestHost, TestReceiver, delivery_for, webhook};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -13,12 +13,7 @@ async fn fans_out_filters_and_reshapes() {
     let config = [
         LOCAL_DELIVERY.to_string(),
         webhook("raw", &receiver.url("/raw"), r#"["*"]"#, "headers = { \"x-team\" = \"support\" }"),
-        webhook(
-            "slack",
-            &receiver.url("/slack"),
-            r#"["message.created", "conversation.*"]"#,
-            "plugin = \"slack-notify\"\nplugin_config = { base_url = \"https://desk.example.com\" }",
-        ),
+        webhook("slack", &receiver.url("/slack"), r#"["message.created", "conversation.*"]"#, SLACK_NOTIFY),
         webhook(
             "vip",
             &receiver.url("/vip"),
