@@ -257,15 +257,12 @@ impl WebhookConfig {
             Secret::parse(secret).map_err(|e| format!("`secret`: {e}"))?;
         }
         for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || axum::http::HeaderValue::from_str(value).is_err()
             {
                 return Err(format!("`headers.{name}` is not a valid HTTP header"));
             }
-            if lower.starts_with("webhook-")
-                || ["content-length", "host", "user-agent", "transfer-encoding"].contains(&lower.as_str())
-            {
+            if crate::model::is_reserved_header(name) {
                 return Err(format!("`headers.{name}` is reserved by hookwasm"));
             }
         }

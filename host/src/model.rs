@@ -143,6 +143,14 @@ fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
 }
 
+/// Headers hookwasm sets itself on every delivery (framing, identity, Standard Webhooks
+/// signature): neither a plugin nor a webhook's configured headers may set them.
+pub fn is_reserved_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("webhook-")
+        || ["content-length", "host", "user-agent", "transfer-encoding", "connection"].contains(&name.as_str())
+}
+
 /// A new sortable id with a prefix, e.g. `evt_01JDX4M8Q2...`.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new())

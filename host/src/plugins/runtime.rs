@@ -16,8 +16,6 @@ use super::{Action, Execution, Limits, LoadError, PluginConfig, PluginError, Plu
 /// How often the epoch advances; deadlines are measured in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Headers a plugin may not set: hookwasm owns the signature, framing and identity.
-const RESERVED_HEADERS: &[&str] = &["content-length", "host", "user-agent", "transfer-encoding", "connection"];
 const MAX_HEADERS: usize = 32;
 const MAX_HEADER_BYTES: usize = 8 << 10;
 
@@ -348,7 +346,7 @@ impl Plugin {
             if axum::http::HeaderValue::from_str(&value).is_err() {
                 return Err(invalid(format!("header {name} has a value that is not valid in HTTP")));
             }
-            if name.starts_with("webhook-") || RESERVED_HEADERS.contains(&name.as_str()) {
+            if crate::model::is_reserved_header(&name) {
                 return Err(invalid(format!("header {name} is reserved by hookwasm")));
             }
             content_type |= name == "content-type";
