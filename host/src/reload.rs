@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, WatchMode};
 use crate::metrics::Metrics;
-use crate::plugins::{Registry, Reload};
+use crate::plugins::{Registry, Reload, plugin_name};
 use crate::server::plugin_configs;
 use crate::store::Store;
 use crate::webhooks::{Source, Webhook, Webhooks};
@@ -152,14 +152,6 @@ impl Reloader {
     }
 }
 
-/// `name` for `<plugins_dir>/name.wasm`; `None` for anything else (hidden or temporary files
-/// included, so writing `.name.wasm.tmp` and renaming it into place is one change).
-pub fn plugin_name(path: &Path) -> Option<String> {
-    let file = path.file_name()?.to_str()?;
-    let name = file.strip_suffix(".wasm")?;
-    (!name.is_empty() && !name.starts_with('.')).then(|| name.to_string())
-}
-
 enum Change {
     Plugin(PathBuf),
     Config,
@@ -251,17 +243,4 @@ fn classify(path: &Path, plugins_dir: &Path, config_file: Option<&Path>) -> Opti
     let same_folder = folder == plugins_dir || folder.canonicalize().ok().as_deref() == Some(plugins_dir);
     let file = path.file_name()?;
     (same_folder && plugin_name(path).is_some()).then(|| Change::Plugin(plugins_dir.join(file)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plugin_names_come_from_wasm_file_stems() {
-        assert_eq!(plugin_name(Path::new("/p/slack-notify.wasm")).as_deref(), Some("slack-notify"));
-        assert_eq!(plugin_name(Path::new("/p/.slack-notify.wasm")), None);
-        assert_eq!(plugin_name(Path::new("/p/slack-notify.wasm.tmp")), None);
-        assert_eq!(plugin_name(Path::new("/p/readme.md")), None);
-    }
 }

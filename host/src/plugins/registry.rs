@@ -79,6 +79,14 @@ pub enum RegistryError {
     ConfigRejected { plugin: String, webhook: String, message: String },
 }
 
+/// `name` for `<plugins_dir>/name.wasm`; `None` for anything else (hidden or temporary files
+/// included, so writing `.name.wasm.tmp` and renaming it into place is one change).
+pub fn plugin_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let name = file.strip_suffix(".wasm")?;
+    (!name.is_empty() && !name.starts_with('.')).then(|| name.to_string())
+}
+
 pub struct Registry {
     runtime: Arc<Runtime>,
     entries: RwLock<BTreeMap<String, Entry>>,
@@ -225,10 +233,10 @@ impl Registry {
         dir: &Path,
         configs_for: impl Fn(&str) -> Vec<(String, PluginConfig)>,
     ) -> Vec<(String, Result<Plugin, RegistryError>)> {
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        let mut files: Vec<(String, PathBuf)> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+                .filter_map(|path| Some((plugin_name(&path)?, path)))
                 .collect(),
             Err(error) => {
                 tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded");
@@ -238,8 +246,7 @@ impl Registry {
         files.sort();
         files
             .into_iter()
-            .map(|path| {
-                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            .map(|(name, path)| {
                 let result = self.load_file(&name, &path, &configs_for(&name));
                 match &result {
                     Ok(plugin) => tracing::info!(plugin = name, sha256 = plugin.sha256(), source = ?plugin.load_source(), load_ms = plugin.load_time().as_millis() as u64, "plugin loaded"),
@@ -268,5 +275,18 @@ impl Registry {
                 duration: started.elapsed(),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_come_from_wasm_file_stems() {
+        assert_eq!(plugin_name(Path::new("/p/slack-notify.wasm")).as_deref(), Some("slack-notify"));
+        assert_eq!(plugin_name(Path::new("/p/.slack-notify.wasm")), None);
+        assert_eq!(plugin_name(Path::new("/p/slack-notify.wasm.tmp")), None);
+        assert_eq!(plugin_name(Path::new("/p/readme.md")), None);
     }
 }
