@@ -48,12 +48,7 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
             ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the request body: {error}"))
         }
     })?;
-    let event = Event::parse_envelope(&bytes).map_err(|error| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code: if error.field().is_some() { "invalid_field" } else { "malformed_json" },
-        message: error.to_string(),
-        field: error.field(),
-    })?;
+    let event = Event::parse_envelope(&bytes)?;
     let deliveries: Vec<NewDelivery> = state
         .webhooks
         .subscribed(&event.event_type)

@@ -173,12 +173,7 @@ pub async fn test_webhook(
 ) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     let envelope: &[u8] = if body.is_empty() { SAMPLE_EVENT.as_bytes() } else { &body };
-    let mut event = crate::model::Event::parse_envelope(envelope).map_err(|error| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code: if error.field().is_some() { "invalid_field" } else { "malformed_json" },
-        message: error.to_string(),
-        field: error.field(),
-    })?;
+    let mut event = crate::model::Event::parse_envelope(envelope)?;
     if body.is_empty() {
         event.id = crate::model::new_id("evt_test");
     }

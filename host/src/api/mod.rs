@@ -222,6 +222,18 @@ impl ApiError {
     }
 }
 
+/// 400, naming the field at fault when there is one.
+impl From<crate::model::EnvelopeError> for ApiError {
+    fn from(error: crate::model::EnvelopeError) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: if error.field().is_some() { "invalid_field" } else { "malformed_json" },
+            message: error.to_string(),
+            field: error.field(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": self.message, "code": self.code });
