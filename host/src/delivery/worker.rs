@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::client::{AddressPolicy, Client};
-use super::request;
+use super::client::{AddressPolicy, AttemptResult, Client};
+use super::request::{self, Outgoing};
 use super::retry::{self, Verdict};
 use crate::config::DeliveryConfig;
 use crate::metrics::{Metrics, StateLabel};
@@ -247,16 +247,7 @@ impl Worker {
             },
         };
 
-        let timestamp = now_ms() / 1000;
-        let outgoing = request::build(
-            &delivery.id,
-            timestamp,
-            webhook.signing_secrets(now_ms()),
-            &webhook.headers,
-            &transformed.headers,
-            transformed.body.clone(),
-        );
-        let result = self.client.send(&webhook.config.url, &outgoing).await;
+        let (_, result) = self.sign_and_send(&webhook, &delivery.id, &transformed).await;
         let attempts_made = delivery.attempts + 1;
         tracing::debug!(delivery = delivery.id, webhook = webhook.config.id, event = delivery.event.id, status = ?result.status, latency_ms = result.latency.as_millis() as u64, error = ?result.error, attempt = attempts_made, "attempt");
         update.attempt = Some(Attempt {
@@ -338,6 +329,26 @@ impl Worker {
         }
     }
 
+    /// Signs `transformed` as message `msg_id` at this moment and POSTs it to the webhook.
+    async fn sign_and_send(
+        &self,
+        webhook: &Webhook,
+        msg_id: &str,
+        transformed: &Transformed,
+    ) -> (Outgoing, AttemptResult) {
+        let now = now_ms();
+        let outgoing = request::build(
+            msg_id,
+            now / 1000,
+            webhook.signing_secrets(now),
+            &webhook.headers,
+            &transformed.headers,
+            transformed.body.clone(),
+        );
+        let result = self.client.send(&webhook.config.url, &outgoing).await;
+        (outgoing, result)
+    }
+
     /// Sends `event` to `webhook` now, through its plugin, signed, outside the store: the
     /// "send a test event" step of setting up a webhook. Reports each step.
     pub async fn test_send(&self, webhook: &Webhook, event: &Event) -> serde_json::Value {
@@ -351,15 +362,7 @@ impl Worker {
                 return serde_json::json!({ "action": "error", "error": reason, "plugin_sha": plugin_sha });
             }
         };
-        let outgoing = request::build(
-            &msg_id,
-            now_ms() / 1000,
-            webhook.signing_secrets(now_ms()),
-            &webhook.headers,
-            &transformed.headers,
-            transformed.body.clone(),
-        );
-        let result = self.client.send(&webhook.config.url, &outgoing).await;
+        let (outgoing, result) = self.sign_and_send(webhook, &msg_id, &transformed).await;
         serde_json::json!({
             "action": if webhook.config.plugin.is_some() { "deliver" } else { "pass" },
             "plugin_sha": transformed.plugin_sha,
