@@ -11,7 +11,8 @@
 //! - reload latency: from the `mv` of a new version to the first delivery it made.
 //!
 //! Environment: `LOAD_EVENTS` (default 20000), `LOAD_CLIENTS` (64), `LOAD_RATE` (1000/s),
-//! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20).
+//! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20), `LOAD_PAIRS` (2: steady and reloading throughput
+//! runs, alternating).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -134,20 +135,6 @@ async fn wait_for(arrivals: &Arrivals, count: usize, timeout: Duration) {
     }
 }
 
-/// The plugin's bytes with a custom section appended: the same code, a new sha256, so the
-/// host really recompiles it.
-fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
-    let name = b"hookwasm-bench";
-    let payload = n.to_le_bytes();
-    let mut out = bytes.to_vec();
-    out.push(0); // custom section
-    out.push((1 + name.len() + payload.len()) as u8);
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.extend_from_slice(&payload);
-    out
-}
-
 /// Renames a new variant of `plugin` into the host's plugins dir.
 fn deploy(host: &Host, plugin: &str, bytes: &[u8]) {
     let dir = host.dir.path().join("plugins.d");
@@ -170,7 +157,7 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(every);
                 let n = reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                deploy(&host, "slack-notify", &variant(&bytes, n));
+                deploy(&host, "slack-notify", &support::variant(&bytes, n));
             }
         })
     });
@@ -260,7 +247,7 @@ async fn reload_latency(rounds: u64) {
         let to_pass = round % 2 == 0;
         let seen_before: std::collections::HashSet<String> = arrivals.lock().unwrap().keys().cloned().collect();
         let started = Instant::now();
-        deploy(&host, "field-map", &variant(if to_pass { &pass } else { &bytes }, round));
+        deploy(&host, "field-map", &support::variant(if to_pass { &pass } else { &bytes }, round));
         let first = loop {
             let found = {
                 let arrivals = arrivals.lock().unwrap();
@@ -338,10 +325,21 @@ fn main() {
     support::plugin_dir();
     let (events, clients) = (env("LOAD_EVENTS", 20_000) as usize, env("LOAD_CLIENTS", 64) as usize);
     runtime.block_on(async {
-        let steady = throughput(events, clients, None).await;
+        // Steady and reloading runs alternate, so machine noise hits both alike.
+        let (mut steady, mut reloading) = (Vec::new(), Vec::new());
+        for _ in 0..env("LOAD_PAIRS", 2) {
+            steady.push(throughput(events, clients, None).await);
+            reloading.push(throughput(events, clients, Some(Duration::from_secs(1))).await);
+        }
+        let mean = |runs: &[f64]| runs.iter().sum::<f64>() / runs.len() as f64;
+        println!(
+            "throughput while reloading every second: {:.0} events/s = {:.1}% of steady state ({:.0} events/s), means of {} alternating runs",
+            mean(&reloading),
+            mean(&reloading) / mean(&steady) * 100.0,
+            mean(&steady),
+            steady.len()
+        );
         latency(env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10)).await;
-        let reloading = throughput(events, clients, Some(Duration::from_secs(1))).await;
-        println!("throughput while reloading every second: {:.1}% of steady state", reloading / steady * 100.0);
         reload_latency(env("RELOAD_ROUNDS", 20)).await;
     });
 }

@@ -45,14 +45,34 @@ fn per_event(c: &mut Criterion) {
 fn load(c: &mut Criterion) {
     let path = support::plugin_path("slack-notify");
     let bytes = std::fs::read(&path).unwrap();
-    let cold = Runtime::new(Limits::default(), None).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let cached = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap();
     cached.load("slack-notify", &bytes).unwrap();
+    let warm = Runtime::new(Limits::default(), None).unwrap();
+    warm.load("slack-notify", &bytes).unwrap();
+    let mut version = 0;
 
     let mut group = c.benchmark_group("load");
     group.sample_size(10);
-    group.bench_function("slack-notify/compile", |b| b.iter(|| cold.load("slack-notify", &bytes).unwrap()));
+    // A new runtime each time: nothing of the plugin has been compiled before.
+    group.bench_function("slack-notify/compile", |b| {
+        b.iter_batched(
+            || Runtime::new(Limits::default(), None).unwrap(),
+            |cold| cold.load("slack-notify", &bytes).unwrap(),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    // A new version (new sha256) whose functions the runtime has compiled before: a redeploy.
+    group.bench_function("slack-notify/new-version-known-code", |b| {
+        b.iter_batched(
+            || {
+                version += 1;
+                support::variant(&bytes, version)
+            },
+            |variant| warm.load("slack-notify", &variant).unwrap(),
+            criterion::BatchSize::PerIteration,
+        )
+    });
     group.bench_function("slack-notify/from-cache", |b| b.iter(|| cached.load("slack-notify", &bytes).unwrap()));
     group.finish();
 }

@@ -25,8 +25,23 @@ use crate::server::plugin_configs;
 use crate::store::Store;
 use crate::webhooks::{Source, Webhook, Webhooks};
 
-/// Quiet time after the last change to a file before it is acted on.
+/// Quiet time after the last change to a file before it is acted on, for changes that may
+/// be part of a burst (create, write).
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How long after `kind` of event to act on a file: at once when the event says the file is
+/// complete (a rename into place, the documented way to deploy, or the close of a file
+/// opened for writing), after [`DEBOUNCE`] for other changes, never for reads (reading the
+/// config would loop).
+fn settle_time(kind: &notify::EventKind) -> Option<Duration> {
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    match kind {
+        notify::EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        | notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Duration::ZERO),
+        notify::EventKind::Access(_) => None,
+        _ => Some(DEBOUNCE),
+    }
+}
 
 pub struct Reloader {
     pub registry: Arc<Registry>,
@@ -166,13 +181,12 @@ pub fn spawn(
     poll_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (sender, mut changes) = mpsc::unbounded_channel::<PathBuf>();
+    let (sender, mut changes) = mpsc::unbounded_channel::<(PathBuf, Duration)>();
     let handler = move |event: notify::Result<notify::Event>| match event {
-        // Reading a file is not changing it (and reading the config would loop).
-        Ok(event) if event.kind.is_access() => {}
         Ok(event) => {
+            let Some(settle) = settle_time(&event.kind) else { return };
             for path in event.paths {
-                let _ = sender.send(path);
+                let _ = sender.send((path, settle));
             }
         }
         Err(error) => tracing::warn!(%error, "file watcher error"),
@@ -207,8 +221,8 @@ pub fn spawn(
         loop {
             let next = pending.values().min().copied();
             tokio::select! {
-                Some(path) = changes.recv() => {
-                    pending.insert(path, Instant::now() + DEBOUNCE);
+                Some((path, settle)) = changes.recv() => {
+                    pending.insert(path, Instant::now() + settle);
                     continue;
                 }
                 _ = sleep_until(next) => {}

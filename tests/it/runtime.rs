@@ -224,3 +224,22 @@ fn precompiled_code_is_cached_by_content_hash() {
     let third = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap().load_file("f", &path).unwrap();
     assert_eq!(third.load_source(), LoadSource::Compiled);
 }
+
+#[test]
+fn a_new_version_of_known_code_runs_like_the_original() {
+    // The second load is a new sha256 whose functions come from the incremental cache.
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let bytes = std::fs::read(plugin_path("slack-notify")).unwrap();
+    let original = runtime.load("slack-notify", &bytes).unwrap();
+    let redeployed = runtime.load("slack-notify", &crate::support::variant(&bytes, 1)).unwrap();
+    assert_ne!(original.sha256(), redeployed.sha256());
+    assert_eq!(redeployed.load_source(), LoadSource::Compiled);
+    let pairs = config(&[("base_url", "https://desk.example.com"), ("channel", "#support")]);
+    for name in ["message.created", "conversation.updated.large", "conversation.status_changed"] {
+        let event = sample(name).plugin_event();
+        assert_eq!(
+            original.transform(&event, &pairs).result.unwrap(),
+            redeployed.transform(&event, &pairs).result.unwrap()
+        );
+    }
+}

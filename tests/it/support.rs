@@ -42,6 +42,20 @@ pub fn plugin_path(name: &str) -> PathBuf {
     plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// The plugin's bytes with a custom section appended: the same code under a new sha256, a
+/// new version to the host (not in its precompiled-code cache).
+pub fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
+    let name = b"hookwasm-bench";
+    let payload = n.to_le_bytes();
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    out.push((1 + name.len() + payload.len()) as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&payload);
+    out
+}
+
 pub fn sample_path(name: &str) -> PathBuf {
     workspace_root().join(format!("examples/events/{name}.json"))
 }
