@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use hookwasm::plugins::{Limits, Runtime};
 
 #[allow(dead_code)]
@@ -77,5 +77,57 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
+/// Native and wasm slack-notify in alternating blocks, so that the machine's drift (this VM's
+/// speed varies by ±30% over minutes) hits both alike; prints the median block's ratio.
+fn interleaved_ratio() {
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let slack = runtime.load_file("slack-notify", &support::plugin_path("slack-notify")).unwrap();
+    let pairs = [("base_url", "https://desk.example.com"), ("channel", "#support")];
+    let config = support::config(&pairs);
+    let event = support::sample("message.created").plugin_event();
+    let native_event =
+        hookwasm_plugin_sdk::Event::from_envelope(&std::fs::read(support::sample_path("message.created")).unwrap())
+            .unwrap();
+    let block = |run: &dyn Fn()| {
+        let started = std::time::Instant::now();
+        for _ in 0..500 {
+            run();
+        }
+        started.elapsed().as_secs_f64() / 500.0 * 1e6
+    };
+    let (mut native, mut wasm, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..60 {
+        let n = block(&|| {
+            std::hint::black_box(
+                hookwasm_plugin_sdk::testing::run::<slack_notify::SlackNotify>(&native_event, &pairs).result.unwrap(),
+            );
+        });
+        let w = block(&|| {
+            std::hint::black_box(slack.transform(&event, &config).result.unwrap());
+        });
+        native.push(n);
+        wasm.push(w);
+        ratios.push(w / n);
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    println!(
+        "interleaved slack-notify message.created (60 alternating blocks of 500): native {:.1} µs, wasm {:.1} µs, wasm/native {:.2}x (median of block ratios)",
+        median(&mut native),
+        median(&mut wasm),
+        median(&mut ratios)
+    );
+}
+
 criterion_group!(benches, per_event, load);
-criterion_main!(benches);
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    if filters.is_empty() || filters.iter().any(|f| "interleaved".contains(f.as_str())) {
+        interleaved_ratio();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

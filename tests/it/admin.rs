@@ -226,6 +226,11 @@ async fn webhooks_created_through_the_api_are_stored_validated_and_deliver() {
     let deliveries = host.settled_deliveries(&event, SETTLE).await;
     assert_eq!(delivery_for(&deliveries, "api-hook")["state"], "delivered");
     assert!(receiver.wait_for("/api", 1, SETTLE).await[0].verified);
+    // A test send reports what the plugin did: event-filter keeps the event unchanged.
+    let tested = host.http.post(host.url("/v1/webhooks/api-hook/test")).send().await.unwrap();
+    let tested: serde_json::Value = tested.json().await.unwrap();
+    assert_eq!(tested["action"], "pass", "{tested}");
+    assert!(tested["plugin_sha"].is_string() && tested["delivered"] == true, "{tested}");
 
     // Same rules as the config file, named; the plugin checks its config; ids are unique.
     let post = |body: serde_json::Value| host.http.post(host.url("/v1/webhooks")).json(&body).send();

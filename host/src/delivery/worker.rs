@@ -42,9 +42,23 @@ pub struct Worker {
 
 /// What the transform step decided.
 enum Transform {
-    Send(Transformed),
-    Filtered { reason: String, plugin_sha: Option<String> },
-    Held { reason: String, plugin_sha: Option<String> },
+    /// The body to send: the plugin's (`Deliver`) or the envelope (`Pass`, or no plugin).
+    Send(Transformed, SendAction),
+    Filtered {
+        reason: String,
+        plugin_sha: Option<String>,
+    },
+    Held {
+        reason: String,
+        plugin_sha: Option<String>,
+    },
+}
+
+/// Why a body is sent, as `test_send` reports it.
+#[derive(Clone, Copy)]
+enum SendAction {
+    Deliver,
+    Pass,
 }
 
 impl Worker {
@@ -231,7 +245,7 @@ impl Worker {
         let (transformed, first_time) = match delivery.transformed.clone() {
             Some(transformed) => (transformed, false),
             None => match self.transform(&webhook, &delivery.event, &delivery.id).await {
-                Transform::Send(transformed) => (transformed, true),
+                Transform::Send(transformed, _) => (transformed, true),
                 Transform::Filtered { reason, plugin_sha } => {
                     update.state = DeliveryState::Filtered;
                     update.reason = Some(reason);
@@ -299,7 +313,7 @@ impl Worker {
 
     async fn transform(&self, webhook: &Webhook, event: &Event, delivery_id: &str) -> Transform {
         let Some(name) = &webhook.config.plugin else {
-            return Transform::Send(envelope(event));
+            return Transform::Send(envelope(event), SendAction::Pass);
         };
         let Some(plugin) = self.registry.current(name) else {
             let cause = self.registry.last_error(name).map(|e| format!(": {e}")).unwrap_or_default();
@@ -319,8 +333,10 @@ impl Worker {
             }
         }
         match execution.result {
-            Ok(Action::Deliver { headers, body }) => Transform::Send(Transformed { body, headers, plugin_sha: sha }),
-            Ok(Action::Pass) => Transform::Send(Transformed { plugin_sha: sha, ..envelope(event) }),
+            Ok(Action::Deliver { headers, body }) => {
+                Transform::Send(Transformed { body, headers, plugin_sha: sha }, SendAction::Deliver)
+            }
+            Ok(Action::Pass) => Transform::Send(Transformed { plugin_sha: sha, ..envelope(event) }, SendAction::Pass),
             Ok(Action::Skip(reason)) => Transform::Filtered { reason, plugin_sha: sha },
             Err(error) => {
                 tracing::warn!(delivery = delivery_id, webhook = webhook.config.id, %error, "plugin failed; delivery held");
@@ -353,8 +369,8 @@ impl Worker {
     /// "send a test event" step of setting up a webhook. Reports each step.
     pub async fn test_send(&self, webhook: &Webhook, event: &Event) -> serde_json::Value {
         let msg_id = crate::model::new_id("msg_test");
-        let transformed = match self.transform(webhook, event, &msg_id).await {
-            Transform::Send(transformed) => transformed,
+        let (transformed, action) = match self.transform(webhook, event, &msg_id).await {
+            Transform::Send(transformed, action) => (transformed, action),
             Transform::Filtered { reason, plugin_sha } => {
                 return serde_json::json!({ "action": "skip", "reason": reason, "plugin_sha": plugin_sha });
             }
@@ -364,7 +380,7 @@ impl Worker {
         };
         let (outgoing, result) = self.sign_and_send(webhook, &msg_id, &transformed).await;
         serde_json::json!({
-            "action": if webhook.config.plugin.is_some() { "deliver" } else { "pass" },
+            "action": match action { SendAction::Deliver => "deliver", SendAction::Pass => "pass" },
             "plugin_sha": transformed.plugin_sha,
             "request": {
                 "url": webhook.config.url,
