@@ -270,7 +270,7 @@ async fn reload_latency(rounds: u64) {
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
     println!(
-        "reload latency ({rounds} reloads, each a new sha256 compiled): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "reload latency ({rounds} reloads, each a new sha256 of known code): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         p(0.5),
         p(0.99),
         p(1.0)

@@ -124,7 +124,19 @@ fn interleaved_ratio() {
 criterion_group!(benches, per_event, load);
 
 fn main() {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    // Criterion's positional argument is a name filter; skip the values of its options.
+    const VALUELESS: &[&str] =
+        &["--bench", "--test", "--list", "--noplot", "--quick", "--exact", "--verbose", "--quiet", "--ignored"];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            let option_value = *i > 0 && args[i - 1].starts_with("--") && !VALUELESS.contains(&args[i - 1].as_str());
+            !a.starts_with('-') && !option_value
+        })
+        .map(|(_, a)| a)
+        .collect();
     if filters.is_empty() || filters.iter().any(|f| "interleaved".contains(f.as_str())) {
         interleaved_ratio();
     }
