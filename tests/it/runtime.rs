@@ -88,6 +88,17 @@ fn a_spinning_plugin_is_stopped_at_the_deadline() {
 }
 
 #[test]
+fn a_sleeping_plugin_is_stopped_at_the_deadline() {
+    // Sleeping blocks in the host (WASI poll), where epoch interruption cannot reach.
+    let hostile = plugin_in(default_runtime(), "hostile");
+    let started = Instant::now();
+    let execution = hostile.transform(&sample("message.created").plugin_event(), &config(&[("mode", "sleep")]));
+    let elapsed = started.elapsed();
+    assert_eq!(execution.result.unwrap_err().kind, PluginErrorKind::Timeout(Duration::from_millis(50)));
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+}
+
+#[test]
 fn memory_is_capped() {
     assert_eq!(hostile_error("allocate"), PluginErrorKind::MemoryLimit(32 << 20));
 }

@@ -113,6 +113,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::sandbox::clamp_timers_to_deadline(&mut linker)?;
         bindings::Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -343,8 +344,8 @@ impl Plugin {
     ) -> Execution<T> {
         let started = Instant::now();
         let limits = &self.inner.limits;
-        let mut store =
-            Store::new(&self.inner.engine, PluginState::new(config.clone(), limits.memory_bytes, limits.log_bytes));
+        let state = PluginState::new(config.clone(), limits.memory_bytes, limits.log_bytes, started + limits.deadline);
+        let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.limiter);
         let ticks = limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
         store.set_epoch_deadline(ticks.max(1));
@@ -356,6 +357,10 @@ impl Plugin {
                 Ok(Err(message)) => Err(self.error(PluginErrorKind::Returned(message))),
                 Err(error) => Err(self.classify(error, &store, false)),
             },
+        };
+        let outcome = match outcome {
+            Ok(_) if store.data().overslept => Err(self.error(PluginErrorKind::Timeout(limits.deadline))),
+            outcome => outcome,
         };
         let logs = store.data_mut().take_logs();
         Execution { result: outcome, logs, duration: started.elapsed() }

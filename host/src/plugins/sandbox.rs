@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wasmtime::component::ResourceTable;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -16,6 +17,10 @@ use super::{LogLevel, LogLine, PluginConfig};
 
 /// Store data for one plugin call.
 pub struct PluginState {
+    /// When the call's deadline passes; WASI timers are clamped to it.
+    pub deadline: std::time::Instant,
+    /// The plugin asked to wait past its deadline: the call timed out, whatever it returns.
+    pub overslept: bool,
     wasi: WasiCtx,
     table: ResourceTable,
     pub limiter: MemoryLimiter,
@@ -26,13 +31,15 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub fn new(config: PluginConfig, memory_bytes: usize, log_bytes: usize) -> Self {
+    pub fn new(config: PluginConfig, memory_bytes: usize, log_bytes: usize, deadline: std::time::Instant) -> Self {
         let stdout = CapturedOutput::new(log_bytes);
         let stderr = CapturedOutput::new(log_bytes);
         // The builder's defaults are the sandbox: no args, env, preopens, sockets or name
         // lookup; stdin is empty.
         let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
         PluginState {
+            deadline,
+            overslept: false,
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: memory_bytes, hit: false },
@@ -71,6 +78,31 @@ impl PluginState {
             None => lines.last().map(|l| l.to_string()),
         }
     }
+}
+
+/// Sleeping blocks the calling thread inside WASI's `poll`, where epoch interruption cannot
+/// reach. Every timer a plugin sets is clamped to what is left of its deadline, so a sleep
+/// ends at the deadline, and a call that asked to wait past it is a timeout.
+pub fn clamp_timers_to_deadline(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::clocks::WasiClocksView;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap("subscribe-duration", |mut store: StoreContextMut<'_, PluginState>, (nanos,): (u64,)| {
+        let state = store.data_mut();
+        let left = state.deadline.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64;
+        state.overslept |= nanos > left;
+        Ok((state.clocks().subscribe_duration(nanos.min(left))?,))
+    })?;
+    clock.func_wrap("subscribe-instant", |mut store: StoreContextMut<'_, PluginState>, (when,): (u64,)| {
+        let state = store.data_mut();
+        let left = state.deadline.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64;
+        let latest = state.clocks().now()?.saturating_add(left);
+        state.overslept |= when > latest;
+        Ok((state.clocks().subscribe_instant(when.min(latest))?,))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl WasiView for PluginState {

@@ -44,6 +44,10 @@ impl Plugin for Hostile {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                Ok(Action::Pass)
+            }
             "allocate" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
