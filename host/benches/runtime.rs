@@ -1,5 +1,5 @@
 //! Per-event cost of the plugin runtime against the same transform compiled natively, and
-//! plugin load time cold and from the precompiled cache.
+//! plugin load time: cold, a new version of known code, and from the precompiled cache.
 //!
 //! `cargo bench -p hookwasm --bench runtime` (figures in BENCHMARKS.md).
 
@@ -12,24 +12,30 @@ use hookwasm::plugins::{Limits, Runtime};
 #[path = "../../tests/it/support.rs"]
 mod support;
 
+const SLACK_CONFIG: [(&str, &str); 2] = [("base_url", "https://desk.example.com"), ("channel", "#support")];
+
+/// A sample event as the native build of a plugin receives it.
+fn native_event(sample: &str) -> hookwasm_plugin_sdk::Event {
+    hookwasm_plugin_sdk::Event::from_envelope(&std::fs::read(support::sample_path(sample)).unwrap()).unwrap()
+}
+
+/// slack-notify compiled for the host, through the SDK's native harness.
+fn native_slack(event: &hookwasm_plugin_sdk::Event) -> hookwasm_plugin_sdk::Action {
+    hookwasm_plugin_sdk::testing::run::<slack_notify::SlackNotify>(event, &SLACK_CONFIG).result.unwrap()
+}
+
 fn per_event(c: &mut Criterion) {
     let runtime = Runtime::new(Limits::default(), None).unwrap();
     let slack = runtime.load_file("slack-notify", &support::plugin_path("slack-notify")).unwrap();
     let pass = runtime.load_file("pass-through", &support::plugin_path("pass-through")).unwrap();
-    let pairs = [("base_url", "https://desk.example.com"), ("channel", "#support")];
-    let config = support::config(&pairs);
+    let config = support::config(&SLACK_CONFIG);
 
     let mut group = c.benchmark_group("per_event");
     for sample in ["message.created", "conversation.updated.large"] {
         let event = support::sample(sample).plugin_event();
-        let native_event =
-            hookwasm_plugin_sdk::Event::from_envelope(&std::fs::read(support::sample_path(sample)).unwrap()).unwrap();
+        let native_event = native_event(sample);
         assert!(slack.transform(&event, &config).result.is_ok());
-        group.bench_function(format!("native/slack-notify/{sample}"), |b| {
-            b.iter(|| {
-                hookwasm_plugin_sdk::testing::run::<slack_notify::SlackNotify>(&native_event, &pairs).result.unwrap()
-            })
-        });
+        group.bench_function(format!("native/slack-notify/{sample}"), |b| b.iter(|| native_slack(&native_event)));
         group.bench_function(format!("wasm/slack-notify/{sample}"), |b| {
             b.iter(|| slack.transform(&event, &config).result.unwrap())
         });
@@ -82,12 +88,9 @@ fn load(c: &mut Criterion) {
 fn interleaved_ratio() {
     let runtime = Runtime::new(Limits::default(), None).unwrap();
     let slack = runtime.load_file("slack-notify", &support::plugin_path("slack-notify")).unwrap();
-    let pairs = [("base_url", "https://desk.example.com"), ("channel", "#support")];
-    let config = support::config(&pairs);
+    let config = support::config(&SLACK_CONFIG);
     let event = support::sample("message.created").plugin_event();
-    let native_event =
-        hookwasm_plugin_sdk::Event::from_envelope(&std::fs::read(support::sample_path("message.created")).unwrap())
-            .unwrap();
+    let native_event = native_event("message.created");
     let block = |run: &dyn Fn()| {
         let started = std::time::Instant::now();
         for _ in 0..500 {
@@ -98,9 +101,7 @@ fn interleaved_ratio() {
     let (mut native, mut wasm, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..60 {
         let n = block(&|| {
-            std::hint::black_box(
-                hookwasm_plugin_sdk::testing::run::<slack_notify::SlackNotify>(&native_event, &pairs).result.unwrap(),
-            );
+            std::hint::black_box(native_slack(&native_event));
         });
         let w = block(&|| {
             std::hint::black_box(slack.transform(&event, &config).result.unwrap());

@@ -50,6 +50,11 @@ impl PluginState {
         }
     }
 
+    /// Nanoseconds until the call's deadline (0 once it has passed).
+    fn nanos_left(&self) -> u64 {
+        self.deadline.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64
+    }
+
     /// The log lines of the call: `host.log` lines, then stdout, then stderr.
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         for (output, level) in [(&self.stdout, LogLevel::Stdout), (&self.stderr, LogLevel::Stderr)] {
@@ -90,14 +95,13 @@ pub fn clamp_timers_to_deadline(linker: &mut Linker<PluginState>) -> wasmtime::R
     let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
     clock.func_wrap("subscribe-duration", |mut store: StoreContextMut<'_, PluginState>, (nanos,): (u64,)| {
         let state = store.data_mut();
-        let left = state.deadline.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64;
+        let left = state.nanos_left();
         state.overslept |= nanos > left;
         Ok((state.clocks().subscribe_duration(nanos.min(left))?,))
     })?;
     clock.func_wrap("subscribe-instant", |mut store: StoreContextMut<'_, PluginState>, (when,): (u64,)| {
         let state = store.data_mut();
-        let left = state.deadline.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64;
-        let latest = state.clocks().now()?.saturating_add(left);
+        let latest = state.clocks().now()?.saturating_add(state.nanos_left());
         state.overslept |= when > latest;
         Ok((state.clocks().subscribe_instant(when.min(latest))?,))
     })?;
