@@ -25,6 +25,8 @@
 //! The contract itself lives in `wit/plugin.wit`; `README.md` documents it for authors.
 
 mod action;
+#[cfg(any(target_arch = "wasm32", test))]
+mod arena;
 pub mod config;
 mod error;
 mod event;
@@ -90,6 +92,7 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
+    #[allow(clippy::too_many_arguments, reason = "generated code")]
     pub mod bindings {
         wit_bindgen::generate!({
             path: "wit",

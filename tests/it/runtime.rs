@@ -116,6 +116,29 @@ fn a_panic_is_a_trap_that_carries_the_panic_message() {
 }
 
 #[test]
+fn a_stack_overflow_is_a_trap() {
+    let PluginErrorKind::Trap(message) = hostile_error("recurse") else { panic!() };
+    assert!(message.contains("out of bounds") || message.contains("stack"), "{message}");
+    assert!(plugin("hostile").transform(&sample("message.created").plugin_event(), &config(&[])).result.is_ok());
+}
+
+/// Plugins are built with a 64 KiB stack (`.cargo/config.toml`): enough for serde_json at its
+/// nesting limit, parsed into a `Value`, walked, serialized and dropped.
+#[test]
+fn the_plugin_stack_holds_json_at_serde_json_nesting_limit() {
+    let mut data = serde_json::json!({ "email": "someone@example.com" });
+    for _ in 0..120 {
+        data = serde_json::json!({ "nested": data, "phone": "+1 555 123 4567" });
+    }
+    let mut event = sample("message.created").plugin_event();
+    event.data = serde_json::to_vec(&data).unwrap();
+    let execution = plugin("redact-pii").transform(&event, &config(&[]));
+    let Ok(Action::Deliver { body, .. }) = execution.result else { panic!("{:?}", execution.result) };
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains("someone@example.com") && text.matches("nested").count() == 120, "{text}");
+}
+
+#[test]
 fn returned_errors_and_invalid_output_are_typed() {
     assert_eq!(hostile_error("error"), PluginErrorKind::Returned("the plugin refused this event".into()));
     let PluginErrorKind::InvalidOutput(reserved) = hostile_error("reserved-header") else { panic!() };

@@ -96,8 +96,9 @@ strip = "debuginfo"
 "#;
 
 const CARGO_CONFIG: &str = r#"# A small stack keeps the memory hookwasm resets between events small: faster per event.
+# 64 KiB holds serde_json at its nesting limit; raise it if your plugin recurses deeper.
 [target.wasm32-wasip2]
-rustflags = ["-C", "link-arg=-zstack-size=131072"]
+rustflags = ["-C", "link-arg=-zstack-size=65536"]
 "#;
 
 const LIB_RS: &str = r#"//! `{name}`: a hookwasm plugin. Edit `transform` to filter or reshape events.

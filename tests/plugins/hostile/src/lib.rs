@@ -1,7 +1,7 @@
 //! `hostile`: misbehaves as `plugin_config.mode` asks, so tests can prove each sandbox limit.
 //!
 //! Modes: `spin` (never returns), `allocate` (grows memory without bound), `huge-output`
-//! (a 2 MiB body), `panic`, `error`, `reserved-header`, `not-json`, `probe` (tries files, env
+//! (a 2 MiB body), `recurse` (overflows the stack), `panic`, `error`, `reserved-header`, `not-json`, `probe` (tries files, env
 //! and network and reports what it got), `stdout-flood`, `log-flood`, `reject-config`,
 //! `counter` (counts calls in a static: proves instances are fresh), `echo-config`. Anything else passes the event.
 
@@ -26,6 +26,13 @@ fn probe() -> serde_json::Value {
         "net": format!("{net:?}"),
         "dns": format!("{dns:?}"),
     })
+}
+
+/// Recursion without a base case that the optimizer cannot turn into a loop.
+#[allow(unconditional_recursion, reason = "overflowing the stack is the point")]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 16]);
+    recurse(depth + 1) + frame[(depth % 16) as usize]
 }
 
 impl Plugin for Hostile {
@@ -56,6 +63,7 @@ impl Plugin for Hostile {
                 }
             }
             "huge-output" => Action::deliver_json(&json!({ "blob": "x".repeat(2 << 20) })),
+            "recurse" => Action::deliver_json(&json!({ "depth": recurse(std::hint::black_box(0)) })),
             "panic" => panic!("hostile plugin panics on {}", event.id),
             "error" => Err(Error::msg("the plugin refused this event")),
             "reserved-header" => Ok(Request::json(&json!({}))?.header("webhook-signature", "v1,forged").into()),
