@@ -12,7 +12,7 @@
 //!
 //! Environment: `LOAD_EVENTS` (default 20000), `LOAD_CLIENTS` (64), `LOAD_RATE` (1000/s),
 //! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20), `LOAD_PAIRS` (2: steady and reloading throughput
-//! runs, alternating).
+//! runs, alternating), `HOOKWASM_BIN` (another build of the host, to compare against).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -97,7 +97,8 @@ plugin_config = {plugin_config}
             plugins = plugins.display().to_string(),
         );
         std::fs::write(dir.path().join("hookwasm.toml"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+        let binary = std::env::var("HOOKWASM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookwasm").to_string());
+        let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(dir.path().join("hookwasm.toml"))
             .env("HOOKWASM_LOG", "warn")

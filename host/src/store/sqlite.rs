@@ -119,7 +119,7 @@ impl SqliteStore {
         let path = dir.join("hookwasm.db");
         let connection = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .context("configuring SQLite")?;
         connection.execute_batch(SCHEMA).context("creating the schema")?;
         let released = connection
@@ -195,7 +195,7 @@ fn deliver<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Fin
 
 fn run_batch(connection: &mut Connection, batch: &mut Vec<Command>) {
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
-    let mut transaction = match connection.transaction() {
+    let transaction = match connection.transaction() {
         Ok(transaction) => transaction,
         Err(error) => {
             let message = error.to_string();
@@ -206,22 +206,7 @@ fn run_batch(connection: &mut Connection, batch: &mut Vec<Command>) {
         }
     };
     for command in batch.drain(..) {
-        let finish = match transaction.savepoint() {
-            Ok(mut savepoint) => {
-                let finish = execute(&savepoint, command);
-                if finish.1 {
-                    let _ = savepoint.commit();
-                } else {
-                    let _ = savepoint.rollback();
-                }
-                finish.0
-            }
-            Err(error) => {
-                let message = error.to_string();
-                Box::new(move |_: Option<&str>| tracing::error!(error = %message, "store savepoint failed")) as Finish
-            }
-        };
-        finishes.push(finish);
+        finishes.push(in_savepoint(&transaction, command));
     }
     let commit_error = transaction.commit().err().map(|e| e.to_string());
     if let Some(error) = &commit_error {
@@ -230,6 +215,27 @@ fn run_batch(connection: &mut Connection, batch: &mut Vec<Command>) {
     for finish in finishes {
         finish(commit_error.as_deref());
     }
+}
+
+/// Runs `command` in a savepoint of the open transaction, so a failing command leaves no
+/// partial writes. The savepoint statements are prepared once; rusqlite's `Savepoint` parses
+/// them for every command.
+fn in_savepoint(db: &Connection, command: Command) -> Finish {
+    let step = |sql: &str| db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
+    if let Err(error) = step("SAVEPOINT command") {
+        let message = error.to_string();
+        tracing::error!(error = %message, "store savepoint failed");
+        fail(command, &message);
+        return Box::new(|_: Option<&str>| {});
+    }
+    let (finish, keep) = execute(db, command);
+    if !keep && let Err(error) = step("ROLLBACK TO command") {
+        tracing::error!(%error, "rolling back a failed store command failed");
+    }
+    if let Err(error) = step("RELEASE command") {
+        tracing::error!(%error, "releasing a store savepoint failed");
+    }
+    finish
 }
 
 fn fail(command: Command, message: &str) {
@@ -756,5 +762,33 @@ mod tests {
             assert!(matches!(task.await.unwrap().unwrap(), IngestOutcome::Accepted { .. }));
         }
         assert_eq!(store.state_counts().await.unwrap()[&DeliveryState::Pending], 200);
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_leaves_nothing_and_its_batch_neighbours_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                // Every third ingest repeats a delivery id: its second insert fails after the
+                // event row was written.
+                let deliveries = match i % 3 {
+                    0 => vec![delivery(&format!("m{i}")), delivery(&format!("m{i}"))],
+                    _ => vec![delivery(&format!("m{i}"))],
+                };
+                tokio::spawn(async move { (i, store.ingest(event(&format!("e{i}")), deliveries).await) })
+            })
+            .collect();
+        for task in tasks {
+            let (i, outcome) = task.await.unwrap();
+            let stored = store.event(&format!("e{i}")).await.unwrap();
+            if i % 3 == 0 {
+                assert!(outcome.is_err() && stored.is_none(), "e{i}: {outcome:?}");
+            } else {
+                assert!(outcome.is_ok() && stored.is_some(), "e{i}: {outcome:?}");
+            }
+        }
+        assert_eq!(store.state_counts().await.unwrap()[&DeliveryState::Pending], 33);
     }
 }
