@@ -39,6 +39,8 @@ struct State {
     /// The bump pointer and the end of the current chunk.
     next: usize,
     end: usize,
+    /// Where the current chunk starts.
+    chunk_start: usize,
     /// `[start, end)` of every chunk, to tell arena blocks from system blocks on free.
     chunks: [(usize, usize); MAX_CHUNKS],
     count: usize,
@@ -54,33 +56,41 @@ impl<B: GlobalAlloc> Arena<B> {
         Arena {
             backing,
             first_chunk,
-            state: UnsafeCell::new(State { next: 0, end: 0, chunks: [(0, 0); MAX_CHUNKS], count: 0, taken: 0 }),
+            state: UnsafeCell::new(State {
+                next: 0,
+                end: 0,
+                chunk_start: 0,
+                chunks: [(0, 0); MAX_CHUNKS],
+                count: 0,
+                taken: 0,
+            }),
         }
     }
 
     /// Whether `block` of `size` bytes is the latest block bumped out of the current chunk.
     fn is_newest(state: &State, block: usize, size: usize) -> bool {
-        state.count > 0 && block + size == state.next && block >= state.chunks[state.count - 1].0
+        state.count > 0 && block + size == state.next && block >= state.chunk_start
     }
 
     /// Whether `ptr` lies in one of the arena's chunks (the newest are checked first).
     fn owns(state: &State, ptr: usize) -> bool {
-        state.chunks[..state.count].iter().rev().any(|&(start, end)| (start..end).contains(&ptr))
+        state.chunks.iter().take(state.count).rev().any(|&(start, end)| (start..end).contains(&ptr))
     }
 
     /// Bumps `layout` out of the current chunk, taking a new chunk if it does not fit; null
     /// when the budget is spent or the system allocator has no more.
     unsafe fn bump(&self, state: &mut State, layout: Layout) -> *mut u8 {
-        let start = state.next.next_multiple_of(layout.align());
-        if state.next != 0 && start + layout.size() <= state.end {
+        let start = align_up(state.next, layout.align());
+        if state.count > 0 && start + layout.size() <= state.end {
             state.next = start + layout.size();
             return start as *mut u8;
         }
         let size = match state.count {
             0 => (self.first_chunk)().max(MIN_CHUNK),
-            n => (state.chunks[n - 1].1 - state.chunks[n - 1].0) * 2,
+            _ => (state.end - state.chunk_start) * 2,
         };
-        if state.count == MAX_CHUNKS || state.taken + size > BUDGET {
+        let Some(slot) = state.chunks.get_mut(state.count) else { return ptr::null_mut() };
+        if state.taken + size > BUDGET {
             return ptr::null_mut();
         }
         // SAFETY: `size` is non-zero and 16 is a power of two.
@@ -88,18 +98,25 @@ impl<B: GlobalAlloc> Arena<B> {
         if chunk == 0 {
             return ptr::null_mut();
         }
-        state.chunks[state.count] = (chunk, chunk + size);
+        *slot = (chunk, chunk + size);
         state.count += 1;
         state.taken += size;
-        state.next = chunk;
+        state.chunk_start = chunk;
         state.end = chunk + size;
-        let start = chunk.next_multiple_of(layout.align());
+        let start = align_up(chunk, layout.align());
         if start + layout.size() > state.end {
+            state.next = chunk;
             return ptr::null_mut();
         }
         state.next = start + layout.size();
         start as *mut u8
     }
+}
+
+/// `value` rounded up to `align`, a power of two. (`next_multiple_of` would link a panic
+/// path, and with it the standard library's stderr printing, into plugins that have none.)
+fn align_up(value: usize, align: usize) -> usize {
+    (value + align - 1) & !(align - 1)
 }
 
 unsafe impl<B: GlobalAlloc> GlobalAlloc for Arena<B> {
