@@ -39,7 +39,8 @@ struct State {
     /// The bump pointer and the end of the current chunk.
     next: usize,
     end: usize,
-    /// Where the current chunk starts.
+    /// Where the current chunk starts. It and `end` repeat the last entry of `chunks` so
+    /// the hot path needs no indexing, which would link a panic path into every plugin.
     chunk_start: usize,
     /// `[start, end)` of every chunk, to tell arena blocks from system blocks on free.
     chunks: [(usize, usize); MAX_CHUNKS],
