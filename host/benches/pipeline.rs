@@ -6,6 +6,7 @@
 //!   all of them;
 //! - latency: events posted at a fixed rate, ingest-to-delivery p50/p99 (post sent ->
 //!   receiver got it);
+//! - the host's CPU time (user + system) per event, steadier than events/s on a noisy VM;
 //! - the host's peak RSS (VmHWM);
 //! - throughput while a new plugin version is deployed every second, against steady state;
 //! - reload latency: from the `mv` of a new version to the first delivery it made.
@@ -111,6 +112,18 @@ plugin_config = {plugin_config}
         Host { child, url, dir }
     }
 
+    /// User plus system CPU time the host process has used so far.
+    fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields resume after the command name's ")": state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+        let ticks = |field: usize| fields.get(field - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / hz)
+    }
+
     fn peak_rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         let kib: f64 = status
@@ -185,6 +198,7 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
     });
     let template = EventTemplate::load();
     let http = reqwest::Client::new();
+    let cpu_before = host.cpu_time();
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..clients)
@@ -211,13 +225,14 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
     let ingested = started.elapsed();
     wait_for(&arrivals, events, Duration::from_secs(300)).await;
     let delivered = started.elapsed();
+    let cpu = host.cpu_time() - cpu_before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(reloader) = reloader {
         reloader.join().unwrap();
     }
     let rate = events as f64 / delivered.as_secs_f64();
     println!(
-        "throughput{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host peak RSS {:.0} MiB",
+        "throughput{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host CPU {:.0} µs/event, peak RSS {:.0} MiB",
         match reload_every {
             Some(every) => format!(
                 " while reloading every {every:?} ({} reloads)",
@@ -227,6 +242,7 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
         },
         events as f64 / ingested.as_secs_f64(),
         delivered.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / events as f64,
         host.peak_rss_mib()
     );
     rate
@@ -311,6 +327,7 @@ async fn latency(rate: u64, seconds: u64) {
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
+    let cpu_before = host.cpu_time();
     for i in 0..total {
         ticker.tick().await;
         let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
@@ -324,6 +341,7 @@ async fn latency(rate: u64, seconds: u64) {
     }
     while tasks.join_next().await.is_some() {}
     wait_for(&arrivals, total, Duration::from_secs(120)).await;
+    let cpu = host.cpu_time() - cpu_before;
     let sent = sent.lock().unwrap();
     let arrivals = arrivals.lock().unwrap();
     let mut latencies: Vec<Duration> =
@@ -331,10 +349,11 @@ async fn latency(rate: u64, seconds: u64) {
     latencies.sort();
     let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "latency: {rate} events/s for {seconds} s ({total} events): ingest-to-delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; host peak RSS {:.0} MiB",
+        "latency: {rate} events/s for {seconds} s ({total} events): ingest-to-delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; host CPU {:.0} µs/event, peak RSS {:.0} MiB",
         percentile(0.50).as_secs_f64() * 1e3,
         percentile(0.99).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3,
+        cpu.as_secs_f64() * 1e6 / total as f64,
         host.peak_rss_mib()
     );
 }

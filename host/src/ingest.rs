@@ -9,8 +9,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::api::{ApiError, AppState};
+use crate::delivery::worker::Reservation;
 use crate::model::{Event, new_id};
-use crate::store::{IngestOutcome, NewDelivery};
+use crate::store::{DueDelivery, IngestOutcome, NewDelivery};
 
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body(content = Object, description = "An event envelope: {\"id\"?, \"type\", \"timestamp\"?, \"data\"}", content_type = "application/json"),
@@ -49,18 +50,40 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
         }
     })?;
     let event = Event::parse_envelope(&bytes)?;
+    // A delivery the worker has room for is leased to it in the same transaction and started
+    // once committed; the others wait, pending, for the worker's next claim.
+    let mut handed_over = Vec::new();
     let deliveries: Vec<NewDelivery> = state
         .webhooks
         .subscribed(&event.event_type)
         .iter()
-        .map(|webhook| NewDelivery { id: new_id("msg"), webhook_id: webhook.config.id.clone() })
+        .map(|webhook| {
+            let id = new_id("msg");
+            let reservation = state.worker.reserve(&webhook.config.id);
+            let lease = reservation.as_ref().map(Reservation::lease);
+            handed_over.extend(reservation.map(|reservation| (id.clone(), reservation)));
+            NewDelivery { id, webhook_id: webhook.config.id.clone(), lease }
+        })
         .collect();
+    let handed_over_event = (!handed_over.is_empty()).then(|| event.clone());
     let id = event.id.clone();
     match state.store.ingest(event, deliveries).await {
         Ok(IngestOutcome::Accepted { deliveries }) => {
             state.metrics.events_accepted.inc();
-            if deliveries > 0 {
+            if deliveries > handed_over.len() {
                 state.wake.notify_one();
+            }
+            if let Some(event) = handed_over_event {
+                for (id, reservation) in handed_over {
+                    let webhook_id = reservation.webhook_id().to_string();
+                    reservation.start(DueDelivery {
+                        id,
+                        webhook_id,
+                        event: event.clone(),
+                        attempts: 0,
+                        transformed: None,
+                    });
+                }
             }
             Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "deliveries": deliveries }))).into_response())
         }

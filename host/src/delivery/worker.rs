@@ -1,15 +1,21 @@
-//! The delivery worker: a claim loop plus one task per claimed delivery.
+//! The delivery worker: a claim loop plus one task per delivery.
+//!
+//! Deliveries reach a task two ways. Ingest reserves a slot for each fresh delivery, leases it
+//! to this worker in the same transaction that stores it, and starts it once committed (no
+//! claim, no re-read of the event). Everything else (retries, deliveries ingested while the
+//! worker was full, leases a crash left behind) is claimed from the store by the loop.
 //!
 //! Concurrency is bounded globally (`max_in_flight`) and per webhook
-//! (`max_in_flight_per_webhook`): a claim skips webhooks at their bound, so a slow or dead
-//! endpoint only ever ties up its own slots.
+//! (`max_in_flight_per_webhook`) by the same slots on both paths: a claim skips webhooks at
+//! their bound, so a slow or dead endpoint only ever ties up its own slots.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::task::TaskTracker;
 
 use super::client::{AddressPolicy, AttemptResult, Client};
 use super::request::{self, Outgoing};
@@ -18,7 +24,7 @@ use crate::config::DeliveryConfig;
 use crate::metrics::{Metrics, StateLabel};
 use crate::model::Event;
 use crate::plugins::{Action, LogLevel, Registry};
-use crate::store::{Attempt, DeliveryState, DeliveryUpdate, DueDelivery, Store, Transformed, now_ms};
+use crate::store::{Attempt, DeliveryState, DeliveryUpdate, DueDelivery, Lease, Store, Transformed, now_ms};
 use crate::webhooks::{Webhook, Webhooks};
 
 /// How long a disabled webhook's deliveries wait before being looked at again.
@@ -38,6 +44,48 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     in_flight: Mutex<HashMap<String, usize>>,
     slots: Arc<Semaphore>,
+    /// Signalled when a slot frees up, for a claim loop that found every slot taken.
+    freed: Notify,
+    /// Every delivery task, from either path, so shutdown can wait for them.
+    tasks: TaskTracker,
+    closing: AtomicBool,
+}
+
+/// A delivery slot taken before the delivery is stored. Ingest leases the delivery to this
+/// worker with [`Reservation::lease`] and, once the transaction commits, hands it over with
+/// [`Reservation::start`]. Dropped unused (a duplicate event, a failed commit), it frees the slot.
+pub struct Reservation {
+    worker: Arc<Worker>,
+    webhook_id: String,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    pub fn webhook_id(&self) -> &str {
+        &self.webhook_id
+    }
+
+    /// The lease to store with the delivery, so no claim takes it while this worker has it.
+    pub fn lease(&self) -> Lease {
+        Lease { owner: self.worker.owner.clone(), until_ms: now_ms() + self.worker.lease().as_millis() as i64 }
+    }
+
+    /// Works on `delivery`, which must have been committed under [`Reservation::lease`].
+    pub fn start(self, delivery: DueDelivery) {
+        let worker = self.worker.clone();
+        worker.tasks.spawn(async move {
+            self.worker.process(delivery).await;
+            drop(self);
+        });
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // The permit goes back before the claim loop hears of it, so the loop sees it free.
+        drop(self.permit.take());
+        self.worker.free_slot(&self.webhook_id);
+    }
 }
 
 /// What the transform step decided.
@@ -87,6 +135,9 @@ impl Worker {
             owner: crate::model::new_id("worker"),
             wake,
             in_flight: Mutex::default(),
+            freed: Notify::new(),
+            tasks: TaskTracker::new(),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -96,11 +147,10 @@ impl Worker {
     }
 
     /// Claims and processes deliveries until `shutdown` turns true, then lets in-flight
-    /// deliveries finish (up to the delivery timeout) and releases what remains.
+    /// deliveries finish (up to the delivery timeout); what remains keeps its lease, which
+    /// the next start releases (or another worker takes once it expires).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tasks: JoinSet<()> = JoinSet::new();
         while !*shutdown.borrow() {
-            while tasks.try_join_next().is_some() {}
             let free = self.slots.available_permits().min(CLAIM_BATCH);
             let claimed = if free == 0 {
                 Vec::new()
@@ -118,24 +168,17 @@ impl Worker {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(idle) => {}
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    _ = self.freed.notified(), if free == 0 => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
             let mut overflow = Vec::new();
             for delivery in claimed {
-                let Some(permit) = self.take_slot(&delivery.webhook_id) else {
-                    overflow.push(delivery.id);
-                    continue;
-                };
-                let worker = self.clone();
-                tasks.spawn(async move {
-                    let webhook_id = delivery.webhook_id.clone();
-                    worker.process(delivery).await;
-                    worker.free_slot(&webhook_id);
-                    drop(permit);
-                });
+                match self.reserve(&delivery.webhook_id) {
+                    Some(reservation) => reservation.start(delivery),
+                    None => overflow.push(delivery.id),
+                }
             }
             if !overflow.is_empty()
                 && let Err(error) = self.store.release(&self.owner, overflow).await
@@ -143,15 +186,14 @@ impl Worker {
                 tracing::error!(%error, "releasing deliveries failed");
             }
         }
-        let drain = tokio::time::timeout(self.config.timeout + Duration::from_secs(1), async {
-            while tasks.join_next().await.is_some() {}
-        });
+        self.closing.store(true, Ordering::SeqCst);
+        self.tasks.close();
+        let drain = tokio::time::timeout(self.config.timeout + Duration::from_secs(1), self.tasks.wait());
         if drain.await.is_err() {
             tracing::warn!(
-                in_flight = tasks.len(),
+                in_flight = self.tasks.len(),
                 "shutdown: abandoning in-flight deliveries; their leases will expire and they will be retried"
             );
-            tasks.abort_all();
         }
     }
 
@@ -174,15 +216,20 @@ impl Worker {
             .collect()
     }
 
-    fn take_slot(&self, webhook_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Takes a slot for a delivery to `webhook_id`, unless every slot, or every slot that
+    /// webhook may use, is taken, or the worker is shutting down.
+    pub fn reserve(self: &Arc<Self>, webhook_id: &str) -> Option<Reservation> {
+        if self.closing.load(Ordering::SeqCst) {
+            return None;
+        }
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let count = in_flight.entry(webhook_id.to_string()).or_default();
         if *count >= self.config.max_in_flight_per_webhook {
             return None;
         }
-        let permit = self.slots.clone().try_acquire_owned().ok()?;
         *count += 1;
-        Some(permit)
+        Some(Reservation { worker: self.clone(), webhook_id: webhook_id.to_string(), permit: Some(permit) })
     }
 
     fn free_slot(&self, webhook_id: &str) {
@@ -193,6 +240,7 @@ impl Worker {
                 in_flight.remove(webhook_id);
             }
         }
+        self.freed.notify_one();
     }
 
     async fn process(&self, delivery: DueDelivery) {

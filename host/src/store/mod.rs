@@ -20,6 +20,17 @@ pub struct NewDelivery {
     /// `msg_<ulid>`: also the `webhook-id` header, stable across retries.
     pub id: String,
     pub webhook_id: String,
+    /// Leased at insert to a local worker that starts the delivery as soon as it commits,
+    /// skipping the claim; `None` leaves it pending for the next claim.
+    pub lease: Option<Lease>,
+}
+
+/// A worker's hold on a delivery: no other worker claims it before `until_ms`.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    pub until_ms: i64,
 }
 
 /// What ingest did with an event.
