@@ -12,7 +12,12 @@ cargo build --quiet --target wasm32-wasip2 --profile plugin --target-dir target/
 cargo build --quiet -p hookwasm -p hookwasm-example-receiver
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hookwasm-demo.XXXXXX")
-cleanup() { kill "${host_pid:-}" "${receiver_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; }
+# The working dir (config, store, logs) is removed at exit; HOOKWASM_DEMO_KEEP=1 keeps it.
+cleanup() {
+  kill "${host_pid:-}" "${receiver_pid:-}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ "${HOOKWASM_DEMO_KEEP:-0}" = 1 ]; then echo "== kept the working dir $work"; else rm -rf "$work"; fi
+}
 trap cleanup EXIT
 mkdir -p "$work/plugins.d"
 for plugin in slack-notify redact-pii event-filter field-map; do
