@@ -150,7 +150,13 @@ async fn gone_disables_the_webhook() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_is_idempotent() {
     let receiver = TestReceiver::start().await;
-    let config = [LOCAL_DELIVERY.to_string(), webhook("a", &receiver.url("/a"), r#"["message.created"]"#, "")].concat();
+    // One delivery slot, for the host and for the webhook: every ingest reserves it for the
+    // worker, so a duplicate that did not give its reservation back would leave the later
+    // event undelivered.
+    let config = format!(
+        "{LOCAL_DELIVERY}max_in_flight = 1\nmax_in_flight_per_webhook = 1\n{}",
+        webhook("a", &receiver.url("/a"), r#"["message.created"]"#, "")
+    );
     let host = TestHost::start(&config, &[]);
     let body = std::fs::read_to_string(crate::support::sample_path("message.created")).unwrap();
     let (status, first) = host.post_event(&body).await;
@@ -160,8 +166,13 @@ async fn ingest_is_idempotent() {
     assert_eq!(again["id"], "evt_01JDX4M8Q2");
     assert_eq!(again["duplicate"], true);
     host.settled_deliveries("evt_01JDX4M8Q2", SETTLE).await;
+    for _ in 0..3 {
+        assert_eq!(host.post_event(&body).await.1["duplicate"], true);
+    }
+    host.post_event(r#"{"id": "evt_after", "type": "message.created", "data": {}}"#).await;
+    host.settled_deliveries("evt_after", SETTLE).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.received("/a").len(), 1);
+    assert_eq!(receiver.received("/a").len(), 2, "the duplicates sent nothing; the next event was delivered");
 }
 
 #[tokio::test(flavor = "multi_thread")]
