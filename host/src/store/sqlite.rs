@@ -207,10 +207,29 @@ fn run_batch(connection: &mut Connection, batch: &mut Vec<Command>) {
             return;
         }
     };
-    for command in batch.drain(..) {
-        finishes.push(in_savepoint(&transaction, command));
+    let mut commands = batch.drain(..);
+    let mut poisoned = false;
+    for command in commands.by_ref() {
+        let (finish, clean) = in_savepoint(&transaction, command);
+        finishes.push(finish);
+        if !clean {
+            poisoned = true;
+            break;
+        }
     }
-    let commit_error = transaction.commit().err().map(|e| e.to_string());
+    let commit_error = if poisoned {
+        // A failed command's writes could not be undone: committing would store them. Nothing
+        // of the batch is stored and every command in it gets an error.
+        let message = "a failed command could not be rolled back; its batch was not stored".to_string();
+        commands.for_each(|command| fail(command, &message));
+        if let Err(error) = transaction.rollback() {
+            tracing::error!(%error, "rolling back a store batch failed");
+        }
+        Some(message)
+    } else {
+        drop(commands);
+        transaction.commit().err().map(|e| e.to_string())
+    };
     if let Some(error) = &commit_error {
         tracing::error!(%error, "store commit failed");
     }
@@ -221,23 +240,25 @@ fn run_batch(connection: &mut Connection, batch: &mut Vec<Command>) {
 
 /// Runs `command` in a savepoint of the open transaction, so a failing command leaves no
 /// partial writes. The savepoint statements are prepared once; rusqlite's `Savepoint` parses
-/// them for every command.
-fn in_savepoint(db: &Connection, command: Command) -> Finish {
+/// them for every command. Returns the reply to send after the commit, and false if the
+/// command failed and its writes could not be rolled back (the batch must not commit).
+fn in_savepoint(db: &Connection, command: Command) -> (Finish, bool) {
     let step = |sql: &str| db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
     if let Err(error) = step("SAVEPOINT command") {
         let message = error.to_string();
         tracing::error!(error = %message, "store savepoint failed");
         fail(command, &message);
-        return Box::new(|_: Option<&str>| {});
+        return (Box::new(|_: Option<&str>| {}), true);
     }
     let (finish, keep) = execute(db, command);
     if !keep && let Err(error) = step("ROLLBACK TO command") {
         tracing::error!(%error, "rolling back a failed store command failed");
+        return (finish, false);
     }
     if let Err(error) = step("RELEASE command") {
         tracing::error!(%error, "releasing a store savepoint failed");
     }
-    finish
+    (finish, true)
 }
 
 fn fail(command: Command, message: &str) {
