@@ -739,6 +739,19 @@ mod tests {
         Event { id: id.into(), event_type: "a.b".into(), timestamp: "2026-01-01T00:00:00Z".into(), data: "{}".into() }
     }
 
+    /// A result that marks delivery `id` delivered, with no attempt recorded.
+    fn delivered(id: &str) -> DeliveryUpdate {
+        DeliveryUpdate {
+            id: id.into(),
+            state: DeliveryState::Delivered,
+            next_attempt_at_ms: 0,
+            transformed: None,
+            reason: None,
+            attempt: None,
+            plugin_sha: None,
+        }
+    }
+
     fn delivery(id: &str) -> NewDelivery {
         NewDelivery { id: id.into(), webhook_id: "w".into(), lease: None }
     }
@@ -757,15 +770,7 @@ mod tests {
         let claimed = store.claim_due("a", 10, vec![], lease).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert!(store.claim_due("b", 10, vec![], lease).await.unwrap().is_empty(), "leased to a");
-        let update = DeliveryUpdate {
-            id: "m1".into(),
-            state: DeliveryState::Delivered,
-            next_attempt_at_ms: 0,
-            transformed: None,
-            reason: None,
-            attempt: None,
-            plugin_sha: None,
-        };
+        let update = delivered("m1");
         assert!(!store.update("b", update.clone()).await.unwrap(), "b holds no lease");
         assert!(store.update("a", update).await.unwrap());
         assert_eq!(store.state_counts().await.unwrap()[&DeliveryState::Delivered], 1);
@@ -808,15 +813,7 @@ mod tests {
             .collect();
         claimed.sort();
         assert_eq!(claimed, ["m2", "m3"], "m1 is leased to a; m3's lease has expired");
-        let update = DeliveryUpdate {
-            id: "m1".into(),
-            state: DeliveryState::Delivered,
-            next_attempt_at_ms: 0,
-            transformed: None,
-            reason: None,
-            attempt: None,
-            plugin_sha: None,
-        };
+        let update = delivered("m1");
         assert!(store.update("a", update).await.unwrap(), "a holds m1's lease from ingest");
     }
 
