@@ -6,7 +6,8 @@
 //!   all of them;
 //! - latency: events posted at a fixed rate, ingest-to-delivery p50/p99 (post sent ->
 //!   receiver got it);
-//! - the host's CPU time (user + system) per event, steadier than events/s on a noisy VM;
+//! - the host's CPU time (user + system) per event, steadier than events/s on a noisy VM, and
+//!   the bench process's own (load generator + receiver), which shares the two cores;
 //! - the host's peak RSS (VmHWM);
 //! - throughput while a new plugin version is deployed every second, against steady state;
 //! - reload latency: from the `mv` of a new version to the first delivery it made.
@@ -114,14 +115,7 @@ plugin_config = {plugin_config}
 
     /// User plus system CPU time the host process has used so far.
     fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields resume after the command name's ")": state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-        let ticks = |field: usize| fields.get(field - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / hz)
+        process_cpu_time(&self.child.id().to_string())
     }
 
     fn peak_rss_mib(&self) -> f64 {
@@ -133,6 +127,18 @@ plugin_config = {plugin_config}
             .unwrap_or(0.0);
         kib / 1024.0
     }
+}
+
+/// User plus system CPU time process `pid` (or `self`) has used so far, from `/proc`.
+fn process_cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields resume after the command name's ")": state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / hz)
 }
 
 impl Drop for Host {
@@ -198,7 +204,7 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
     });
     let template = EventTemplate::load();
     let http = reqwest::Client::new();
-    let cpu_before = host.cpu_time();
+    let (cpu_before, bench_cpu_before) = (host.cpu_time(), process_cpu_time("self"));
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..clients)
@@ -226,13 +232,14 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
     wait_for(&arrivals, events, Duration::from_secs(300)).await;
     let delivered = started.elapsed();
     let cpu = host.cpu_time() - cpu_before;
+    let bench_cpu = process_cpu_time("self") - bench_cpu_before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(reloader) = reloader {
         reloader.join().unwrap();
     }
     let rate = events as f64 / delivered.as_secs_f64();
     println!(
-        "throughput{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host CPU {:.0} µs/event, peak RSS {:.0} MiB",
+        "throughput{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host CPU {:.0} µs/event, peak RSS {:.0} MiB; load generator and receiver CPU {:.0} µs/event",
         match reload_every {
             Some(every) => format!(
                 " while reloading every {every:?} ({} reloads)",
@@ -243,7 +250,8 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
         events as f64 / ingested.as_secs_f64(),
         delivered.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / events as f64,
-        host.peak_rss_mib()
+        host.peak_rss_mib(),
+        bench_cpu.as_secs_f64() * 1e6 / events as f64,
     );
     rate
 }
