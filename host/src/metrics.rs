@@ -38,6 +38,8 @@ pub struct Metrics {
     pub plugin_seconds: Histogram,
     pub plugin_loads: Family<PluginLoadLabels, Counter>,
     pub queue_depth: Gauge,
+    /// Delivery slots taken: deliveries being transformed or sent, or about to be.
+    pub deliveries_in_flight: Gauge,
     pub oldest_due_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
@@ -59,6 +61,7 @@ impl Metrics {
             plugin_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
             plugin_loads: Family::default(),
             queue_depth: Gauge::default(),
+            deliveries_in_flight: Gauge::default(),
             oldest_due_seconds: Gauge::default(),
         };
         let registry = &mut metrics.registry;
@@ -82,6 +85,11 @@ impl Metrics {
             metrics.plugin_loads.clone(),
         );
         registry.register("queue_depth", "Deliveries pending or retrying", metrics.queue_depth.clone());
+        registry.register(
+            "deliveries_in_flight",
+            "Delivery slots taken (at most delivery.max_in_flight)",
+            metrics.deliveries_in_flight.clone(),
+        );
         registry.register(
             "queue_oldest_due_age_seconds",
             "How overdue the oldest due delivery is",

@@ -150,11 +150,11 @@ async fn gone_disables_the_webhook() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_is_idempotent() {
     let receiver = TestReceiver::start().await;
-    // One delivery slot, for the host and for the webhook: every ingest reserves it for the
-    // worker, so a duplicate that did not give its reservation back would leave the later
-    // event undelivered.
+    // Two slots (ingest may take one, the other is the claim loop's) and one per webhook:
+    // every ingest reserves a slot for the worker, and a duplicate that did not give it back
+    // would leave the later event undelivered (its webhook at its bound) or a slot taken.
     let config = format!(
-        "{LOCAL_DELIVERY}max_in_flight = 1\nmax_in_flight_per_webhook = 1\n{}",
+        "{LOCAL_DELIVERY}max_in_flight = 2\nmax_in_flight_per_webhook = 1\n{}",
         webhook("a", &receiver.url("/a"), r#"["message.created"]"#, "")
     );
     let host = TestHost::start(&config, &[]);
@@ -173,6 +173,8 @@ async fn ingest_is_idempotent() {
     host.settled_deliveries("evt_after", SETTLE).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received("/a").len(), 2, "the duplicates sent nothing; the next event was delivered");
+    let metrics = host.metrics().await;
+    assert!(metrics.lines().any(|l| l == "hookwasm_deliveries_in_flight 0"), "a slot is still taken:\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

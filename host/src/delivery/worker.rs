@@ -7,7 +7,9 @@
 //!
 //! Concurrency is bounded globally (`max_in_flight`) and per webhook
 //! (`max_in_flight_per_webhook`) by the same slots on both paths: a claim skips webhooks at
-//! their bound, so a slow or dead endpoint only ever ties up its own slots.
+//! their bound, so a slow or dead endpoint only ever ties up its own slots. Ingest leaves an
+//! eighth of the slots to the claim loop, so due retries are not starved while fresh events
+//! keep every other slot busy.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +88,11 @@ impl Drop for Reservation {
         drop(self.permit.take());
         self.worker.free_slot(&self.webhook_id);
     }
+}
+
+/// Slots ingest leaves to the claim loop out of `max_in_flight`.
+fn claim_share(max_in_flight: usize) -> usize {
+    (max_in_flight / 8).max(1)
 }
 
 /// What the transform step decided.
@@ -216,9 +223,18 @@ impl Worker {
             .collect()
     }
 
+    /// A slot for a delivery ingest has just created, unless only the claim loop's share of
+    /// the slots is left (or `reserve` refuses).
+    pub fn reserve_fresh(self: &Arc<Self>, webhook_id: &str) -> Option<Reservation> {
+        if self.slots.available_permits() <= claim_share(self.config.max_in_flight) {
+            return None;
+        }
+        self.reserve(webhook_id)
+    }
+
     /// Takes a slot for a delivery to `webhook_id`, unless every slot, or every slot that
     /// webhook may use, is taken, or the worker is shutting down.
-    pub fn reserve(self: &Arc<Self>, webhook_id: &str) -> Option<Reservation> {
+    fn reserve(self: &Arc<Self>, webhook_id: &str) -> Option<Reservation> {
         if self.closing.load(Ordering::SeqCst) {
             return None;
         }
@@ -229,7 +245,16 @@ impl Worker {
             return None;
         }
         *count += 1;
-        Some(Reservation { worker: self.clone(), webhook_id: webhook_id.to_string(), permit: Some(permit) })
+        drop(in_flight);
+        let reservation =
+            Reservation { worker: self.clone(), webhook_id: webhook_id.to_string(), permit: Some(permit) };
+        self.count_slots();
+        Some(reservation)
+    }
+
+    fn count_slots(&self) {
+        let taken = self.config.max_in_flight.saturating_sub(self.slots.available_permits());
+        self.metrics.deliveries_in_flight.set(taken as i64);
     }
 
     fn free_slot(&self, webhook_id: &str) {
@@ -240,6 +265,8 @@ impl Worker {
                 in_flight.remove(webhook_id);
             }
         }
+        drop(in_flight);
+        self.count_slots();
         self.freed.notify_one();
     }
 
@@ -446,4 +473,42 @@ impl Worker {
 
 fn envelope(event: &Event) -> Transformed {
     Transformed { body: event.envelope_json(), headers: Vec::new(), plugin_sha: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plugins::{Limits, Runtime};
+    use crate::store::sqlite::SqliteStore;
+
+    fn worker(max_in_flight: usize, dir: &std::path::Path) -> Arc<Worker> {
+        let mut config = crate::config::Config::load(None, []).unwrap().delivery;
+        config.max_in_flight = max_in_flight;
+        let registry = Registry::new(Arc::new(Runtime::new(Limits::default(), None).unwrap()));
+        let worker = Worker::new(
+            Arc::new(SqliteStore::open(dir).unwrap()),
+            Arc::new(Webhooks::new(Vec::new(), BTreeMap::new())),
+            Arc::new(registry),
+            config,
+            Arc::default(),
+            Arc::default(),
+        );
+        Arc::new(worker.unwrap())
+    }
+
+    #[tokio::test]
+    async fn ingest_leaves_the_claim_loop_an_eighth_of_the_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = worker(16, dir.path());
+        let fresh: Vec<_> = (0..16).map_while(|i| worker.reserve_fresh(&format!("w{i}"))).collect();
+        assert_eq!(fresh.len(), 14, "ingest stops with two slots left");
+        let claimed: Vec<_> = (0..16).map_while(|i| worker.reserve(&format!("c{i}"))).collect();
+        assert_eq!(claimed.len(), 2, "the claim loop takes the rest");
+        assert_eq!(worker.metrics.deliveries_in_flight.get(), 16);
+        drop(fresh);
+        assert_eq!(worker.slots.available_permits(), 14);
+        assert_eq!(worker.metrics.deliveries_in_flight.get(), 2);
+    }
 }
