@@ -50,9 +50,8 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
         }
     })?;
     let event = Event::parse_envelope(&bytes)?;
-    // A delivery the worker has a slot for (beyond the share it keeps for claims) is leased to
-    // it in the same transaction and started once committed; the others wait, pending, for
-    // the worker's next claim.
+    // A delivery the worker has a slot for is leased to it in the same transaction and started
+    // once committed; the others wait, pending, for the worker's next claim.
     let mut handed_over = Vec::new();
     let deliveries: Vec<NewDelivery> = state
         .webhooks
@@ -60,7 +59,7 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
         .iter()
         .map(|webhook| {
             let id = new_id("msg");
-            let reservation = state.worker.reserve_fresh(&webhook.config.id);
+            let reservation = state.worker.reserve(&webhook.config.id);
             let lease = reservation.as_ref().map(Reservation::lease);
             handed_over.extend(reservation.map(|reservation| (id.clone(), reservation)));
             NewDelivery { id, webhook_id: webhook.config.id.clone(), lease }

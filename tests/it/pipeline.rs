@@ -150,11 +150,11 @@ async fn gone_disables_the_webhook() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_is_idempotent() {
     let receiver = TestReceiver::start().await;
-    // Two slots (ingest may take one, the other is the claim loop's) and one per webhook:
-    // every ingest reserves a slot for the worker, and a duplicate that did not give it back
-    // would leave the later event undelivered (its webhook at its bound) or a slot taken.
+    // One delivery slot, for the host and for the webhook: every ingest reserves it for the
+    // worker, so a duplicate that did not give its reservation back would leave the later
+    // event undelivered, or the slot counted as taken.
     let config = format!(
-        "{LOCAL_DELIVERY}max_in_flight = 2\nmax_in_flight_per_webhook = 1\n{}",
+        "{LOCAL_DELIVERY}max_in_flight = 1\nmax_in_flight_per_webhook = 1\n{}",
         webhook("a", &receiver.url("/a"), r#"["message.created"]"#, "")
     );
     let host = TestHost::start(&config, &[]);
