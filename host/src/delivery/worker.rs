@@ -75,7 +75,8 @@ impl Reservation {
         Lease { owner: self.worker.owner.clone(), until_ms: now_ms() + self.worker.lease().as_millis() as i64 }
     }
 
-    /// Works on `delivery`, which must have been committed under [`Reservation::lease`].
+    /// Works on `delivery`, whose lease this worker must hold: stored with it at ingest
+    /// ([`Reservation::lease`]) or taken by a claim.
     pub fn start(self, delivery: DueDelivery) {
         let worker = self.worker.clone();
         worker.tasks.spawn(async move {
