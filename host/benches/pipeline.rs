@@ -3,7 +3,9 @@
 //!
 //! `cargo bench -p hookwasm --bench pipeline` prints (figures in BENCHMARKS.md):
 //! - throughput: N events posted by C concurrent clients, events/s until the receiver has
-//!   all of them;
+//!   all of them, through hookwasm with slack-notify, through hookwasm without a plugin, and
+//!   through a baseline relay (the same HTTP stack with nothing in between: the most any host
+//!   can do here while the load generator and receiver share the cores);
 //! - latency: events posted at a fixed rate, ingest-to-delivery p50/p99 (post sent ->
 //!   receiver got it);
 //! - the host's CPU time (user + system) per event, steadier than events/s on a noisy VM, and
@@ -13,8 +15,9 @@
 //! - reload latency: from the `mv` of a new version to the first delivery it made.
 //!
 //! Environment: `LOAD_EVENTS` (default 20000), `LOAD_CLIENTS` (64), `LOAD_RATE` (1000/s),
-//! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20), `LOAD_PAIRS` (2: steady and reloading throughput
-//! runs, alternating), `HOOKWASM_BIN` (another build of the host, to compare against).
+//! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20), `LOAD_PAIRS` (2: rounds of the four throughput
+//! runs, alternating: relay, no plugin, slack-notify steady, slack-notify reloading),
+//! `HOOKWASM_BIN` (another build of the host, to compare against).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -74,11 +77,16 @@ struct Host {
 }
 
 impl Host {
-    fn start(receiver: &str, plugin: &str, plugin_config: &str) -> Host {
+    /// The real `hookwasm serve` with one webhook to `receiver`, through `plugin` if given.
+    fn start(receiver: &str, plugin: Option<(&str, &str)>) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins.d");
         std::fs::create_dir_all(&plugins).unwrap();
-        std::fs::copy(support::plugin_path(plugin), plugins.join(format!("{plugin}.wasm"))).unwrap();
+        let mut webhook = format!("id = \"load\"\nurl = \"{receiver}\"\nevents = [\"message.created\"]\n");
+        if let Some((plugin, plugin_config)) = plugin {
+            std::fs::copy(support::plugin_path(plugin), plugins.join(format!("{plugin}.wasm"))).unwrap();
+            webhook += &format!("plugin = \"{plugin}\"\nplugin_config = {plugin_config}\n");
+        }
         let config = format!(
             r#"[server]
 listen = "127.0.0.1:0"
@@ -89,24 +97,26 @@ allow_http = true
 allow_private_networks = true
 max_in_flight_per_webhook = 128
 [[webhooks]]
-id = "load"
-url = "{receiver}"
-events = ["message.created"]
-plugin = "{plugin}"
-plugin_config = {plugin_config}
-"#,
+{webhook}"#,
             data = dir.path().join("data").display().to_string(),
             plugins = plugins.display().to_string(),
         );
         std::fs::write(dir.path().join("hookwasm.toml"), config).unwrap();
         let binary = std::env::var("HOOKWASM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookwasm").to_string());
-        let mut child = Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(dir.path().join("hookwasm.toml"))
-            .env("HOOKWASM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(binary);
+        command.args(["serve", "--config"]).arg(dir.path().join("hookwasm.toml")).env("HOOKWASM_LOG", "warn");
+        Host::spawn(command, dir)
+    }
+
+    /// The baseline: this bench re-run as [`relay`] to `receiver`.
+    fn relay(receiver: &str) -> Host {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.env(RELAY_TO, receiver);
+        Host::spawn(command, tempfile::tempdir().unwrap())
+    }
+
+    fn spawn(mut command: Command, dir: tempfile::TempDir) -> Host {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("hookwasm listening on ").expect("host started").to_string();
@@ -184,11 +194,42 @@ fn deploy(host: &Host, plugin: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(format!("{plugin}.wasm"))).unwrap();
 }
 
-/// All events as fast as `clients` concurrent producers can post them; with `reload_every`,
-/// a freshly compiled version of the plugin is deployed that often meanwhile.
-async fn throughput(events: usize, clients: usize, reload_every: Option<Duration>) -> f64 {
+/// What the load goes through.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The floor: [`relay`], the same HTTP stack with nothing in between.
+    Relay,
+    /// hookwasm, the webhook without a plugin.
+    NoPlugin,
+    /// hookwasm, slack-notify on every delivery: the scenario the target is set for.
+    SlackNotify,
+}
+
+impl Target {
+    fn start(self, receiver: &str) -> Host {
+        match self {
+            Target::Relay => Host::relay(receiver),
+            Target::NoPlugin => Host::start(receiver, None),
+            Target::SlackNotify => {
+                Host::start(receiver, Some(("slack-notify", r#"{ base_url = "https://desk.example.com" }"#)))
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Target::Relay => "relay baseline (no store, plugin or signature)",
+            Target::NoPlugin => "hookwasm, no plugin",
+            Target::SlackNotify => "hookwasm + slack-notify",
+        }
+    }
+}
+
+/// All events as fast as `clients` concurrent producers can post them through `target`; with
+/// `reload_every`, a freshly compiled version of the plugin is deployed that often meanwhile.
+async fn throughput(target: Target, events: usize, clients: usize, reload_every: Option<Duration>) -> f64 {
     let (receiver, arrivals) = start_receiver().await;
-    let host = Arc::new(Host::start(&receiver, "slack-notify", r#"{ base_url = "https://desk.example.com" }"#));
+    let host = Arc::new(target.start(&receiver));
     let reloads = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reloader = reload_every.map(|every| {
@@ -239,7 +280,8 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
     }
     let rate = events as f64 / delivered.as_secs_f64();
     println!(
-        "throughput{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host CPU {:.0} µs/event, peak RSS {:.0} MiB; load generator and receiver CPU {:.0} µs/event",
+        "throughput, {}{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host CPU {:.0} µs/event, peak RSS {:.0} MiB; load generator and receiver CPU {:.0} µs/event",
+        target.label(),
         match reload_every {
             Some(every) => format!(
                 " while reloading every {every:?} ({} reloads)",
@@ -261,7 +303,7 @@ async fn throughput(events: usize, clients: usize, reload_every: Option<Duration
 async fn reload_latency(rounds: u64) {
     let (receiver, arrivals) = start_receiver().await;
     let config = r#"{ map = "$id=id, $type=variant" }"#;
-    let host = Arc::new(Host::start(&receiver, "field-map", config));
+    let host = Arc::new(Host::start(&receiver, Some(("field-map", config))));
     let bytes = std::fs::read(support::plugin_path("field-map")).unwrap();
     let pass = std::fs::read(support::plugin_path("pass-through")).unwrap();
     let template = EventTemplate::load();
@@ -325,8 +367,10 @@ async fn reload_latency(rounds: u64) {
 /// body carries the event id, so each arrival is matched to its post.
 async fn latency(rate: u64, seconds: u64) {
     let (receiver, arrivals) = start_receiver().await;
-    let host =
-        Host::start(&receiver, "field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#);
+    let host = Host::start(
+        &receiver,
+        Some(("field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#)),
+    );
     let template = EventTemplate::load();
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", host.url);
@@ -366,18 +410,65 @@ async fn latency(rate: u64, seconds: u64) {
     );
 }
 
+/// Set in the environment of the bench re-run as the relay baseline: the receiver's URL.
+const RELAY_TO: &str = "PIPELINE_BENCH_RELAY_TO";
+
+/// The baseline every webhook host on this machine stands on: `POST /v1/events` answered 202
+/// once the body is known to be JSON, then POSTed on to `receiver`, on the same HTTP stack as
+/// the host (axum server, reqwest client, one multi-threaded Tokio runtime) and in its own
+/// process like the host. No store, no plugin, no signature, no retry.
+fn relay(receiver: String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let http = reqwest::Client::new();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(128));
+        let forward = move |body: Bytes| {
+            let (http, receiver, in_flight) = (http.clone(), receiver.clone(), in_flight.clone());
+            async move {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                    return axum::http::StatusCode::BAD_REQUEST;
+                }
+                let permit = in_flight.acquire_owned().await.unwrap();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = http.post(&receiver).header("content-type", "application/json").body(body).send().await;
+                });
+                axum::http::StatusCode::ACCEPTED
+            }
+        };
+        let app = axum::Router::new().route("/v1/events", axum::routing::post(forward));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("hookwasm listening on http://{}", listener.local_addr().unwrap());
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
 fn main() {
+    if let Ok(receiver) = std::env::var(RELAY_TO) {
+        return relay(receiver);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     support::plugin_dir();
     let (events, clients) = (env("LOAD_EVENTS", 20_000) as usize, env("LOAD_CLIENTS", 64) as usize);
     runtime.block_on(async {
-        // Steady and reloading runs alternate, so machine noise hits both alike.
-        let (mut steady, mut reloading) = (Vec::new(), Vec::new());
+        // All runs alternate, so machine noise hits each alike.
+        let (mut relayed, mut bare, mut steady, mut reloading) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..env("LOAD_PAIRS", 2) {
-            steady.push(throughput(events, clients, None).await);
-            reloading.push(throughput(events, clients, Some(Duration::from_secs(1))).await);
+            relayed.push(throughput(Target::Relay, events, clients, None).await);
+            bare.push(throughput(Target::NoPlugin, events, clients, None).await);
+            steady.push(throughput(Target::SlackNotify, events, clients, None).await);
+            reloading.push(throughput(Target::SlackNotify, events, clients, Some(Duration::from_secs(1))).await);
         }
         let mean = |runs: &[f64]| runs.iter().sum::<f64>() / runs.len() as f64;
+        println!(
+            "throughput against the relay baseline ({:.0} events/s), means of {} alternating runs: hookwasm + slack-notify {:.0} events/s = {:.1}%, hookwasm without a plugin {:.0} events/s = {:.1}%",
+            mean(&relayed),
+            relayed.len(),
+            mean(&steady),
+            mean(&steady) / mean(&relayed) * 100.0,
+            mean(&bare),
+            mean(&bare) / mean(&relayed) * 100.0,
+        );
         println!(
             "throughput while reloading every second: {:.0} events/s = {:.1}% of steady state ({:.0} events/s), means of {} alternating runs",
             mean(&reloading),
