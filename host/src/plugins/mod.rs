@@ -10,6 +10,7 @@ mod error;
 pub mod registry;
 mod runtime;
 mod sandbox;
+mod threads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

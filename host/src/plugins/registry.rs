@@ -2,19 +2,18 @@
 //!
 //! A load validates the component and runs `check-config` for every webhook configuration
 //! that uses the plugin before the new version is swapped in; on failure the previous
-//! version keeps serving and the error is recorded. Calls run on Tokio's blocking pool,
-//! at most `Limits::max_concurrent` at once (the size of the instance pool).
+//! version keeps serving and the error is recorded. Calls run on the registry's
+//! [`CallThreads`], at most `Limits::max_concurrent` at once (the size of the instance pool).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use super::threads::CallThreads;
+use super::{Execution, LoadError, Plugin, PluginConfig, PluginEvent, Runtime};
 use serde::Serialize;
 use sha2::Digest;
-use tokio::sync::Semaphore;
-
-use super::{Execution, LoadError, Plugin, PluginConfig, PluginEvent, Runtime};
 
 /// Whether a plugin is serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,12 +89,15 @@ pub fn plugin_name(path: &Path) -> Option<String> {
 pub struct Registry {
     runtime: Arc<Runtime>,
     entries: RwLock<BTreeMap<String, Entry>>,
-    calls: Arc<Semaphore>,
+    calls: CallThreads,
 }
 
 impl Registry {
     pub fn new(runtime: Arc<Runtime>) -> Registry {
-        let calls = Arc::new(Semaphore::new(runtime.limits().max_concurrent.max(1) as usize));
+        // Two calls per core keep the cores busy while a call waits on the store or a wake-up
+        // (measured: 2, 4, 8 and 16 at once on two cores, BENCHMARKS.md).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let calls = CallThreads::new(runtime.limits().max_concurrent as usize, 2 * cores);
         Registry { runtime, entries: RwLock::default(), calls }
     }
 
@@ -257,23 +259,18 @@ impl Registry {
             .collect()
     }
 
-    /// Runs `plugin` on `event` off the async runtime, waiting for a free instance slot.
+    /// Runs `plugin` on `event` on a plugin thread, once one is free.
     pub async fn transform(&self, plugin: Plugin, event: PluginEvent, config: PluginConfig) -> Execution {
-        let _permit = self.calls.clone().acquire_owned().await.ok();
-        let (name, sha) = (plugin.name().to_string(), plugin.sha256()[..12].to_string());
+        let (name, short_sha) = (plugin.name().to_string(), plugin.sha256()[..12].to_string());
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || plugin.transform(&event, &config)).await.unwrap_or_else(|join_error| {
-            Execution {
-                result: Err(super::PluginError {
-                    plugin: name,
-                    short_sha: sha,
-                    kind: super::PluginErrorKind::Instantiate(format!(
-                        "the plugin call did not complete: {join_error}"
-                    )),
-                }),
-                logs: Vec::new(),
-                duration: started.elapsed(),
-            }
+        self.calls.run(move || plugin.transform(&event, &config)).await.unwrap_or_else(|| Execution {
+            result: Err(super::PluginError {
+                plugin: name,
+                short_sha,
+                kind: super::PluginErrorKind::Instantiate("the plugin call did not complete (host bug)".to_string()),
+            }),
+            logs: Vec::new(),
+            duration: started.elapsed(),
         })
     }
 }
