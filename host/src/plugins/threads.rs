@@ -45,8 +45,9 @@ struct State {
     calls: Vec<Option<Instant>>,
     /// Threads waiting for a call.
     idle: usize,
-    /// Threads started, or idle ones woken, that have not yet looked at the queue.
+    /// Threads started that have not yet looked at the queue.
     starting: usize,
+    /// Idle threads notified that have not yet looked at the queue.
     woken: usize,
     closed: bool,
     /// Threads that have stopped after `closed`.
@@ -61,8 +62,8 @@ impl State {
 }
 
 impl CallThreads {
-    /// Up to `max_threads` threads, started as the load needs them; new calls wake an idle
-    /// one only while fewer than `busy_target` run (or the queue has gone stale).
+    /// Up to `max_threads` threads, started as the load needs them; a new call wakes or
+    /// starts one only while fewer than `busy_target` calls run (slow ones not counted).
     pub fn new(max_threads: usize, busy_target: usize) -> CallThreads {
         let shared = Shared {
             state: Mutex::default(),
@@ -109,7 +110,7 @@ impl CallThreads {
                 .name(format!("hookwasm-plugin-{}", slot + 1))
                 .spawn(move || thread.work(slot));
             if let Err(error) = started {
-                // The call stays queued for a running thread to take; the slot is never used.
+                // The call stays queued for a running thread to take; the slot stays unused.
                 tracing::error!(%error, "cannot start a plugin thread");
                 shared.lock().starting -= 1;
             }
