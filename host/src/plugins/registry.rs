@@ -94,10 +94,10 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(runtime: Arc<Runtime>) -> Registry {
-        // Two calls per core keep the cores busy while a call waits on the store or a wake-up
-        // (measured: 2, 4, 8 and 16 at once on two cores, BENCHMARKS.md).
+        // One running call per core: measured against two per core, 7% less host CPU per
+        // event at saturation (BENCHMARKS.md).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let calls = CallThreads::new(runtime.limits().max_concurrent as usize, 2 * cores);
+        let calls = CallThreads::new(runtime.limits().max_concurrent as usize, cores);
         Registry { runtime, entries: RwLock::default(), calls }
     }
 

@@ -4,7 +4,7 @@
 //! A call blocks its thread until the plugin returns or its deadline passes, so it must not
 //! run on a Tokio worker. Tokio's blocking pool would do, but with dozens of idle threads it
 //! wakes one for nearly every call, and a wake-up is expensive in a VM. Here a new call wakes
-//! (or starts) a thread only while fewer than `busy_target` calls run (about two per core);
+//! (or starts) a thread only while fewer than `busy_target` calls run (one per core);
 //! beyond that it waits in the queue for the next thread to finish, which takes it without
 //! sleeping. At saturation that costs less host CPU per event (BENCHMARKS.md).
 //!
