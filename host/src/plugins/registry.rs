@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use super::threads::CallThreads;
-use super::{Execution, LoadError, Plugin, PluginConfig, PluginEvent, Runtime};
 use serde::Serialize;
 use sha2::Digest;
+
+use super::threads::CallThreads;
+use super::{Execution, LoadError, Plugin, PluginConfig, PluginEvent, Runtime};
 
 /// Whether a plugin is serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
