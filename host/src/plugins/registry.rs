@@ -262,14 +262,11 @@ impl Registry {
 
     /// Runs `plugin` on `event` on a plugin thread, once one is free.
     pub async fn transform(&self, plugin: Plugin, event: PluginEvent, config: PluginConfig) -> Execution {
-        let (name, short_sha) = (plugin.name().to_string(), plugin.sha256()[..12].to_string());
         let started = std::time::Instant::now();
-        self.calls.run(move || plugin.transform(&event, &config)).await.unwrap_or_else(|| Execution {
-            result: Err(super::PluginError {
-                plugin: name,
-                short_sha,
-                kind: super::PluginErrorKind::Instantiate("the plugin call did not complete (host bug)".to_string()),
-            }),
+        let call = plugin.clone();
+        self.calls.run(move || call.transform(&event, &config)).await.unwrap_or_else(|| Execution {
+            result: Err(plugin
+                .error(super::PluginErrorKind::Instantiate("the plugin call did not complete (host bug)".to_string()))),
             logs: Vec::new(),
             duration: started.elapsed(),
         })

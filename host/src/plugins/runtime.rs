@@ -369,7 +369,7 @@ impl Plugin {
         Execution { result: outcome, logs, duration: started.elapsed() }
     }
 
-    fn error(&self, kind: PluginErrorKind) -> PluginError {
+    pub(super) fn error(&self, kind: PluginErrorKind) -> PluginError {
         PluginError { plugin: self.inner.name.clone(), short_sha: self.inner.sha256[..12].to_string(), kind }
     }
 
