@@ -1,9 +1,10 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`.
 //!
-//! Every command runs on one writer thread that owns the connection. It takes whatever
-//! commands are queued (up to [`MAX_BATCH`]) and runs them in one transaction, each inside
-//! its own savepoint, so one fsync commits many ingests and updates (group commit) and a
-//! failing command does not affect its neighbours. Replies are sent only after the commit.
+//! Every operation runs on one writer thread that owns the connection. It takes whatever
+//! operations are queued (up to [`MAX_BATCH`]) and runs them in one transaction, so one fsync
+//! commits many ingests and updates (group commit). If one of them fails, the batch is rolled
+//! back and each operation runs again on its own, so a failing operation stores nothing and
+//! does not affect its neighbours. Replies are sent only after the commit.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,33 +77,49 @@ CREATE TABLE IF NOT EXISTS disabled_webhooks (
 );
 "#;
 
-type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
-
-enum Command {
-    Ingest(Event, Vec<NewDelivery>, Reply<IngestOutcome>),
-    Claim { owner: String, limit: usize, busy: Vec<String>, lease: Duration, reply: Reply<Vec<DueDelivery>> },
-    Update(String, DeliveryUpdate, Reply<bool>),
-    Release(String, Vec<String>, Reply<()>),
-    NextDue(Reply<Option<i64>>),
-    QueueStats(Reply<(u64, Option<i64>)>),
-    RequeueHeld(Vec<String>, Reply<u64>),
-    Delivery(String, Reply<Option<DeliveryRecord>>),
-    List(DeliveryFilter, Reply<Vec<DeliveryRecord>>),
-    Replay(DeliveryFilter, Reply<u64>),
-    Event(String, Reply<Option<EventRecord>>),
-    StateCounts(Reply<BTreeMap<DeliveryState, u64>>),
-    Disable { webhook_id: String, url: String, reason: String, reply: Reply<()> },
-    Disabled(Reply<BTreeMap<String, (String, String)>>),
-    Enable(String, Reply<()>),
-    StoredWebhooks(Reply<Vec<WebhookConfig>>),
-    PutWebhook(WebhookConfig, Reply<()>),
-    DeleteWebhook(String, Reply<bool>),
+/// One store operation: its work (run again if its batch is replayed) and where its result goes.
+trait Operation: Send {
+    /// Runs the work inside the writer's open transaction and keeps the result; returns
+    /// whether it succeeded.
+    fn run(&mut self, db: &Connection) -> bool;
+    /// Sends the kept result, or `commit_error` if the transaction it ran in was not stored.
+    fn finish(self: Box<Self>, commit_error: Option<&str>);
 }
+
+struct Pending<T, F> {
+    work: F,
+    result: Option<anyhow::Result<T>>,
+    reply: oneshot::Sender<anyhow::Result<T>>,
+}
+
+impl<T, F> Operation for Pending<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> anyhow::Result<T> + Send,
+{
+    fn run(&mut self, db: &Connection) -> bool {
+        let result = (self.work)(db);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit_error: Option<&str>) {
+        let result = match (commit_error, self.result) {
+            (Some(error), _) => Err(anyhow!("store commit failed: {error}")),
+            (None, Some(result)) => result,
+            (None, None) => Err(anyhow!("the store did not run the request")),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+type Job = Box<dyn Operation>;
 
 /// The SQLite store. Cloning shares the writer thread.
 #[derive(Clone)]
 pub struct SqliteStore {
-    commands: mpsc::Sender<Command>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl SqliteStore {
@@ -137,7 +154,7 @@ impl SqliteStore {
         let checkpointer = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").context("configuring SQLite")?;
         let running = Arc::new(AtomicBool::new(true));
-        let (commands, receiver) = mpsc::channel(4096);
+        let (jobs, receiver) = mpsc::channel(4096);
         let writer_running = running.clone();
         std::thread::Builder::new()
             .name("hookwasm-store".into())
@@ -158,23 +175,29 @@ impl SqliteStore {
                 }
             })
             .context("starting the checkpoint thread")?;
-        Ok(SqliteStore { commands })
+        Ok(SqliteStore { jobs })
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> anyhow::Result<T> {
+    /// Runs `work` on the writer thread; answers once its batch has committed.
+    async fn call<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> anyhow::Result<T> + Send + 'static,
+    {
         let (reply, response) = oneshot::channel();
-        self.commands.send(make(reply)).await.map_err(|_| anyhow!("the store has shut down"))?;
+        let job: Job = Box::new(Pending { work, result: None, reply });
+        self.jobs.send(job).await.map_err(|_| anyhow!("the store has shut down"))?;
         response.await.map_err(|_| anyhow!("the store dropped a request"))?
     }
 }
 
-fn writer_loop(mut connection: Connection, mut receiver: mpsc::Receiver<Command>) {
+fn writer_loop(mut connection: Connection, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(command) => batch.push(command),
+                Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
@@ -182,177 +205,50 @@ fn writer_loop(mut connection: Connection, mut receiver: mpsc::Receiver<Command>
     }
 }
 
-/// A reply to send once the batch has committed.
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
-
-fn deliver<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Finish {
-    Box::new(move |commit_error: Option<&str>| {
-        let result = match commit_error {
-            Some(error) => Err(anyhow!("store commit failed: {error}")),
-            None => result,
-        };
-        let _ = reply.send(result);
-    })
-}
-
-fn run_batch(connection: &mut Connection, batch: &mut Vec<Command>) {
-    let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
-    let transaction = match connection.transaction() {
-        Ok(transaction) => transaction,
-        Err(error) => {
-            let message = error.to_string();
-            for command in batch.drain(..) {
-                fail(command, &message);
-            }
+/// Runs `batch` in one transaction and, once it has committed, sends every result. If one
+/// operation fails, or the commit does, the transaction is rolled back and every operation
+/// runs again in a transaction of its own, so a failure stores nothing of the failed
+/// operation and costs its neighbours only time. (The usual alternative, a savepoint per
+/// operation, copies every page each operation touches into a statement journal and runs
+/// two more statements per operation; BENCHMARKS.md has what replacing it saved.)
+fn run_batch(connection: &mut Connection, batch: &mut Vec<Job>) {
+    let committed = match run_together(connection, batch) {
+        Ok(()) => true,
+        Err(error) if batch.len() == 1 => {
+            // Nothing to separate: its own result (or the commit's error) is the answer.
+            let job = batch.pop().expect("one job");
+            job.finish(error.as_deref());
             return;
         }
+        Err(_) => false,
     };
-    let mut commands = batch.drain(..);
-    let mut poisoned = false;
-    for command in commands.by_ref() {
-        let (finish, clean) = in_savepoint(&transaction, command);
-        finishes.push(finish);
-        if !clean {
-            poisoned = true;
-            break;
+    for mut job in batch.drain(..) {
+        if committed {
+            job.finish(None);
+        } else {
+            let error = run_together(connection, std::slice::from_mut(&mut job)).err().flatten();
+            job.finish(error.as_deref());
         }
     }
-    let commit_error = if poisoned {
-        // A failed command's writes could not be undone: committing would store them. Nothing
-        // of the batch is stored and every command in it gets an error.
-        let message = "a failed command could not be rolled back; its batch was not stored".to_string();
-        commands.for_each(|command| fail(command, &message));
-        if let Err(error) = transaction.rollback() {
-            tracing::error!(%error, "rolling back a store batch failed");
+}
+
+/// Runs `jobs` in one transaction and commits it if all of them succeeded. `Err(None)`: a
+/// job failed (its error is its result) and nothing was stored; `Err(Some(error))`: the
+/// transaction could not be begun or committed.
+fn run_together(connection: &mut Connection, jobs: &mut [Job]) -> Result<(), Option<String>> {
+    let transaction = connection.transaction().map_err(|error| Some(error.to_string()))?;
+    for job in jobs.iter_mut() {
+        if !job.run(&transaction) {
+            if let Err(error) = transaction.rollback() {
+                tracing::error!(%error, "rolling back a store batch failed");
+            }
+            return Err(None);
         }
-        Some(message)
-    } else {
-        drop(commands);
-        transaction.commit().err().map(|e| e.to_string())
-    };
-    if let Some(error) = &commit_error {
+    }
+    transaction.commit().map_err(|error| {
         tracing::error!(%error, "store commit failed");
-    }
-    for finish in finishes {
-        finish(commit_error.as_deref());
-    }
-}
-
-/// Runs `command` in a savepoint of the open transaction, so a failing command leaves no
-/// partial writes. The savepoint statements are prepared once; rusqlite's `Savepoint` parses
-/// them for every command. Returns the reply to send after the commit, and false if the
-/// command failed and its writes could not be rolled back (the batch must not commit).
-fn in_savepoint(db: &Connection, command: Command) -> (Finish, bool) {
-    let step = |sql: &str| db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
-    if let Err(error) = step("SAVEPOINT command") {
-        let message = error.to_string();
-        tracing::error!(error = %message, "store savepoint failed");
-        fail(command, &message);
-        return (Box::new(|_: Option<&str>| {}), true);
-    }
-    let (finish, keep) = execute(db, command);
-    if !keep && let Err(error) = step("ROLLBACK TO command") {
-        tracing::error!(%error, "rolling back a failed store command failed");
-        return (finish, false);
-    }
-    if let Err(error) = step("RELEASE command") {
-        tracing::error!(%error, "releasing a store savepoint failed");
-    }
-    (finish, true)
-}
-
-fn fail(command: Command, message: &str) {
-    let error = || anyhow!("store unavailable: {message}");
-    match command {
-        Command::Ingest(_, _, reply) => drop(reply.send(Err(error()))),
-        Command::Claim { reply, .. } => drop(reply.send(Err(error()))),
-        Command::Update(_, _, reply) => drop(reply.send(Err(error()))),
-        Command::Release(_, _, reply) => drop(reply.send(Err(error()))),
-        Command::NextDue(reply) => drop(reply.send(Err(error()))),
-        Command::QueueStats(reply) => drop(reply.send(Err(error()))),
-        Command::RequeueHeld(_, reply) => drop(reply.send(Err(error()))),
-        Command::Delivery(_, reply) => drop(reply.send(Err(error()))),
-        Command::List(_, reply) => drop(reply.send(Err(error()))),
-        Command::Replay(_, reply) => drop(reply.send(Err(error()))),
-        Command::Event(_, reply) => drop(reply.send(Err(error()))),
-        Command::StateCounts(reply) => drop(reply.send(Err(error()))),
-        Command::Disable { reply, .. } => drop(reply.send(Err(error()))),
-        Command::Disabled(reply) => drop(reply.send(Err(error()))),
-        Command::Enable(_, reply) => drop(reply.send(Err(error()))),
-        Command::StoredWebhooks(reply) => drop(reply.send(Err(error()))),
-        Command::PutWebhook(_, reply) => drop(reply.send(Err(error()))),
-        Command::DeleteWebhook(_, reply) => drop(reply.send(Err(error()))),
-    }
-}
-
-/// Runs one command; returns its reply and whether its savepoint should be kept.
-fn execute(db: &Connection, command: Command) -> (Finish, bool) {
-    fn done<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> (Finish, bool) {
-        let ok = result.is_ok();
-        (deliver(reply, result), ok)
-    }
-    match command {
-        Command::Ingest(event, deliveries, reply) => done(reply, ingest(db, &event, &deliveries)),
-        Command::Claim { owner, limit, busy, lease, reply } => done(reply, claim(db, &owner, limit, &busy, lease)),
-        Command::Update(owner, update, reply) => done(reply, apply_update(db, &owner, &update)),
-        Command::Release(owner, ids, reply) => done(reply, release(db, &owner, &ids)),
-        Command::NextDue(reply) => done(
-            reply,
-            db.query_row("SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')", [], |r| r.get(0))
-                .map_err(Into::into),
-        ),
-        Command::QueueStats(reply) => done(
-            reply,
-            db.query_row(
-                "SELECT COUNT(*), MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-            )
-            .map_err(Into::into),
-        ),
-        Command::RequeueHeld(webhooks, reply) => done(reply, requeue_held(db, &webhooks)),
-        Command::Delivery(id, reply) => {
-            let filter = DeliveryFilter { id: Some(id), ..DeliveryFilter::default() };
-            done(reply, delivery_records(db, &filter, Some(1)).map(|mut records| records.pop()))
-        }
-        Command::List(filter, reply) => {
-            let limit = filter.limit.unwrap_or(50).clamp(1, 500);
-            done(reply, delivery_records(db, &filter, Some(limit)))
-        }
-        Command::Replay(filter, reply) => done(reply, replay(db, &filter)),
-        Command::Event(id, reply) => done(reply, event(db, &id)),
-        Command::StateCounts(reply) => done(reply, state_counts(db)),
-        Command::Disable { webhook_id, url, reason, reply } => done(
-            reply,
-            db.execute(
-                "INSERT OR REPLACE INTO disabled_webhooks (webhook_id, url, reason, disabled_at) VALUES (?1, ?2, ?3, ?4)",
-                params![webhook_id, url, reason, now_ms()],
-            )
-            .map(drop)
-            .map_err(Into::into),
-        ),
-        Command::Disabled(reply) => done(reply, disabled(db)),
-        Command::StoredWebhooks(reply) => done(reply, stored_webhooks(db)),
-        Command::PutWebhook(webhook, reply) => done(
-            reply,
-            serde_json::to_string(&webhook).map_err(anyhow::Error::from).and_then(|config| {
-                db.execute(
-                    "INSERT OR REPLACE INTO webhooks (id, config, updated_at) VALUES (?1, ?2, ?3)",
-                    params![webhook.id, config, now_ms()],
-                )
-                .map(drop)
-                .map_err(Into::into)
-            }),
-        ),
-        Command::DeleteWebhook(id, reply) => done(
-            reply,
-            db.execute("DELETE FROM webhooks WHERE id = ?1", [id]).map(|n| n > 0).map_err(Into::into),
-        ),
-        Command::Enable(id, reply) => done(
-            reply,
-            db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [id]).map(drop).map_err(Into::into),
-        ),
-    }
+        Some(error.to_string())
+    })
 }
 
 fn ingest(db: &Connection, event: &Event, deliveries: &[NewDelivery]) -> anyhow::Result<IngestOutcome> {
@@ -644,7 +540,7 @@ fn disabled(db: &Connection) -> anyhow::Result<BTreeMap<String, (String, String)
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome> {
-        self.call(|reply| Command::Ingest(event, deliveries, reply)).await
+        self.call(move |db| ingest(db, &event, &deliveries)).await
     }
 
     async fn claim_due(
@@ -655,78 +551,112 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> anyhow::Result<Vec<DueDelivery>> {
         let owner = owner.to_string();
-        self.call(|reply| Command::Claim { owner, limit, busy, lease, reply }).await
+        self.call(move |db| claim(db, &owner, limit, &busy, lease)).await
     }
 
     async fn update(&self, owner: &str, update: DeliveryUpdate) -> anyhow::Result<bool> {
         let owner = owner.to_string();
-        self.call(|reply| Command::Update(owner, update, reply)).await
+        self.call(move |db| apply_update(db, &owner, &update)).await
     }
 
     async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()> {
         let owner = owner.to_string();
-        self.call(|reply| Command::Release(owner, ids, reply)).await
+        self.call(move |db| release(db, &owner, &ids)).await
     }
 
     async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
-        self.call(Command::NextDue).await
+        self.call(|db| {
+            Ok(db.query_row(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
     }
 
     async fn queue_stats(&self) -> anyhow::Result<(u64, Option<i64>)> {
-        self.call(Command::QueueStats).await
+        self.call(|db| {
+            Ok(db.query_row(
+                "SELECT COUNT(*), MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )?)
+        })
+        .await
     }
 
     async fn requeue_held(&self, webhook_ids: Vec<String>) -> anyhow::Result<u64> {
-        self.call(|reply| Command::RequeueHeld(webhook_ids, reply)).await
+        self.call(move |db| requeue_held(db, &webhook_ids)).await
     }
 
     async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>> {
-        let id = id.to_string();
-        self.call(|reply| Command::Delivery(id, reply)).await
+        let filter = DeliveryFilter { id: Some(id.to_string()), ..DeliveryFilter::default() };
+        self.call(move |db| Ok(delivery_records(db, &filter, Some(1))?.pop())).await
     }
 
     async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>> {
-        self.call(|reply| Command::List(filter, reply)).await
+        let limit = filter.limit.unwrap_or(50).clamp(1, 500);
+        self.call(move |db| delivery_records(db, &filter, Some(limit))).await
     }
 
     async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
-        self.call(|reply| Command::Replay(filter, reply)).await
+        self.call(move |db| replay(db, &filter)).await
     }
 
     async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
         let id = id.to_string();
-        self.call(|reply| Command::Event(id, reply)).await
+        self.call(move |db| event(db, &id)).await
     }
 
     async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {
-        self.call(Command::StateCounts).await
+        self.call(state_counts).await
     }
 
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
         let (webhook_id, url, reason) = (webhook_id.to_string(), url.to_string(), reason.to_string());
-        self.call(|reply| Command::Disable { webhook_id, url, reason, reply }).await
+        self.call(move |db| {
+            db.execute(
+                "INSERT OR REPLACE INTO disabled_webhooks (webhook_id, url, reason, disabled_at) VALUES (?1, ?2, ?3, ?4)",
+                params![webhook_id, url, reason, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<WebhookConfig>> {
-        self.call(Command::StoredWebhooks).await
+        self.call(stored_webhooks).await
     }
 
     async fn put_webhook(&self, webhook: WebhookConfig) -> anyhow::Result<()> {
-        self.call(|reply| Command::PutWebhook(webhook, reply)).await
+        let config = serde_json::to_string(&webhook)?;
+        self.call(move |db| {
+            db.execute(
+                "INSERT OR REPLACE INTO webhooks (id, config, updated_at) VALUES (?1, ?2, ?3)",
+                params![webhook.id, config, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool> {
         let id = id.to_string();
-        self.call(|reply| Command::DeleteWebhook(id, reply)).await
+        self.call(move |db| Ok(db.execute("DELETE FROM webhooks WHERE id = ?1", [&id])? > 0)).await
     }
 
     async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()> {
         let id = webhook_id.to_string();
-        self.call(|reply| Command::Enable(id, reply)).await
+        self.call(move |db| {
+            db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [&id])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, (String, String)>> {
-        self.call(Command::Disabled).await
+        self.call(disabled).await
     }
 }
 
