@@ -27,6 +27,8 @@ pub enum Source {
 pub struct Webhook {
     pub config: WebhookConfig,
     pub source: Source,
+    /// `config.url`, parsed once rather than for every delivery.
+    pub url: reqwest::Url,
     /// Signing secrets, current first; the previous one follows while a rotation's grace
     /// period lasts (see [`Webhook::signing_secrets`]).
     pub secrets: Vec<Secret>,
@@ -48,6 +50,8 @@ impl Webhook {
     /// Builds a webhook, taking its secret from the config, else from
     /// `<data_dir>/secrets/<id>`, else generating one and writing it there (mode 0600).
     pub fn resolve(config: WebhookConfig, source: Source, data_dir: &Path) -> anyhow::Result<Webhook> {
+        let url = reqwest::Url::parse(&config.url)
+            .with_context(|| format!("webhook {:?}: `url` {:?} is not a URL", config.id, config.url))?;
         let secret = match &config.secret {
             Some(text) => Secret::parse(text)?,
             None => persisted_secret(&config.id, data_dir)?,
@@ -59,6 +63,7 @@ impl Webhook {
             expires
         });
         Ok(Webhook {
+            url,
             plugin_config: Arc::new(config.plugin_config.clone()),
             headers: config.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
             secrets,

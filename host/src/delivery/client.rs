@@ -55,7 +55,7 @@ impl Client {
     }
 
     /// POSTs `outgoing` to `url`. Never fails: errors are part of the result.
-    pub async fn send(&self, url: &str, outgoing: &Outgoing) -> AttemptResult {
+    pub async fn send(&self, url: &reqwest::Url, outgoing: &Outgoing) -> AttemptResult {
         let started = Instant::now();
         let failed = |error: String| AttemptResult {
             status: None,
@@ -63,10 +63,6 @@ impl Client {
             response_excerpt: String::new(),
             error: Some(error),
             retry_after: None,
-        };
-        let url = match reqwest::Url::parse(url) {
-            Ok(url) => url,
-            Err(error) => return failed(format!("invalid URL: {error}")),
         };
         if let Some(host) = url.host_str()
             && let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
@@ -76,7 +72,7 @@ impl Client {
                 "refused: {ip} is an internal address (delivery.allow_private_networks is false and it is not in allowed_networks)"
             ));
         }
-        let mut request = self.http.post(url).body(outgoing.body.clone());
+        let mut request = self.http.post(url.clone()).body(outgoing.body.clone());
         for (name, value) in &outgoing.headers {
             request = request.header(name, value);
         }

@@ -426,7 +426,7 @@ impl Worker {
             &transformed.headers,
             transformed.body.clone(),
         );
-        let result = self.client.send(&webhook.config.url, &outgoing).await;
+        let result = self.client.send(&webhook.url, &outgoing).await;
         (outgoing, result)
     }
 
