@@ -135,8 +135,11 @@ impl SqliteStore {
         })?;
         let path = dir.join("hookwasm.db");
         let connection = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // 1 KiB pages (a new database only; an existing one keeps its page size): each commit
+        // writes every page it touched to the WAL, and most are index pages that gained one
+        // small entry. Eight alternating pairs: ahead in seven (see BENCHMARKS.md).
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .execute_batch("PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .context("configuring SQLite")?;
         connection.execute_batch(SCHEMA).context("creating the schema")?;
         // Room for every statement the writer runs, including one claim per busy-list length.
@@ -745,6 +748,17 @@ mod tests {
         assert_eq!(claimed, ["m2", "m3"], "m1 is leased to a; m3's lease has expired");
         let update = delivered("m1");
         assert!(store.update("a", update).await.unwrap(), "a holds m1's lease from ingest");
+    }
+
+    #[tokio::test]
+    async fn a_new_database_has_small_pages_and_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.ingest(event("e1"), vec![delivery("m1")]).await.unwrap();
+        let reader = Connection::open(dir.path().join("hookwasm.db")).unwrap();
+        let page_size: i64 = reader.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let journal: String = reader.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!((page_size, journal.as_str()), (1024, "wal"));
     }
 
     #[tokio::test]
