@@ -28,7 +28,7 @@ pub struct Webhook {
     pub config: WebhookConfig,
     pub source: Source,
     /// `config.url`, parsed once rather than for every delivery.
-    pub url: reqwest::Url,
+    pub url: hyper::http::Uri,
     /// Signing secrets, current first; the previous one follows while a rotation's grace
     /// period lasts (see [`Webhook::signing_secrets`]).
     pub secrets: Vec<Secret>,
@@ -50,7 +50,9 @@ impl Webhook {
     /// Builds a webhook, taking its secret from the config, else from
     /// `<data_dir>/secrets/<id>`, else generating one and writing it there (mode 0600).
     pub fn resolve(config: WebhookConfig, source: Source, data_dir: &Path) -> anyhow::Result<Webhook> {
-        let url = reqwest::Url::parse(&config.url)
+        let url: hyper::http::Uri = config
+            .url
+            .parse()
             .with_context(|| format!("webhook {:?}: `url` {:?} is not a URL", config.id, config.url))?;
         let secret = match &config.secret {
             Some(text) => Secret::parse(text)?,

@@ -1,6 +1,7 @@
 //! The pipeline end to end: the real binary, a real SQLite file, real plugins, a real receiver
 //! that verifies every signature with the official Standard Webhooks library.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::host::{Answer, LOCAL_DELIVERY, SLACK_NOTIFY, TestHost, TestReceiver, delivery_for, webhook};
@@ -248,6 +249,43 @@ async fn failing_or_missing_plugins_hold_deliveries() {
         assert!(delivery["reason"].as_str().unwrap().contains(reason), "{webhook}: {delivery}");
     }
     assert!(receiver.all().is_empty(), "nothing is ever sent untransformed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_endpoints_are_verified_and_an_untrusted_certificate_is_refused() {
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key.into())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(Mutex::new(Vec::new()));
+    let seen = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let outcome = acceptor.accept(stream).await.map(drop).map_err(|e| e.to_string());
+            seen.lock().unwrap().push(outcome);
+        }
+    });
+    let config = format!(
+        "[delivery]\nallow_private_networks = true\nretry_schedule = [\"0s\"]\n{}",
+        webhook("tls", &format!("https://localhost:{port}/hook"), r#"["message.created"]"#, "")
+    );
+    let host = TestHost::start(&config, &[]);
+    let event = host.post_sample("message.created").await;
+    let deliveries = host.settled_deliveries(&event, SETTLE).await;
+    let delivery = delivery_for(&deliveries, "tls");
+    assert_eq!(delivery["state"], "dead");
+    let error = delivery["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("invalid peer certificate"), "{error}");
+    let handshakes = handshakes.lock().unwrap();
+    assert!(!handshakes.is_empty() && handshakes.iter().all(Result::is_err), "{handshakes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
