@@ -451,12 +451,14 @@ const RELAY_TO: &str = "PIPELINE_BENCH_RELAY_TO";
 
 /// The baseline every webhook host on this machine stands on: `POST /v1/events` answered 202
 /// once the body is known to be JSON, then POSTed on to `receiver`, on the same HTTP stack as
-/// the host (axum server, reqwest client, one multi-threaded Tokio runtime) and in its own
-/// process like the host. No store, no plugin, no signature, no retry.
+/// the host (hyper's server under axum, hyper-util's pooled client, one multi-threaded Tokio
+/// runtime) and in its own process like the host. No store, no plugin, no signature, no retry.
 fn relay(receiver: String) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
-        let http = reqwest::Client::new();
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Full<Bytes>>();
+        let receiver: axum::http::Uri = receiver.parse().unwrap();
         let in_flight = Arc::new(tokio::sync::Semaphore::new(128));
         let forward = move |body: Bytes| {
             let (http, receiver, in_flight) = (http.clone(), receiver.clone(), in_flight.clone());
@@ -467,7 +469,13 @@ fn relay(receiver: String) {
                 let permit = in_flight.acquire_owned().await.unwrap();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _ = http.post(&receiver).header("content-type", "application/json").body(body).send().await;
+                    let request = axum::http::Request::post(receiver)
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(body))
+                        .unwrap();
+                    if let Ok(response) = http.request(request).await {
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                    }
                 });
                 axum::http::StatusCode::ACCEPTED
             }
