@@ -98,25 +98,16 @@ impl Client {
             Ok(request) => request,
             Err(error) => return failed(error),
         };
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
-            Ok(Ok((status, retry_after, excerpt, error))) => AttemptResult {
-                status: Some(status),
-                latency: started.elapsed(),
-                response_excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
-                error,
-                retry_after,
-            },
+        match tokio::time::timeout(self.timeout, self.exchange(request, started)).await {
+            Ok(Ok(result)) => result,
             Ok(Err(error)) => failed(error),
             Err(_) => failed(format!("timed out after {:?} (delivery.timeout)", self.timeout)),
         }
     }
 
-    /// Sends `request` and reads the status, `Retry-After` and the first bytes of the body
-    /// (and an error if reading the body failed).
-    async fn exchange(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(u16, Option<Duration>, Vec<u8>, Option<String>), String> {
+    /// Sends `request` and reads the status, `Retry-After` and the first bytes of the body;
+    /// `Err` if no response came.
+    async fn exchange(&self, request: Request<Full<Bytes>>, started: Instant) -> Result<AttemptResult, String> {
         let response = self.http.request(request).await.map_err(|error| error_chain(&error))?;
         let status = response.status().as_u16();
         let retry_after =
@@ -138,7 +129,13 @@ impl Client {
                 None => break,
             }
         }
-        Ok((status, retry_after, excerpt, error))
+        Ok(AttemptResult {
+            status: Some(status),
+            latency: started.elapsed(),
+            response_excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
+            error,
+            retry_after,
+        })
     }
 }
 
