@@ -141,8 +141,7 @@ impl Client {
 
 /// The POST of `outgoing` to `url`, its headers checked (a plugin's header can be invalid).
 fn request(url: &Uri, outgoing: &Outgoing) -> Result<Request<Full<Bytes>>, String> {
-    let mut request =
-        Request::post(url.clone()).body(Full::new(Bytes::from(outgoing.body.clone()))).map_err(|e| e.to_string())?;
+    let mut request = Request::post(url.clone()).body(Full::new(outgoing.body.clone())).map_err(|e| e.to_string())?;
     let headers = request.headers_mut();
     for (name, value) in &outgoing.headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;

@@ -1,6 +1,8 @@
 //! The exact HTTP request a delivery sends: body plus headers, with the Standard Webhooks
 //! signature over those exact bytes. Built once per delivery; retries resend it.
 
+use bytes::Bytes;
+
 use super::sign::Secret;
 
 /// `user-agent` on every request.
@@ -10,7 +12,8 @@ pub const USER_AGENT: &str = concat!("hookwasm/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// Shared with each attempt's request instead of copied into it.
+    pub body: Bytes,
 }
 
 /// Assembles the request: the webhook's configured headers, then the plugin's, then the
@@ -38,7 +41,7 @@ pub fn build(
     set("webhook-timestamp", timestamp.to_string());
     let signatures: Vec<String> = secrets.iter().map(|s| s.sign(msg_id, timestamp, &body)).collect();
     set("webhook-signature", signatures.join(" "));
-    Outgoing { headers, body }
+    Outgoing { headers, body: Bytes::from(body) }
 }
 
 #[cfg(test)]
