@@ -19,220 +19,20 @@
 //! runs, alternating: relay, no plugin, slack-notify steady, slack-notify reloading),
 //! `HOOKWASM_BIN` (another build of the host, to compare against).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
 
 #[allow(dead_code)]
 #[path = "../../tests/it/support.rs"]
 mod support;
 
-/// Event id (or webhook-id) -> (the body was an event envelope, when it arrived).
-type Arrivals = Arc<Mutex<HashMap<String, (bool, Instant)>>>;
+#[allow(dead_code)]
+mod common;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-async fn start_receiver() -> (String, Arrivals) {
-    let arrivals: Arrivals = Arc::default();
-    let state = arrivals.clone();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-        let state = state.clone();
-        async move {
-            let now = Instant::now();
-            // field-map bodies carry the event id; slack-notify's do not, so count those by
-            // webhook-id (one delivery per event). Only the two top-level keys are read: the
-            // receiver shares the two cores with the host.
-            #[derive(serde::Deserialize)]
-            struct Probe {
-                id: Option<String>,
-                #[serde(rename = "type")]
-                kind: Option<serde::de::IgnoredAny>,
-            }
-            let probe: Probe = serde_json::from_slice(&body).unwrap_or(Probe { id: None, kind: None });
-            let key = probe.id.unwrap_or_else(|| {
-                headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-            });
-            let envelope = probe.kind.is_some();
-            state.lock().unwrap().entry(key).or_insert((envelope, now));
-            "ok"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, arrivals)
-}
-
-struct Host {
-    child: std::process::Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Host {
-    /// The real `hookwasm serve` with one webhook to `receiver`, through `plugin` if given.
-    fn start(receiver: &str, plugin: Option<(&str, &str)>) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let plugins = dir.path().join("plugins.d");
-        std::fs::create_dir_all(&plugins).unwrap();
-        let mut webhook = format!("id = \"load\"\nurl = \"{receiver}\"\nevents = [\"message.created\"]\n");
-        if let Some((plugin, plugin_config)) = plugin {
-            std::fs::copy(support::plugin_path(plugin), plugins.join(format!("{plugin}.wasm"))).unwrap();
-            webhook += &format!("plugin = \"{plugin}\"\nplugin_config = {plugin_config}\n");
-        }
-        let config = format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-data_dir = {data:?}
-plugins_dir = {plugins:?}
-[delivery]
-allow_http = true
-allow_private_networks = true
-max_in_flight_per_webhook = 128
-[[webhooks]]
-{webhook}"#,
-            data = dir.path().join("data").display().to_string(),
-            plugins = plugins.display().to_string(),
-        );
-        std::fs::write(dir.path().join("hookwasm.toml"), config).unwrap();
-        let binary = std::env::var("HOOKWASM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookwasm").to_string());
-        let mut command = Command::new(binary);
-        command.args(["serve", "--config"]).arg(dir.path().join("hookwasm.toml")).env("HOOKWASM_LOG", "warn");
-        Host::spawn(command, dir)
-    }
-
-    /// The baseline: this bench re-run as [`relay`] to `receiver`.
-    fn relay(receiver: &str) -> Host {
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command.env(RELAY_TO, receiver);
-        Host::spawn(command, tempfile::tempdir().unwrap())
-    }
-
-    fn spawn(mut command: Command, dir: tempfile::TempDir) -> Host {
-        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("hookwasm listening on ").expect("host started").to_string();
-        Host { child, url, dir }
-    }
-
-    /// `host:port` the host listens on.
-    fn address(&self) -> String {
-        self.url.trim_start_matches("http://").to_string()
-    }
-
-    /// User plus system CPU time the host process has used so far.
-    fn cpu_time(&self) -> Duration {
-        process_cpu_time(&self.child.id().to_string())
-    }
-
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
-    }
-}
-
-/// User plus system CPU time process `pid` (or `self`) has used so far, from `/proc`.
-fn process_cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields resume after the command name's ")": state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-    let ticks = |field: usize| fields.get(field - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / hz)
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One load client: a keep-alive HTTP/1 connection on hyper's client itself. The load
-/// generator shares the two cores with the host; reqwest on top of it parses each request's
-/// URL twice and runs its redirect and retry layers, which the bench process paid for on
-/// every event (BENCHMARKS.md has the figures before and after).
-struct Producer {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
-    authority: String,
-}
-
-impl Producer {
-    async fn connect(authority: &str) -> Producer {
-        let stream = tokio::net::TcpStream::connect(authority).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(connection);
-        Producer { sender, authority: authority.to_string() }
-    }
-
-    /// POSTs `body` to `/v1/events`; returns the status once the whole response is read.
-    async fn post_event(&mut self, body: String) -> u16 {
-        use http_body_util::BodyExt as _;
-        let request = axum::http::Request::post("/v1/events")
-            .header("host", &self.authority)
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(Bytes::from(body)))
-            .unwrap();
-        self.sender.ready().await.unwrap();
-        let response = self.sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        response.into_body().collect().await.unwrap();
-        status
-    }
-}
-
-/// The sample event serialized once with a placeholder id, so that the load generator (which
-/// shares the two cores with the host) only splices an id into each body.
-#[derive(Clone)]
-struct EventTemplate(Arc<str>);
-
-impl EventTemplate {
-    const PLACEHOLDER: &str = "__hookwasm_bench_event_id__";
-
-    fn load() -> EventTemplate {
-        let mut event: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(support::sample_path("message.created")).unwrap()).unwrap();
-        event["id"] = Self::PLACEHOLDER.into();
-        EventTemplate(event.to_string().into())
-    }
-
-    fn body(&self, id: &str) -> String {
-        self.0.replacen(Self::PLACEHOLDER, id, 1)
-    }
-}
-
-async fn wait_for(arrivals: &Arrivals, count: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while arrivals.lock().unwrap().len() < count {
-        assert!(Instant::now() < deadline, "only {} of {count} delivered", arrivals.lock().unwrap().len());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Renames a new variant of `plugin` into the host's plugins dir.
-fn deploy(host: &Host, plugin: &str, bytes: &[u8]) {
-    let dir = host.dir.path().join("plugins.d");
-    let tmp = dir.join(format!(".{plugin}.tmp"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{plugin}.wasm"))).unwrap();
-}
+use common::{EventTemplate, Host, Producer, deploy, env, paced_latency, process_cpu_time, start_receiver, wait_for};
 
 /// What the load goes through.
 #[derive(Clone, Copy)]
@@ -248,7 +48,7 @@ enum Target {
 impl Target {
     fn start(self, receiver: &str) -> Host {
         match self {
-            Target::Relay => Host::relay(receiver),
+            Target::Relay => relay_host(receiver),
             Target::NoPlugin => Host::start(receiver, None),
             Target::SlackNotify => {
                 Host::start(receiver, Some(("slack-notify", r#"{ base_url = "https://desk.example.com" }"#)))
@@ -407,47 +207,24 @@ async fn latency(rate: u64, seconds: u64) {
         &receiver,
         Some(("field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#)),
     );
-    let template = EventTemplate::load();
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/events", host.url);
-    let total = (rate * seconds) as usize;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = tokio::task::JoinSet::new();
-    let cpu_before = host.cpu_time();
-    for i in 0..total {
-        ticker.tick().await;
-        let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
-        let id = format!("lat-{i}");
-        let body = template.body(&id);
-        tasks.spawn(async move {
-            sent.lock().unwrap().insert(id, Instant::now());
-            let response = http.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
-            assert_eq!(response.status(), 202);
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    wait_for(&arrivals, total, Duration::from_secs(120)).await;
-    let cpu = host.cpu_time() - cpu_before;
-    let sent = sent.lock().unwrap();
-    let arrivals = arrivals.lock().unwrap();
-    let mut latencies: Vec<Duration> =
-        sent.iter().map(|(id, at)| arrivals[id].1.saturating_duration_since(*at)).collect();
-    latencies.sort();
-    let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let latencies = paced_latency(&host, &arrivals, rate, seconds, "lat").await;
     println!(
-        "latency: {rate} events/s for {seconds} s ({total} events): ingest-to-delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; host CPU {:.0} µs/event, peak RSS {:.0} MiB",
-        percentile(0.50).as_secs_f64() * 1e3,
-        percentile(0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3,
-        cpu.as_secs_f64() * 1e6 / total as f64,
+        "latency: {rate} events/s for {seconds} s ({} events): ingest-to-delivery {}, peak RSS {:.0} MiB",
+        rate * seconds,
+        latencies.summary(),
         host.peak_rss_mib()
     );
 }
 
 /// Set in the environment of the bench re-run as the relay baseline: the receiver's URL.
 const RELAY_TO: &str = "PIPELINE_BENCH_RELAY_TO";
+
+/// The baseline: this bench re-run as [`relay`] to `receiver`.
+fn relay_host(receiver: &str) -> Host {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env(RELAY_TO, receiver);
+    Host::spawn(command, tempfile::tempdir().unwrap())
+}
 
 /// The baseline every webhook host on this machine stands on: `POST /v1/events` answered 202
 /// once the body is known to be JSON, then POSTed on to `receiver`, on the same HTTP stack as

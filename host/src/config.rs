@@ -21,8 +21,18 @@ pub struct Config {
     pub server: ServerConfig,
     pub delivery: DeliveryConfig,
     pub plugins: PluginLimitsConfig,
+    pub store: StoreConfig,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How long a delivery in a final state (delivered, filtered, dead) is kept, with its
+    /// attempts and its event; also how long an event id is remembered for idempotent ingest.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +87,8 @@ pub struct DeliveryConfig {
     /// Longest `Retry-After` honoured.
     #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
+    /// Undelivered deliveries (pending, retrying, held) past which ingest answers 503.
+    pub max_backlog: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,7 +139,7 @@ fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>
         .collect()
 }
 
-const SECTIONS: &[&str] = &["server", "delivery", "plugins"];
+const SECTIONS: &[&str] = &["server", "delivery", "plugins", "store"];
 
 impl Config {
     /// Defaults, then `file` (if any), then `HOOKWASM_*` from `env`.
@@ -175,6 +187,12 @@ impl Config {
         }
         if self.plugins.memory_mib == 0 || self.plugins.memory_mib > 4096 {
             bail!("invalid config at `plugins.memory_mib`: must be 1-4096");
+        }
+        if self.store.retention < Duration::from_secs(1) {
+            bail!("invalid config at `store.retention`: must be at least 1s");
+        }
+        if self.delivery.max_backlog == 0 {
+            bail!("invalid config at `delivery.max_backlog`: must be at least 1");
         }
         if self.plugins.deadline.is_zero() {
             bail!("invalid config at `plugins.deadline`: must be positive");

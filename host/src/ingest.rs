@@ -1,4 +1,10 @@
-//! `POST /v1/events`: validate, fan out to subscribed webhooks, store durably, answer 202.
+//! `POST /v1/events`: validate, fan out to subscribed webhooks, store durably, answer 202;
+//! or 503 while the undelivered backlog is at `[delivery] max_backlog` or the disk is full,
+//! so producers retry later and nothing already accepted is affected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -10,8 +16,61 @@ use subtle::ConstantTimeEq;
 
 use crate::api::{ApiError, AppState};
 use crate::delivery::worker::Reservation;
+use crate::metrics::Metrics;
 use crate::model::{Event, new_id};
-use crate::store::{DueDelivery, IngestOutcome, NewDelivery};
+use crate::store::{DueDelivery, IngestOutcome, NewDelivery, Store, StoreError};
+
+/// How often the backlog is counted.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+/// What a refused producer is told to wait, in seconds.
+const BACKLOG_RETRY_AFTER: u64 = 5;
+const STORAGE_FULL_RETRY_AFTER: u64 = 30;
+
+/// The undelivered backlog (pending, retrying and held deliveries) against
+/// `[delivery] max_backlog`. It is counted on a read connection every [`RECOUNT_EVERY`] and
+/// raised by every delivery stored meanwhile, so between counts it errs high: a producer may
+/// be refused up to a second after the backlog drained, never admitted past the limit by
+/// much.
+pub struct Backlog {
+    max: u64,
+    estimate: AtomicU64,
+}
+
+impl Backlog {
+    pub fn new(max: u64) -> Backlog {
+        Backlog { max, estimate: AtomicU64::new(0) }
+    }
+
+    fn is_full(&self) -> bool {
+        self.estimate.load(Ordering::Relaxed) >= self.max
+    }
+
+    fn added(&self, deliveries: usize) {
+        self.estimate.fetch_add(deliveries as u64, Ordering::Relaxed);
+    }
+
+    /// Counts the backlog (and the queue metrics) until `shutdown` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        while !*shutdown.borrow() {
+            match store.queue_stats().await {
+                Ok(stats) => {
+                    self.estimate.store(stats.undelivered(), Ordering::Relaxed);
+                    metrics.set_queue(&stats);
+                }
+                Err(error) => tracing::warn!(%error, "counting the delivery backlog failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RECOUNT_EVERY) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
 
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body(content = Object, description = "An event envelope: {\"id\"?, \"type\", \"timestamp\"?, \"data\"}", content_type = "application/json"),
@@ -21,7 +80,7 @@ use crate::store::{DueDelivery, IngestOutcome, NewDelivery};
         (status = 401, description = "Missing or wrong ingest token", body = crate::api::ErrorBody),
         (status = 413, description = "Body over server.max_body_bytes", body = crate::api::ErrorBody),
         (status = 415, description = "Not application/json", body = crate::api::ErrorBody),
-        (status = 503, description = "Store unavailable: retry", body = crate::api::ErrorBody),
+        (status = 503, description = "Not stored: `backlog_full` (over delivery.max_backlog), `storage_full` (the disk is full) or `store_unavailable`; retry after `Retry-After` seconds", body = crate::api::ErrorBody),
     ))]
 pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     if let Some(token) = &state.ingest_token {
@@ -50,6 +109,18 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
         }
     })?;
     let event = Event::parse_envelope(&bytes)?;
+    if state.backlog.is_full() {
+        state.metrics.events_refused.get_or_create(&crate::metrics::ReasonLabel { reason: "backlog_full" }).inc();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog_full",
+            format!(
+                "{} deliveries are waiting to go out (delivery.max_backlog); the event was not stored, retry later",
+                state.backlog.max
+            ),
+        )
+        .retry_after(BACKLOG_RETRY_AFTER));
+    }
     // A delivery the worker has a slot for is leased to it in the same transaction and started
     // once committed; the others wait, pending, for the worker's next claim.
     let mut handed_over = Vec::new();
@@ -70,6 +141,7 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
     match state.store.ingest(event, deliveries).await {
         Ok(IngestOutcome::Accepted { deliveries }) => {
             state.metrics.events_accepted.inc();
+            state.backlog.added(deliveries);
             if deliveries > handed_over.len() {
                 state.wake.notify_one();
             }
@@ -90,6 +162,16 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
         Ok(IngestOutcome::Duplicate) => {
             state.metrics.events_duplicate.inc();
             Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "duplicate": true }))).into_response())
+        }
+        Err(error) if StoreError::is_storage_full(&error) => {
+            tracing::error!(event = id, %error, "the disk is full: refusing events until there is room");
+            state.metrics.events_refused.get_or_create(&crate::metrics::ReasonLabel { reason: "storage_full" }).inc();
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the disk holding the store is full; the event was not stored, retry later",
+            )
+            .retry_after(STORAGE_FULL_RETRY_AFTER))
         }
         Err(error) => {
             tracing::error!(event = id, %error, "storing an event failed");

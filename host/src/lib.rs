@@ -9,7 +9,8 @@
 //! - [`config`]: defaults -> TOML file -> `HOOKWASM_*` env, validated with errors naming the key.
 //! - [`model`]: the event envelope every other module speaks.
 //! - [`ingest`]: `POST /v1/events` -> validate -> store (durable) -> 202.
-//! - [`store`]: the [`store::Store`] trait and its SQLite implementation (group commit, leases).
+//! - [`store`]: the [`store::Store`] trait, its SQLite implementation (versioned schema, group
+//!   commit, read connections, leases) and retention.
 //! - [`webhooks`]: the webhooks in effect, their secrets and runtime state.
 //! - [`plugins`]: the sandboxed Wasm runtime and the registry of loaded plugin versions.
 //! - [`delivery`]: the worker (claim, transform, send), signing, retries, the HTTP client.

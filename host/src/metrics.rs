@@ -16,6 +16,11 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
     pub class: &'static str,
 }
@@ -30,6 +35,8 @@ pub struct Metrics {
     registry: Registry,
     pub events_accepted: Counter,
     pub events_duplicate: Counter,
+    /// Events answered 503 and not stored: backlog_full, storage_full.
+    pub events_refused: Family<ReasonLabel, Counter>,
     /// Deliveries reaching a final state: delivered, filtered, held, dead.
     pub deliveries_final: Family<StateLabel, Counter>,
     /// Attempts by status class: 2xx, 3xx, 4xx, 5xx, error.
@@ -41,6 +48,11 @@ pub struct Metrics {
     /// Delivery slots taken: deliveries being transformed or sent, or about to be.
     pub deliveries_in_flight: Gauge,
     pub oldest_due_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Deliveries held until their plugin loads.
+    pub held: Gauge,
+    /// Deleted by retention.
+    pub expired_deliveries: Counter,
+    pub expired_events: Counter,
 }
 
 impl Default for Metrics {
@@ -55,6 +67,7 @@ impl Metrics {
             registry: Registry::with_prefix("hookwasm"),
             events_accepted: Counter::default(),
             events_duplicate: Counter::default(),
+            events_refused: Family::default(),
             deliveries_final: Family::default(),
             attempts: Family::default(),
             attempt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
@@ -63,10 +76,18 @@ impl Metrics {
             queue_depth: Gauge::default(),
             deliveries_in_flight: Gauge::default(),
             oldest_due_seconds: Gauge::default(),
+            held: Gauge::default(),
+            expired_deliveries: Counter::default(),
+            expired_events: Counter::default(),
         };
         let registry = &mut metrics.registry;
         registry.register("events_accepted", "Events stored by POST /v1/events", metrics.events_accepted.clone());
         registry.register("events_duplicate", "Events posted again with a known id", metrics.events_duplicate.clone());
+        registry.register(
+            "events_refused",
+            "Events answered 503 and not stored, by reason (backlog_full, storage_full)",
+            metrics.events_refused.clone(),
+        );
         registry.register(
             "deliveries",
             "Deliveries reaching a final state, by state",
@@ -95,7 +116,22 @@ impl Metrics {
             "How overdue the oldest due delivery is",
             metrics.oldest_due_seconds.clone(),
         );
+        registry.register("deliveries_held", "Deliveries held until their plugin loads", metrics.held.clone());
+        registry.register(
+            "expired_deliveries",
+            "Final deliveries deleted by retention",
+            metrics.expired_deliveries.clone(),
+        );
+        registry.register("expired_events", "Events deleted by retention", metrics.expired_events.clone());
         metrics
+    }
+
+    /// The queue gauges, from a count of the store.
+    pub fn set_queue(&self, stats: &crate::store::QueueStats) {
+        self.queue_depth.set(stats.due as i64);
+        self.held.set(stats.held as i64);
+        let overdue_ms = stats.earliest_due_ms.map_or(0, |due| (crate::store::now_ms() - due).max(0));
+        self.oldest_due_seconds.set(overdue_ms as f64 / 1000.0);
     }
 
     /// Counts an attempt by its status class.

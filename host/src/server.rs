@@ -11,13 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, WebhookConfig};
 use crate::delivery::worker::Worker;
+use crate::ingest::Backlog;
 use crate::metrics::Metrics;
 use crate::plugins::{PluginConfig, Registry, Runtime};
 use crate::reload::{self, Reloader};
-use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, retention};
 use crate::webhooks::{Source, Webhook, Webhooks};
 
 /// Runs the server on `listener` until `shutdown` resolves, then stops taking events,
@@ -33,14 +34,16 @@ pub async fn run(
     let data_dir = config.server.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
 
-    let disabled = store.disabled_webhooks().await?;
+    let disabled = store.disabled_webhooks().await?.into_iter().map(|(id, d)| (id, (d.url, d.reason))).collect();
     let mut webhooks = config
         .webhooks
         .iter()
         .cloned()
         .map(|webhook| Webhook::resolve(webhook, Source::Config, &data_dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for stored in store.stored_webhooks().await? {
+    for (id, definition) in store.stored_webhooks().await? {
+        let stored: WebhookConfig = serde_json::from_str(&definition)
+            .with_context(|| format!("webhook {id:?} stored in the database is not a valid definition"))?;
         if webhooks.iter().any(|w| w.config.id == stored.id) {
             tracing::error!(
                 webhook = stored.id,
@@ -83,6 +86,10 @@ pub async fn run(
     )?);
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));
+    let backlog = Arc::new(Backlog::new(config.delivery.max_backlog));
+    let backlog_task = tokio::spawn(backlog.clone().run(store.clone(), metrics.clone(), stopped.clone()));
+    let retention_task =
+        tokio::spawn(retention::run(store.clone(), config.store.retention, metrics.clone(), stopped.clone()));
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
         webhooks: webhooks.clone(),
@@ -106,6 +113,7 @@ pub async fn run(
         registry,
         wake,
         metrics,
+        backlog,
         worker,
         delivery: config.delivery.clone(),
         data_dir: data_dir.clone(),
@@ -124,6 +132,8 @@ pub async fn run(
     let _ = stop.send(true);
     worker_task.await.context("delivery worker")?;
     watch_task.await.context("file watcher")?;
+    backlog_task.await.context("backlog counter")?;
+    retention_task.await.context("retention sweep")?;
     tracing::info!("stopped");
     Ok(())
 }

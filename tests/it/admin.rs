@@ -317,7 +317,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     ] {
         assert!(paths.contains_key(expected), "{expected} missing");
     }
-    assert!(doc["components"]["schemas"]["DeliveryRecord"].is_object());
+    assert!(doc["components"]["schemas"]["Delivery"].is_object());
     assert!(doc["components"]["schemas"]["WebhookConfig"].is_object());
     let mut checked = 0;
     for (path, operations) in paths {

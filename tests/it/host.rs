@@ -147,6 +147,13 @@ impl TestHost {
     /// Writes `config` (TOML without `[server]`) plus a `[server]` section pointing into a
     /// fresh temp dir, copies `plugins` (built crate names) into its plugins dir, starts it.
     pub fn start(config: &str, plugins: &[&str]) -> TestHost {
+        let mut host = TestHost::create(config, plugins);
+        host.spawn();
+        host
+    }
+
+    /// As [`TestHost::start`], without starting it: the data dir is `dir/data`, to prepare.
+    pub fn create(config: &str, plugins: &[&str]) -> TestHost {
         let dir = tempfile::tempdir().unwrap();
         let plugins_dir = dir.path().join("plugins.d");
         std::fs::create_dir_all(&plugins_dir).unwrap();
@@ -164,10 +171,7 @@ impl TestHost {
             format!("{server}{config}")
         };
         std::fs::write(dir.path().join("hookwasm.toml"), config).unwrap();
-        let mut host =
-            TestHost { dir, addr: "127.0.0.1:1".parse().unwrap(), child: None, http: reqwest::Client::new() };
-        host.spawn();
-        host
+        TestHost { dir, addr: "127.0.0.1:1".parse().unwrap(), child: None, http: reqwest::Client::new() }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -176,7 +180,9 @@ impl TestHost {
 
     /// (Re)starts the process on the same data dir (on a new port).
     pub fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+        // `HOOKWASM_BIN` runs the tests against another build (to show a test fails on it).
+        let binary = std::env::var("HOOKWASM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookwasm").to_string());
+        let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env("HOOKWASM_LOG", "hookwasm=debug,info")

@@ -7,4 +7,5 @@ mod host;
 mod pipeline;
 mod reload;
 mod runtime;
+mod store;
 mod support;

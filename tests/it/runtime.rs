@@ -277,3 +277,19 @@ fn a_new_version_of_known_code_runs_like_the_original() {
         );
     }
 }
+
+/// A pool full of slow deliveries must not make a config check fail (a hot reload, a
+/// webhook created through the API): checks have instance slots of their own.
+#[test]
+fn config_checks_have_instance_slots_of_their_own() {
+    let limits = Limits { max_concurrent: 1, deadline: Duration::from_secs(2), ..Limits::default() };
+    let runtime: &'static Runtime = Box::leak(Box::new(Runtime::new(limits, None).unwrap()));
+    let (hostile, slack) = (plugin_in(runtime, "hostile"), plugin_in(runtime, "slack-notify"));
+    let event = sample("message.created").plugin_event();
+    let busy = std::thread::spawn(move || hostile.transform(&event, &config(&[("mode", "spin")])));
+    std::thread::sleep(Duration::from_millis(300));
+    let check = slack.check_config(&config(&[("base_url", "https://desk.example.com")]));
+    assert!(!busy.is_finished(), "the spinning call still holds the one delivery instance");
+    assert!(check.result.is_ok(), "{:?}", check.result);
+    assert!(matches!(busy.join().unwrap().result.unwrap_err().kind, PluginErrorKind::Timeout(_)));
+}

@@ -7,10 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::types::{Delivery, DeliveryQuery};
 use super::{ApiError, AppState};
 use super::{DeliveryPage, ErrorBody};
 use crate::config::WebhookConfig;
-use crate::store::{DeliveryFilter, DeliveryRecord, DeliveryState};
+use crate::store::{DeliveryFilter, DeliveryState};
 
 fn store_error(error: anyhow::Error) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string())
@@ -23,7 +24,8 @@ pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) ->
     let Some(event) = state.store.event(&id).await.map_err(store_error)? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no event {id}")));
     };
-    let filter = DeliveryFilter { event_id: Some(id.clone()), limit: Some(500), ..DeliveryFilter::default() };
+    let filter =
+        DeliveryFilter { event_id: Some(id.clone()), limit: Some(crate::store::MAX_PAGE), ..DeliveryFilter::default() };
     let deliveries = state.store.list_deliveries(filter).await.map_err(store_error)?;
     let webhooks: Vec<serde_json::Value> = state
         .webhooks
@@ -63,27 +65,30 @@ pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) ->
             })
         })
         .collect();
+    let deliveries: Vec<Delivery> = deliveries.into_iter().map(Delivery::from).collect();
+    let event = super::types::Event::from(event);
     Ok(Json(json!({ "event": event, "deliveries": deliveries, "webhooks": webhooks })).into_response())
 }
 
 /// `GET /v1/deliveries?webhook=&state=&event_type=&event_id=&since_ms=&until_ms=&before=&limit=`
-#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(DeliveryFilter), responses((status = 200, description = "One page, newest first", body = DeliveryPage), (status = 400, description = "Bad filter", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(DeliveryQuery), responses((status = 200, description = "One page, newest first", body = DeliveryPage), (status = 400, description = "Bad filter", body = ErrorBody)))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
-    query: Result<Query<DeliveryFilter>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<DeliveryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(filter) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let limit = filter.limit.unwrap_or(50).clamp(1, 500) as usize;
-    let deliveries = state.store.list_deliveries(filter).await.map_err(store_error)?;
-    let next = (deliveries.len() == limit).then(|| deliveries.last().map(|d| d.id.clone())).flatten();
-    Ok(Json(json!({ "deliveries": deliveries, "next_before": next })).into_response())
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let limit = query.limit.unwrap_or(50).clamp(1, crate::store::MAX_PAGE) as usize;
+    let deliveries = state.store.list_deliveries(query.into()).await.map_err(store_error)?;
+    let next_before = (deliveries.len() == limit).then(|| deliveries.last().map(|d| d.id.clone())).flatten();
+    let deliveries = deliveries.into_iter().map(Delivery::from).collect();
+    Ok(Json(DeliveryPage { deliveries, next_before }).into_response())
 }
 
 /// `GET /v1/deliveries/{id}`: one delivery with every attempt.
-#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path, description = "Delivery id (the webhook-id header)")), responses((status = 200, description = "The delivery with every attempt", body = DeliveryRecord), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path, description = "Delivery id (the webhook-id header)")), responses((status = 200, description = "The delivery with every attempt", body = Delivery), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     match state.store.delivery(&id).await.map_err(store_error)? {
-        Some(delivery) => Ok(Json(delivery).into_response()),
+        Some(delivery) => Ok(Json(Delivery::from(delivery)).into_response()),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no delivery {id}"))),
     }
 }
@@ -103,24 +108,19 @@ pub async fn retry_delivery(State(state): State<AppState>, Path(id): Path<String
 
 /// `POST /v1/deliveries/replay` with a JSON filter; `webhook` and `state` are required so a
 /// replay is always deliberate.
-#[utoipa::path(post, path = "/v1/deliveries/replay", tag = "deliveries", request_body = DeliveryFilter, responses((status = 202, description = "How many were replayed", body = Object), (status = 400, description = "Missing webhook or state", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/deliveries/replay", tag = "deliveries", request_body = DeliveryQuery, responses((status = 202, description = "How many were replayed", body = Object), (status = 400, description = "Missing webhook or state", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
-    body: Result<Json<DeliveryFilter>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<DeliveryQuery>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(filter) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     for (field, missing) in [("webhook", filter.webhook.is_none()), ("state", filter.state.is_none())] {
         if missing {
-            return Err(ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid_field",
-                message: format!("missing required field `{field}`"),
-                field: Some(field),
-            });
+            return Err(ApiError::invalid_field(field, format!("missing required field `{field}`")));
         }
     }
-    let replayed =
-        state.store.replay(DeliveryFilter { limit: None, before: None, ..filter }).await.map_err(store_error)?;
+    let filter = DeliveryFilter { limit: None, before: None, ..filter.into() };
+    let replayed = state.store.replay(filter).await.map_err(store_error)?;
     if replayed > 0 {
         state.wake.notify_one();
     }
@@ -228,10 +228,16 @@ async fn save_webhook(state: &AppState, config: crate::config::WebhookConfig) ->
     }
     let webhook = crate::webhooks::Webhook::resolve(config.clone(), crate::webhooks::Source::Api, &state.data_dir)
         .map_err(|e| invalid(format!("{e:#}")))?;
-    state.store.put_webhook(config).await.map_err(store_error)?;
+    state.store.put_webhook(&config.id, definition(&config)?).await.map_err(store_error)?;
     let body = webhook_json(state, &webhook);
     state.webhooks.upsert(webhook);
     Ok(Json(body).into_response())
+}
+
+/// A webhook's definition as the store keeps it: the same JSON the API takes.
+fn definition(config: &WebhookConfig) -> Result<String, ApiError> {
+    serde_json::to_string(config)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 fn json_body<T>(body: JsonBody<T>) -> Result<T, ApiError> {
@@ -264,12 +270,7 @@ pub async fn replace_webhook(
     let config = json_body(body)?;
     api_webhook(&state, &id)?;
     if config.id != id {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_field",
-            message: format!("`id` {:?} does not match the path's {id:?}", config.id),
-            field: Some("id"),
-        });
+        return Err(ApiError::invalid_field("id", format!("`id` {:?} does not match the path's {id:?}", config.id)));
     }
     save_webhook(&state, config).await
 }
@@ -316,7 +317,7 @@ pub async fn rotate_secret(State(state): State<AppState>, Path(id): Path<String>
         webhook.rotate_secret(&state.data_dir, state.delivery.secret_rotation_grace).map_err(failed)?;
     if config.secret.take().is_some() {
         // An API webhook's own secret moves to the secrets file, like a generated one.
-        state.store.put_webhook(config.clone()).await.map_err(store_error)?;
+        state.store.put_webhook(&config.id, definition(&config)?).await.map_err(store_error)?;
     }
     let rotated = crate::webhooks::Webhook::resolve(config, webhook.source, &state.data_dir).map_err(failed)?;
     state.webhooks.upsert(rotated);

@@ -6,6 +6,7 @@
 //! a loopback address.
 
 pub mod admin;
+pub mod types;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     /// Wakes the delivery worker when new deliveries are committed.
     pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The undelivered backlog ingest checks against `delivery.max_backlog`.
+    pub backlog: Arc<crate::ingest::Backlog>,
     pub worker: Arc<crate::delivery::worker::Worker>,
     /// The delivery rules webhooks are validated against.
     pub delivery: crate::config::DeliveryConfig,
@@ -111,7 +114,7 @@ pub struct ErrorBody {
 /// One page of deliveries.
 #[derive(utoipa::ToSchema, serde::Serialize)]
 pub struct DeliveryPage {
-    pub deliveries: Vec<crate::store::DeliveryRecord>,
+    pub deliveries: Vec<types::Delivery>,
     /// Pass as `before` for the next page; null on the last one.
     pub next_before: Option<String>,
 }
@@ -167,9 +170,9 @@ mod tests {
     }
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers (on a read connection) and its writer runs", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match state.store.next_due_ms().await {
+    match state.store.queue_stats().await {
         Ok(_) => Json(json!({"status": "ready"})).into_response(),
         Err(error) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string()).into_response()
@@ -179,10 +182,8 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")))]
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    if let Ok((depth, oldest_due)) = state.store.queue_stats().await {
-        state.metrics.queue_depth.set(depth as i64);
-        let overdue_ms = oldest_due.map_or(0, |due| (crate::store::now_ms() - due).max(0));
-        state.metrics.oldest_due_seconds.set(overdue_ms as f64 / 1000.0);
+    if let Ok(stats) = state.store.queue_stats().await {
+        state.metrics.set_queue(&stats);
     }
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -214,11 +215,22 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (503s that pass by themselves).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None }
+    }
+
+    /// 400 `invalid_field`, naming the field.
+    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { field: Some(field), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message) }
+    }
+
+    pub fn retry_after(self, seconds: u64) -> ApiError {
+        ApiError { retry_after: Some(seconds), ..self }
     }
 }
 
@@ -226,10 +238,12 @@ impl ApiError {
 impl From<crate::model::EnvelopeError> for ApiError {
     fn from(error: crate::model::EnvelopeError) -> ApiError {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: if error.field().is_some() { "invalid_field" } else { "malformed_json" },
-            message: error.to_string(),
             field: error.field(),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                if error.field().is_some() { "invalid_field" } else { "malformed_json" },
+                error.to_string(),
+            )
         }
     }
 }
@@ -240,6 +254,10 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             body["field"] = json!(field);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

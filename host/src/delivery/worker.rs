@@ -266,8 +266,15 @@ impl Worker {
         if let Some(attempt) = &update.attempt {
             self.metrics.attempt(attempt.status, attempt.latency_ms as f64 / 1000.0);
         }
-        let state = update.state;
+        let (state, due_ms) = (update.state, update.next_attempt_at_ms);
         match self.store.update(&self.owner, update).await {
+            Ok(true) if matches!(state, DeliveryState::Pending | DeliveryState::Retrying) => {
+                // The claim loop sleeps until the next due delivery no one holds; this one
+                // was held until now, so a retry due soon must wake it.
+                if due_ms - now_ms() < IDLE_POLL.as_millis() as i64 {
+                    self.wake.notify_one();
+                }
+            }
             Ok(true) => {
                 if matches!(
                     state,

@@ -49,6 +49,41 @@ pub struct Runtime {
     /// Cranelift's parallel compilation runs on this pool (not rayon's global one), whose
     /// threads run at [`COMPILE_NICE`].
     compile_pool: rayon::ThreadPool,
+    checks: Arc<CheckSlots>,
+}
+
+/// Instance slots reserved for `check-config` calls (hot reload, webhook create).
+const CHECK_SLOTS: usize = 2;
+
+/// A blocking counting semaphore over the instance slots reserved for config checks.
+struct CheckSlots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl CheckSlots {
+    fn new(slots: usize) -> CheckSlots {
+        CheckSlots { free: std::sync::Mutex::new(slots), freed: std::sync::Condvar::new() }
+    }
+
+    /// Waits for a free slot; it is given back when the guard drops.
+    fn acquire(&self) -> CheckSlot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        CheckSlot(self)
+    }
+}
+
+struct CheckSlot<'a>(&'a CheckSlots);
+
+impl Drop for CheckSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Where a loaded plugin's machine code came from.
@@ -73,6 +108,7 @@ struct PluginInner {
     pre: TransformerPre<PluginState>,
     limits: Limits,
     engine: Engine,
+    checks: Arc<CheckSlots>,
     loaded_at: SystemTime,
     load_source: LoadSource,
     load_time: Duration,
@@ -89,7 +125,10 @@ impl Runtime {
     /// `cache_dir` is set) a precompiled-code cache there.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
-        let slots = limits.max_concurrent.max(1);
+        // Deliveries take at most `max_concurrent` instances (the call threads bound them);
+        // config checks have slots of their own, so a pool full of slow deliveries cannot
+        // make a good plugin or webhook fail its check.
+        let slots = limits.max_concurrent.max(1) + CHECK_SLOTS as u32;
         pool.total_component_instances(slots)
             .total_core_instances(slots * 8)
             .total_memories(slots * 2)
@@ -128,7 +167,8 @@ impl Runtime {
             .thread_name(|i| format!("hookwasm-compile-{i}"))
             .start_handler(|_| lower_thread_priority(COMPILE_NICE))
             .build()?;
-        Ok(Runtime { engine, linker, limits, cache_dir, engine_tag, compile_pool })
+        let checks = Arc::new(CheckSlots::new(CHECK_SLOTS));
+        Ok(Runtime { engine, linker, limits, cache_dir, engine_tag, compile_pool, checks })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -194,6 +234,7 @@ impl Runtime {
                 pre,
                 limits: self.limits.clone(),
                 engine: self.engine.clone(),
+                checks: self.checks.clone(),
                 loaded_at: SystemTime::now(),
                 load_source,
                 load_time: started.elapsed(),
@@ -334,8 +375,10 @@ impl Plugin {
         .and_then_result(|action| self.validate(action))
     }
 
-    /// Runs `check-config` with `config` on a fresh instance.
+    /// Runs `check-config` with `config` on a fresh instance, once one of the instance
+    /// slots reserved for checks is free. Blocking.
     pub fn check_config(&self, config: &PluginConfig) -> Execution<()> {
+        let _slot = self.inner.checks.acquire();
         self.call(config, |bindings, store| bindings.call_check_config(store))
     }
 

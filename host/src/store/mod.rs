@@ -3,14 +3,20 @@
 //! The embedded default is SQLite ([`sqlite::SqliteStore`]). Claims take a lease
 //! (`lease_owner`, `lease_until`), so several workers, or several hosts sharing a PostgreSQL
 //! backend later, never work on one delivery at once, and a crashed worker's claims expire.
+//!
+//! The store knows nothing of the HTTP API or the config file: the API turns these types
+//! into its own response types, and webhooks created through the API are stored as opaque
+//! JSON documents. Every backend runs the same tests ([`suite`]).
 
+pub mod retention;
 pub mod sqlite;
+#[cfg(test)]
+pub mod suite;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
 
 use crate::model::Event;
 
@@ -42,9 +48,24 @@ pub enum IngestOutcome {
     Duplicate,
 }
 
+/// Why a store operation failed, where the caller answers differently per cause. Other
+/// failures are plain `anyhow` errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk (or the file system's quota) is full: nothing of the operation was stored.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
+}
+
+impl StoreError {
+    /// Whether `error` (anywhere in its chain) is a full disk.
+    pub fn is_storage_full(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::StorageFull(_))))
+    }
+}
+
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeliveryState {
     /// Not yet transformed; due at `next_attempt_at`.
     Pending,
@@ -60,6 +81,15 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    pub const ALL: [DeliveryState; 6] = [
+        DeliveryState::Pending,
+        DeliveryState::Retrying,
+        DeliveryState::Delivered,
+        DeliveryState::Filtered,
+        DeliveryState::Held,
+        DeliveryState::Dead,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
@@ -72,16 +102,13 @@ impl DeliveryState {
     }
 
     pub fn parse(text: &str) -> Option<DeliveryState> {
-        [
-            DeliveryState::Pending,
-            DeliveryState::Retrying,
-            DeliveryState::Delivered,
-            DeliveryState::Filtered,
-            DeliveryState::Held,
-            DeliveryState::Dead,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        DeliveryState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether nothing more will happen to the delivery unless an operator replays it; only
+    /// final deliveries expire.
+    pub fn is_final(self) -> bool {
+        matches!(self, DeliveryState::Delivered | DeliveryState::Filtered | DeliveryState::Dead)
     }
 }
 
@@ -107,7 +134,7 @@ pub struct Transformed {
 }
 
 /// One HTTP attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
@@ -135,7 +162,7 @@ pub struct DeliveryUpdate {
 }
 
 /// A delivery as stored, for inspection.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct DeliveryRecord {
     pub id: String,
     pub event_id: String,
@@ -150,11 +177,8 @@ pub struct DeliveryRecord {
 }
 
 /// Which deliveries a listing or a replay covers. Every field set must match.
-#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
-    /// One delivery.
     pub id: Option<String>,
     pub webhook: Option<String>,
     pub state: Option<DeliveryState>,
@@ -164,21 +188,67 @@ pub struct DeliveryFilter {
     pub since_ms: Option<i64>,
     /// Created before (ms since the epoch).
     pub until_ms: Option<i64>,
-    /// Pagination cursor: only deliveries older than this delivery id (listings are newest first).
+    /// Only deliveries older than this delivery id (listings are newest first).
     pub before: Option<String>,
-    /// Page size for listings (default 50, at most 500).
+    /// Page size for listings (default 50, at most [`MAX_PAGE`]).
     pub limit: Option<u32>,
 }
 
+/// The most deliveries one listing returns.
+pub const MAX_PAGE: u32 = 500;
+
 /// A stored event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EventRecord {
     pub id: String,
-    #[serde(rename = "type")]
     pub event_type: String,
     pub timestamp: String,
     pub received_at_ms: i64,
     pub data: Box<serde_json::value::RawValue>,
+}
+
+/// A webhook disabled at runtime (a `410 Gone`, or an operator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledWebhook {
+    /// The URL it was disabled for: a new URL enables it again.
+    pub url: String,
+    pub reason: String,
+}
+
+/// Deliveries waiting to go out, for `/metrics` and the backlog limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Pending or retrying.
+    pub due: u64,
+    /// The earliest `next_attempt_at` among them.
+    pub earliest_due_ms: Option<i64>,
+    /// Held until their plugin loads.
+    pub held: u64,
+}
+
+impl QueueStats {
+    /// Every delivery not yet in a final state.
+    pub fn undelivered(&self) -> u64 {
+        self.due + self.held
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub deliveries: u64,
+    pub events: u64,
+    /// Where the scan for events without deliveries stopped; pass it to the next pass.
+    pub events_cursor: EventCursor,
+    /// Whether this pass hit its batch limit, so more may be due.
+    pub more: bool,
+}
+
+/// A position in the events' `received_at` order (ties broken by insertion order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCursor {
+    pub received_at_ms: i64,
+    pub seq: i64,
 }
 
 #[async_trait]
@@ -197,13 +267,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<DueDelivery>>;
 
     /// Records the outcome of a claimed delivery (only if `owner` still holds the lease).
-    /// Returns false when the lease was lost.
+    /// Returns false when the lease was lost. A replay requested while the lease was held
+    /// takes effect now.
     async fn update(&self, owner: &str, update: DeliveryUpdate) -> anyhow::Result<bool>;
 
     /// Gives claimed deliveries back without an attempt (shutdown, or capacity).
     async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()>;
 
-    /// When the earliest pending or retrying delivery is due (ms since the epoch).
+    /// When the earliest pending or retrying delivery that no one holds is due (ms since the
+    /// epoch).
     async fn next_due_ms(&self) -> anyhow::Result<Option<i64>>;
 
     /// Makes `held` deliveries of these webhooks pending again, due now. Returns how many.
@@ -212,31 +284,41 @@ pub trait Store: Send + Sync + 'static {
     /// One delivery with its attempts.
     async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>>;
 
-    /// Deliveries matching `filter`, newest first, one page.
+    /// Deliveries matching `filter`, newest first, one page, each with its attempts.
     async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>>;
 
     /// Sends the deliveries matching `filter` again, now, on a fresh retry schedule: `held`
     /// and `filtered` ones are transformed again by the current plugin version; the others
-    /// resend their stored body. Returns how many.
+    /// resend their stored body. A delivery a worker holds under a live lease is replayed
+    /// once that worker records its result (never sent twice at once). Returns how many.
     async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64>;
 
     /// One stored event.
     async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>>;
 
-    /// Deliveries pending or retrying, and the earliest `next_attempt_at` among them.
-    async fn queue_stats(&self) -> anyhow::Result<(u64, Option<i64>)>;
+    /// Deliveries waiting to go out.
+    async fn queue_stats(&self) -> anyhow::Result<QueueStats>;
 
     /// Number of deliveries in each state.
     async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>>;
 
+    /// Deletes up to `batch` final deliveries (with their attempts) last changed before
+    /// `cutoff_ms`, and events received before it that no delivery refers to any more,
+    /// scanning the latter from `events_from`. Never touches pending, retrying or held ones.
+    async fn expire(&self, cutoff_ms: i64, batch: usize, events_from: EventCursor) -> anyhow::Result<Expired>;
+
+    /// Returns free space to the file system once deletes have left much of it unused.
+    /// Returns how many bytes were released.
+    async fn reclaim_space(&self) -> anyhow::Result<u64>;
+
     /// Marks a webhook disabled (e.g. its endpoint answered 410 Gone) for this URL.
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()>;
 
-    /// Webhooks created through the API.
-    async fn stored_webhooks(&self) -> anyhow::Result<Vec<crate::config::WebhookConfig>>;
+    /// Webhooks created through the API: (id, definition as JSON).
+    async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>>;
 
-    /// Creates or replaces a webhook created through the API.
-    async fn put_webhook(&self, webhook: crate::config::WebhookConfig) -> anyhow::Result<()>;
+    /// Creates or replaces a webhook created through the API (its definition as JSON).
+    async fn put_webhook(&self, id: &str, definition: String) -> anyhow::Result<()>;
 
     /// Deletes a webhook created through the API. Returns whether it existed.
     async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool>;
@@ -244,8 +326,8 @@ pub trait Store: Send + Sync + 'static {
     /// Clears a runtime disable.
     async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()>;
 
-    /// Webhooks disabled at runtime: id -> (url when disabled, reason).
-    async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, (String, String)>>;
+    /// Webhooks disabled at runtime, by id.
+    async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, DisabledWebhook>>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,0 +1,194 @@
+//! The store for the long run, end to end against the real binary with the default
+//! `[delivery]` settings (only plain HTTP to the local receiver allowed):
+//! - ingest-to-delivery latency at `LOAD_RATE` events/s (1000) for `LOAD_SECONDS` (10) with
+//!   field-map, in `STORE_ROUNDS` (2) alternating rounds of three runs: alone; while a client
+//!   lists 500 deliveries in a loop and `/metrics` is scraped every 100 ms; while the
+//!   retention sweep deletes `SEEDED` (200,000) expired deliveries seeded into the data dir;
+//! - the store's size on disk (database + WAL) every 5 s for `GROWTH_SECONDS` (60) at
+//!   `GROWTH_RATE` events/s (1000) with `retention = "10s"`: it must level off.
+//!
+//! `cargo bench -p hookwasm --bench store`; figures in BENCHMARKS.md. `HOOKWASM_BIN` runs
+//! another build of the host.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../../tests/it/support.rs"]
+mod support;
+
+#[allow(dead_code)]
+mod common;
+
+use common::{Host, Latencies, env, paced_latency, start_receiver};
+
+/// A plugin whose body carries the event id, so each arrival is matched to its post.
+const FIELD_MAP: (&str, &str) = ("field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#);
+
+/// What runs beside the paced load.
+#[derive(Clone, Copy, PartialEq)]
+enum Beside {
+    Nothing,
+    Readers,
+    Sweep,
+}
+
+async fn latency_run(beside: Beside, rate: u64, seconds: u64, seeded: usize) -> Latencies {
+    let (receiver, arrivals) = start_receiver().await;
+    let host = match beside {
+        Beside::Sweep => Host::start_with(&receiver, Some(FIELD_MAP), "", |data| seed_expired(data, seeded)),
+        _ => Host::start_with(&receiver, Some(FIELD_MAP), "", |_| {}),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let lists = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    if beside == Beside::Readers {
+        let http = reqwest::Client::new();
+        let (url, stop_list, listed) = (host.url.clone(), stop.clone(), lists.clone());
+        let list = http.clone();
+        readers.push(tokio::spawn(async move {
+            while !stop_list.load(Ordering::Relaxed) {
+                let page = list.get(format!("{url}/v1/deliveries?limit=500")).send().await.unwrap();
+                assert_eq!(page.status(), 200);
+                page.bytes().await.unwrap();
+                listed.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        let (url, stop_scrape) = (host.url.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            while !stop_scrape.load(Ordering::Relaxed) {
+                every.tick().await;
+                http.get(format!("{url}/metrics")).send().await.unwrap().bytes().await.unwrap();
+            }
+        }));
+    }
+    let expired_before = expired_deliveries(&host).await;
+    let started = Instant::now();
+    let latencies = paced_latency(&host, &arrivals, rate, seconds, "lat").await;
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let label = match beside {
+        Beside::Nothing => "alone".to_string(),
+        Beside::Readers => {
+            format!(
+                "with readers ({} listings of 500 deliveries, /metrics every 100 ms)",
+                lists.load(Ordering::Relaxed)
+            )
+        }
+        Beside::Sweep => format!(
+            "with a retention sweep ({} of {seeded} expired deliveries deleted in the {:.1} s run)",
+            expired_deliveries(&host).await - expired_before,
+            elapsed.as_secs_f64()
+        ),
+    };
+    println!("latency {rate} events/s for {seconds} s, {label}: {}", latencies.summary());
+    latencies
+}
+
+/// `hookwasm_expired_deliveries_total` from the host's `/metrics`.
+async fn expired_deliveries(host: &Host) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", host.url)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("hookwasm_expired_deliveries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A data dir holding `count` delivered deliveries (each with its event and one attempt),
+/// all eight days old: past the default seven-day retention.
+fn seed_expired(data: &Path, count: usize) {
+    drop(hookwasm::store::sqlite::SqliteStore::open(data).unwrap());
+    // The writer thread releases the data dir's lock once its queue is gone.
+    std::thread::sleep(Duration::from_millis(200));
+    let event = std::fs::read_to_string(support::sample_path("message.created")).unwrap();
+    let envelope: serde_json::Value = serde_json::from_str(&event).unwrap();
+    let data_json = envelope["data"].to_string();
+    let old = hookwasm::store::now_ms() - 8 * 24 * 3600 * 1000;
+    let mut db = rusqlite::Connection::open(data.join("hookwasm.db")).unwrap();
+    let transaction = db.transaction().unwrap();
+    {
+        let mut events = transaction
+            .prepare("INSERT INTO events (id, type, timestamp, data, received_at) VALUES (?1, 'message.created', '2026-01-01T00:00:00Z', ?2, ?3)")
+            .unwrap();
+        let mut deliveries = transaction
+            .prepare("INSERT INTO deliveries (id, event_id, webhook_id, state, attempts, next_attempt_at, body, headers, created_at, updated_at) VALUES (?1, ?2, 'load', 'delivered', 1, ?3, ?4, '[]', ?3, ?3)")
+            .unwrap();
+        let mut attempts = transaction
+            .prepare("INSERT INTO attempts (delivery_id, at, status, latency_ms, response_excerpt) VALUES (?1, ?2, 200, 3, 'ok')")
+            .unwrap();
+        for i in 0..count {
+            let (event_id, delivery_id) = (format!("old-{i}"), format!("msg_old{i:08}"));
+            events.execute(rusqlite::params![event_id, data_json, old + i as i64]).unwrap();
+            deliveries.execute(rusqlite::params![delivery_id, event_id, old + i as i64, event.as_bytes()]).unwrap();
+            attempts.execute(rusqlite::params![delivery_id, old + i as i64]).unwrap();
+        }
+    }
+    transaction.commit().unwrap();
+}
+
+/// Bytes the store takes on disk: the database file and its WAL.
+fn store_size(data: &Path) -> u64 {
+    ["hookwasm.db", "hookwasm.db-wal"]
+        .iter()
+        .filter_map(|file| std::fs::metadata(data.join(file)).ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+/// Steady ingest with a short retention: the store's size must level off once deletes keep
+/// pace with ingest (freed pages are reused).
+async fn file_growth(rate: u64, seconds: u64) {
+    let (receiver, arrivals) = start_receiver().await;
+    let host = Host::start_with(&receiver, Some(FIELD_MAP), "[store]\nretention = \"10s\"\n", |_| {});
+    let data = host.dir.path().join("data");
+    let sampler = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut samples = Vec::new();
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            while started.elapsed() < Duration::from_secs(seconds + 15) {
+                every.tick().await;
+                samples.push((started.elapsed().as_secs(), store_size(&data)));
+            }
+            samples
+        })
+    };
+    paced_latency(&host, &arrivals, rate, seconds, "grow").await;
+    let samples = sampler.await.unwrap();
+    let series: Vec<String> =
+        samples.iter().map(|(at, size)| format!("{at}s {:.1}", *size as f64 / (1 << 20) as f64)).collect();
+    println!(
+        "store size with retention 10 s at {rate} events/s for {seconds} s (MiB, database + WAL, every 5 s): {}",
+        series.join(", ")
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    support::plugin_dir();
+    let (rate, seconds) = (env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10));
+    let seeded = env("SEEDED", 200_000) as usize;
+    runtime.block_on(async {
+        let mut p99 = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..env("STORE_ROUNDS", 2) {
+            for (i, beside) in [Beside::Nothing, Beside::Readers, Beside::Sweep].into_iter().enumerate() {
+                p99[i].push(latency_run(beside, rate, seconds, seeded).await.percentile(0.99).as_secs_f64() * 1e3);
+            }
+        }
+        let show = |runs: &[f64]| runs.iter().map(|ms| format!("{ms:.1}")).collect::<Vec<_>>().join(", ");
+        println!(
+            "p99 ms per round: alone [{}], with readers [{}], with a retention sweep [{}]",
+            show(&p99[0]),
+            show(&p99[1]),
+            show(&p99[2])
+        );
+        file_growth(env("GROWTH_RATE", 1000), env("GROWTH_SECONDS", 60)).await;
+    });
+}

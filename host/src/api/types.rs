@@ -1,0 +1,161 @@
+//! The admin API's own types for what it shows of the store: the JSON (and OpenAPI schema)
+//! of deliveries, attempts and events, and the query that selects deliveries. The store has
+//! its own types and knows nothing of HTTP; these convert from them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not yet transformed; due at `next_attempt_at_ms`.
+    Pending,
+    /// Transformed, at least one attempt failed; due again at `next_attempt_at_ms`.
+    Retrying,
+    Delivered,
+    /// Skipped by its plugin.
+    Filtered,
+    /// Its plugin failed or is missing: kept, re-run when the plugin loads.
+    Held,
+    /// The retry schedule is exhausted (or the endpoint is gone).
+    Dead,
+}
+
+impl From<store::DeliveryState> for DeliveryState {
+    fn from(state: store::DeliveryState) -> DeliveryState {
+        match state {
+            store::DeliveryState::Pending => DeliveryState::Pending,
+            store::DeliveryState::Retrying => DeliveryState::Retrying,
+            store::DeliveryState::Delivered => DeliveryState::Delivered,
+            store::DeliveryState::Filtered => DeliveryState::Filtered,
+            store::DeliveryState::Held => DeliveryState::Held,
+            store::DeliveryState::Dead => DeliveryState::Dead,
+        }
+    }
+}
+
+impl From<DeliveryState> for store::DeliveryState {
+    fn from(state: DeliveryState) -> store::DeliveryState {
+        match state {
+            DeliveryState::Pending => store::DeliveryState::Pending,
+            DeliveryState::Retrying => store::DeliveryState::Retrying,
+            DeliveryState::Delivered => store::DeliveryState::Delivered,
+            DeliveryState::Filtered => store::DeliveryState::Filtered,
+            DeliveryState::Held => store::DeliveryState::Held,
+            DeliveryState::Dead => store::DeliveryState::Dead,
+        }
+    }
+}
+
+/// One HTTP attempt.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// The first bytes of the response body.
+    pub response_excerpt: String,
+    pub error: Option<String>,
+}
+
+impl From<store::Attempt> for Attempt {
+    fn from(attempt: store::Attempt) -> Attempt {
+        let store::Attempt { at_ms, status, latency_ms, response_excerpt, error } = attempt;
+        Attempt { at_ms, status, latency_ms, response_excerpt, error }
+    }
+}
+
+/// A delivery with every attempt.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    /// `msg_<ulid>`: also the `webhook-id` header.
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub webhook_id: String,
+    pub state: DeliveryState,
+    pub created_at_ms: i64,
+    pub attempts: Vec<Attempt>,
+    /// Why it was filtered, held or dead.
+    pub reason: Option<String>,
+    /// sha256 of the plugin version that transformed it.
+    pub plugin_sha: Option<String>,
+    pub next_attempt_at_ms: i64,
+}
+
+impl From<store::DeliveryRecord> for Delivery {
+    fn from(record: store::DeliveryRecord) -> Delivery {
+        Delivery {
+            id: record.id,
+            event_id: record.event_id,
+            event_type: record.event_type,
+            webhook_id: record.webhook_id,
+            state: record.state.into(),
+            created_at_ms: record.created_at_ms,
+            attempts: record.attempts.into_iter().map(Attempt::from).collect(),
+            reason: record.reason,
+            plugin_sha: record.plugin_sha,
+            next_attempt_at_ms: record.next_attempt_at_ms,
+        }
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: String,
+    pub received_at_ms: i64,
+    #[schema(value_type = Object)]
+    pub data: Box<serde_json::value::RawValue>,
+}
+
+impl From<store::EventRecord> for Event {
+    fn from(event: store::EventRecord) -> Event {
+        let store::EventRecord { id, event_type, timestamp, received_at_ms, data } = event;
+        Event { id, event_type, timestamp, received_at_ms, data }
+    }
+}
+
+/// Which deliveries a listing or a replay covers. Every field set must match.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// One delivery.
+    pub id: Option<String>,
+    pub webhook: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    /// Created at or after (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Created before (ms since the epoch).
+    pub until_ms: Option<i64>,
+    /// Pagination cursor: only deliveries older than this delivery id (listings are newest first).
+    pub before: Option<String>,
+    /// Page size for listings (default 50, at most 500).
+    pub limit: Option<u32>,
+}
+
+impl From<DeliveryQuery> for store::DeliveryFilter {
+    fn from(query: DeliveryQuery) -> store::DeliveryFilter {
+        let DeliveryQuery { id, webhook, state, event_type, event_id, since_ms, until_ms, before, limit } = query;
+        store::DeliveryFilter {
+            id,
+            webhook,
+            state: state.map(Into::into),
+            event_type,
+            event_id,
+            since_ms,
+            until_ms,
+            before,
+            limit,
+        }
+    }
+}

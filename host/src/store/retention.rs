@@ -1,0 +1,78 @@
+//! Retention: final deliveries (`delivered`, `filtered`, `dead`), their attempts, and events
+//! no delivery refers to any more are deleted once they are older than `[store] retention`.
+//! `pending`, `retrying` and `held` deliveries are kept whatever their age.
+//!
+//! The sweep runs every [`SWEEP_EVERY`] in small batches with a pause between them, so each
+//! batch shares the writer with ingest for a few milliseconds at most and never holds it up
+//! for long; an expired delivery is gone within `retention` plus one sweep interval (plus the
+//! time to delete whatever expired at once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{EventCursor, Store, now_ms};
+use crate::metrics::Metrics;
+
+/// How often the sweep looks for expired rows.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Deliveries (and as many events) deleted per write batch.
+const BATCH: usize = 200;
+/// Room for ingest between two batches of one sweep.
+const BATCH_PAUSE: Duration = Duration::from_millis(10);
+
+/// Sweeps until `shutdown` turns true.
+pub async fn run(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut cursor = EventCursor::default();
+    while !*shutdown.borrow() {
+        let (deliveries, events) = sweep(store.as_ref(), retention, &mut cursor, &shutdown).await;
+        if deliveries + events > 0 {
+            metrics.expired_deliveries.inc_by(deliveries);
+            metrics.expired_events.inc_by(events);
+            tracing::debug!(deliveries, events, "retention: expired rows deleted");
+            match store.reclaim_space().await {
+                Ok(0) => {}
+                Ok(bytes) => tracing::info!(bytes, "retention: returned free space to the file system"),
+                Err(error) => tracing::warn!(%error, "retention: returning free space failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One sweep: batches until nothing expired is left. Returns (deliveries, events) deleted.
+async fn sweep(
+    store: &dyn Store,
+    retention: Duration,
+    cursor: &mut EventCursor,
+    shutdown: &watch::Receiver<bool>,
+) -> (u64, u64) {
+    let cutoff = now_ms() - retention.as_millis() as i64;
+    let (mut deliveries, mut events) = (0, 0);
+    loop {
+        match store.expire(cutoff, BATCH, *cursor).await {
+            Ok(expired) => {
+                deliveries += expired.deliveries;
+                events += expired.events;
+                *cursor = expired.events_cursor;
+                if !expired.more || *shutdown.borrow() {
+                    return (deliveries, events);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "retention: deleting expired rows failed; trying again at the next sweep");
+                return (deliveries, events);
+            }
+        }
+        tokio::time::sleep(BATCH_PAUSE).await;
+    }
+}

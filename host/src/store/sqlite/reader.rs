@@ -1,0 +1,52 @@
+//! Read connections: reads run on their own connections beside the writer (WAL lets readers
+//! and the writer proceed at once), so listings, `/metrics` and `/readyz` never queue behind
+//! ingest on the writer thread.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
+
+/// A fixed set of read-only connections; a read waits for a free one, then runs on Tokio's
+/// blocking pool.
+pub struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    free: Semaphore,
+}
+
+impl Readers {
+    pub fn open(path: &Path, count: usize) -> anyhow::Result<Arc<Readers>> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let connections = (0..count)
+            .map(|_| {
+                let connection = Connection::open_with_flags(path, flags)
+                    .with_context(|| format!("opening {} for reading", path.display()))?;
+                connection.execute_batch("PRAGMA busy_timeout = 5000;").context("configuring a read connection")?;
+                connection.set_prepared_statement_cache_capacity(32);
+                Ok(connection)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Arc::new(Readers { idle: Mutex::new(connections), free: Semaphore::new(count) }))
+    }
+
+    /// Runs `work` on a read connection.
+    pub async fn read<T, F>(self: &Arc<Self>, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let _permit = self.free.acquire().await.context("the store has shut down")?;
+        let readers = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let connection = connection.context("no read connection free (host bug)")?;
+            let result = work(&connection);
+            readers.idle.lock().unwrap_or_else(|e| e.into_inner()).push(connection);
+            result
+        })
+        .await
+        .context("a store read panicked")?
+    }
+}

@@ -1,0 +1,168 @@
+//! Every query that only reads, each run on a read connection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use crate::store::{
+    Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DisabledWebhook, EventRecord, QueueStats, now_ms,
+};
+
+/// A `state` column as a [`DeliveryState`]; a value this binary does not know is an error,
+/// never guessed.
+pub fn state_column(row: &Row, index: usize) -> rusqlite::Result<DeliveryState> {
+    let text: String = row.get(index)?;
+    DeliveryState::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown delivery state {text:?} in the database").into(),
+        )
+    })
+}
+
+/// `WHERE` clause and parameters for a filter (over `deliveries d JOIN events e`), numbered
+/// from `?{first}`.
+pub fn filter_sql(filter: &DeliveryFilter, first: usize) -> (String, Vec<Value>) {
+    let mut conditions = vec!["1 = 1".to_string()];
+    let mut values: Vec<Value> = Vec::new();
+    let mut add = |condition: &str, value: Value| {
+        conditions.push(condition.replace('?', &format!("?{}", first + values.len())));
+        values.push(value);
+    };
+    if let Some(id) = &filter.id {
+        add("d.id = ?", Value::Text(id.clone()));
+    }
+    if let Some(webhook) = &filter.webhook {
+        add("d.webhook_id = ?", Value::Text(webhook.clone()));
+    }
+    if let Some(state) = filter.state {
+        add("d.state = ?", Value::Text(state.as_str().into()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        add("e.type = ?", Value::Text(event_type.clone()));
+    }
+    if let Some(event_id) = &filter.event_id {
+        add("d.event_id = ?", Value::Text(event_id.clone()));
+    }
+    if let Some(since) = filter.since_ms {
+        add("d.created_at >= ?", Value::Integer(since));
+    }
+    if let Some(until) = filter.until_ms {
+        add("d.created_at < ?", Value::Integer(until));
+    }
+    if let Some(before) = &filter.before {
+        add("d.id < ?", Value::Text(before.clone()));
+    }
+    (conditions.join(" AND "), values)
+}
+
+/// The deliveries matching `filter`, newest first, with their attempts: two queries
+/// whatever the page size.
+pub fn delivery_records(db: &Connection, filter: &DeliveryFilter, limit: u32) -> anyhow::Result<Vec<DeliveryRecord>> {
+    let (condition, values) = filter_sql(filter, 1);
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT d.id, d.event_id, e.type, d.webhook_id, d.state, d.created_at, d.reason, d.plugin_sha, d.next_attempt_at
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition} ORDER BY d.id DESC LIMIT {limit}"
+    ))?;
+    let mut records: Vec<DeliveryRecord> = statement
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            Ok(DeliveryRecord {
+                id: row.get(0)?,
+                event_id: row.get(1)?,
+                event_type: row.get(2)?,
+                webhook_id: row.get(3)?,
+                state: state_column(row, 4)?,
+                created_at_ms: row.get(5)?,
+                attempts: Vec::new(),
+                reason: row.get(6)?,
+                plugin_sha: row.get(7)?,
+                next_attempt_at_ms: row.get(8)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    if records.is_empty() {
+        return Ok(records);
+    }
+    let ids = serde_json::to_string(&records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())?;
+    let mut attempts = db.prepare_cached(
+        "SELECT delivery_id, at, status, latency_ms, response_excerpt, error FROM attempts
+         WHERE delivery_id IN (SELECT value FROM json_each(?1)) ORDER BY rowid",
+    )?;
+    let mut by_delivery: HashMap<String, Vec<Attempt>> = HashMap::new();
+    let rows = attempts.query_map([ids], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            Attempt {
+                at_ms: row.get(1)?,
+                status: row.get(2)?,
+                latency_ms: row.get::<_, i64>(3)? as u64,
+                response_excerpt: row.get(4)?,
+                error: row.get(5)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (id, attempt) = row?;
+        by_delivery.entry(id).or_default().push(attempt);
+    }
+    for record in &mut records {
+        record.attempts = by_delivery.remove(&record.id).unwrap_or_default();
+    }
+    Ok(records)
+}
+
+pub fn event(db: &Connection, id: &str) -> anyhow::Result<Option<EventRecord>> {
+    let row = db
+        .prepare_cached("SELECT id, type, timestamp, received_at, data FROM events WHERE id = ?1")?
+        .query_row([id], |row| {
+            Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?))
+        })
+        .optional()?;
+    let Some((id, event_type, timestamp, received_at_ms, data)) = row else { return Ok(None) };
+    let data = serde_json::value::RawValue::from_string(data)?;
+    Ok(Some(EventRecord { id, event_type, timestamp, received_at_ms, data }))
+}
+
+pub fn state_counts(db: &Connection) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {
+    let mut statement = db.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    let rows = statement.query_map([], |row| Ok((state_column(row, 0)?, row.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn queue_stats(db: &Connection) -> anyhow::Result<QueueStats> {
+    let (due, earliest_due_ms) = db
+        .prepare_cached("SELECT COUNT(*), MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+    let held = db
+        .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE state = 'held'")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64;
+    Ok(QueueStats { due, earliest_due_ms, held })
+}
+
+/// The earliest `next_attempt_at` of a pending or retrying delivery no one holds. Walks the
+/// due index in order past the leased ones (at most the deliveries in flight).
+pub fn next_due(db: &Connection) -> anyhow::Result<Option<i64>> {
+    Ok(db
+        .prepare_cached(
+            "SELECT next_attempt_at FROM deliveries
+             WHERE state IN ('pending', 'retrying') AND lease_until <= ?1
+             ORDER BY next_attempt_at LIMIT 1",
+        )?
+        .query_row([now_ms()], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn stored_webhooks(db: &Connection) -> anyhow::Result<Vec<(String, String)>> {
+    let mut statement = db.prepare_cached("SELECT id, config FROM webhooks ORDER BY id")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn disabled(db: &Connection) -> anyhow::Result<BTreeMap<String, DisabledWebhook>> {
+    let mut statement = db.prepare_cached("SELECT webhook_id, url, reason FROM disabled_webhooks")?;
+    let rows =
+        statement.query_map([], |row| Ok((row.get(0)?, DisabledWebhook { url: row.get(1)?, reason: row.get(2)? })))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,333 @@
+//! The store for the long run, against the real binary: an old data dir upgraded in place,
+//! retention, the backlog limit, a full disk, and a retry that races a delivery in flight.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::host::{Answer, LOCAL_DELIVERY, TestHost, TestReceiver, delivery_for, webhook};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The fixture was written by the last binary before versioned schemas
+/// (`tests/fixtures/make-data-dir.sh`): every delivery state, attempts, a webhook disabled by
+/// a 410, one created through the API, generated secrets, a retry due 30 s after it was
+/// written, and a pending delivery leased by the killed process that was sending it. This binary must adopt it, upgrade it in place and carry on where it stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_from_before_versioned_schemas_upgrades_and_works() {
+    let receiver = TestReceiver::start().await;
+    let fixture = crate::support::workspace_root().join("tests/fixtures/data-dir-unversioned");
+    // The webhooks of the fixture's config; `gone` keeps its URL, so it stays disabled.
+    let config = format!(
+        "{LOCAL_DELIVERY}{}",
+        [
+            ("ok", receiver.url("/ok"), "", r#"["*"]"#),
+            (
+                "filtered",
+                receiver.url("/ok"),
+                "plugin = \"event-filter\"\nplugin_config = { types = \"conversation.*\" }",
+                r#"["*"]"#
+            ),
+            ("held", receiver.url("/ok"), "plugin = \"not-deployed\"", r#"["*"]"#),
+            ("gone", "http://127.0.0.1:47861/gone".to_string(), "", r#"["*"]"#),
+            ("retry", receiver.url("/retry"), "", r#"["message.created"]"#),
+            ("hang", receiver.url("/hang"), "", r#"["conversation.updated"]"#),
+        ]
+        .map(|(id, url, extra, events)| format!(
+            "[[webhooks]]\nid = \"{id}\"\nurl = \"{url}\"\nevents = {events}\n{extra}\n"
+        ))
+        .concat()
+    );
+    let mut host = TestHost::create(&config, &["event-filter"]);
+    copy_dir(&fixture, &host.dir.path().join("data"));
+    std::fs::remove_file(host.dir.path().join("data/hookwasm.toml")).unwrap();
+    host.spawn();
+    let log = host.log();
+    assert!(log.contains("adopting it as version 1"), "{log}");
+    assert!(log.contains("store schema migration applied"), "{log}");
+
+    // The retry due since 30 s after the fixture was written goes out: same id, same bytes,
+    // signed with the secret the old binary generated.
+    let sent = receiver.wait_for("/retry", 1, SETTLE).await;
+    let secret = std::fs::read_to_string(fixture.join("secrets/retry")).unwrap();
+    let verifier = standardwebhooks::Webhook::new(secret.trim()).unwrap();
+    verifier.verify(&sent[0].body, &sent[0].headers).expect("signed with the generated secret");
+    assert_eq!(sent[0].json()["id"], "evt_fixture_1");
+
+    let first = host.settled_deliveries("evt_fixture_1", SETTLE).await;
+    let state = |webhook: &str| delivery_for(&first, webhook)["state"].as_str().unwrap().to_string();
+    assert_eq!(
+        ["ok", "api-hook", "filtered", "held", "gone", "retry"].map(state),
+        ["delivered", "delivered", "filtered", "held", "dead", "delivered"]
+    );
+    let retry = delivery_for(&first, "retry");
+    assert_eq!(retry["id"].as_str().unwrap(), sent[0].webhook_id, "the same webhook-id");
+    let statuses: Vec<u64> =
+        retry["attempts"].as_array().unwrap().iter().map(|a| a["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [500, 200], "the old attempt read back, then the new one");
+    assert_eq!(delivery_for(&first, "gone")["attempts"][0]["status"], 410);
+    assert!(delivery_for(&first, "held")["reason"].as_str().unwrap().contains("not-deployed"));
+
+    // The pending delivery the old binary was sending when it was killed (its lease left
+    // behind) goes out too.
+    let hang = receiver.wait_for("/hang", 1, SETTLE).await;
+    assert_eq!(hang[0].json()["id"], "evt_fixture_2");
+    let second = host.settled_deliveries("evt_fixture_2", SETTLE).await;
+    let state = |webhook: &str| delivery_for(&second, webhook)["state"].as_str().unwrap().to_string();
+    assert_eq!(["ok", "filtered", "held", "hang"].map(state), ["delivered", "delivered", "held", "delivered"]);
+
+    let gone = host.get("/v1/webhooks/gone").await;
+    assert_eq!(gone["active"], false);
+    assert!(gone["disabled_reason"].as_str().unwrap().contains("410"), "{gone}");
+    let api_hook = host.get("/v1/webhooks/api-hook").await;
+    assert_eq!(api_hook["source"], "api");
+
+    // The file now carries the schema history, and this binary opens it again as it is.
+    host.terminate();
+    host.spawn();
+    assert!(!host.log().contains("store schema migration applied"), "nothing left to migrate");
+    assert_eq!(host.get("/v1/events/evt_fixture_1").await["event"]["id"], "evt_fixture_1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn final_deliveries_expire_with_their_events_and_the_rest_stay() {
+    let receiver = TestReceiver::start().await;
+    let config = [
+        format!("{LOCAL_DELIVERY}[store]\nretention = \"1s\"\n"),
+        webhook("sent", &receiver.url("/sent"), r#"["*"]"#, ""),
+        webhook("held", &receiver.url("/held"), r#"["message.created"]"#, "plugin = \"missing\""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    let (_, mixed) = host.post_event(r#"{"id": "mixed", "type": "message.created", "data": {}}"#).await;
+    let (_, alone) = host.post_event(r#"{"id": "alone", "type": "conversation.updated", "data": {}}"#).await;
+    assert_eq!((mixed["deliveries"].as_u64(), alone["deliveries"].as_u64()), (Some(2), Some(1)));
+    let deliveries = host.settled_deliveries("mixed", SETTLE).await;
+    let (sent, held) =
+        (delivery_for(&deliveries, "sent")["id"].clone(), delivery_for(&deliveries, "held")["id"].clone());
+    let started = Instant::now();
+
+    // Retention (1 s) plus one sweep (5 s), with room for a slow machine.
+    let deadline = started + Duration::from_secs(1 + 20);
+    loop {
+        let status = host
+            .http
+            .get(host.url(&format!("/v1/deliveries/{}", sent.as_str().unwrap())))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delivered delivery is still there after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let held_now = host.get(&format!("/v1/deliveries/{}", held.as_str().unwrap())).await;
+    assert_eq!(held_now["state"], "held", "held deliveries are kept whatever their age");
+    assert_eq!(host.get("/v1/events/mixed").await["event"]["id"], "mixed", "its held delivery still refers to it");
+    let alone_status = host.http.get(host.url("/v1/events/alone")).send().await.unwrap().status();
+    assert_eq!(alone_status, 404, "an event goes once none of its deliveries remain");
+    // Past the retention window, the same id is a new event (the dedup window is retention).
+    let (status, again) = host.post_event(r#"{"id": "alone", "type": "conversation.updated", "data": {}}"#).await;
+    assert_eq!((status, again["deliveries"].as_u64()), (202, Some(1)), "{again}");
+    assert!(host.metrics().await.contains("hookwasm_expired_deliveries_total"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_refuses_events_past_the_backlog_limit_and_resumes_as_it_drains() {
+    let receiver = TestReceiver::start().await;
+    // Three failures, then success: the first attempt of each event fails and is due again
+    // in 2 s, so three deliveries stay undelivered meanwhile.
+    receiver.script("/slow", &[Answer::status(500); 3], Answer::status(200));
+    let config = [
+        "[delivery]\nallow_http = true\nallow_private_networks = true\nretry_schedule = [\"0s\", \"2s\"]\nmax_backlog = 3\n"
+            .to_string(),
+        webhook("slow", &receiver.url("/slow"), r#"["*"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    for i in 0..3 {
+        let (status, body) = host.post_event(&format!(r#"{{"id": "b{i}", "type": "a.b", "data": {{}}}}"#)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let response = host
+        .http
+        .post(host.url("/v1/events"))
+        .header("content-type", "application/json")
+        .body(r#"{"id": "b3", "type": "a.b", "data": {}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "backlog_full", "{body}");
+    assert_eq!(host.http.get(host.url("/v1/events/b3")).send().await.unwrap().status(), 404, "nothing stored");
+
+    // Nothing accepted is affected: the three go out on their retry, then ingest resumes.
+    receiver.wait_for("/slow", 6, SETTLE).await;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (status, body) = host.post_event(r#"{"id": "b3", "type": "a.b", "data": {}}"#).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(body["code"], "backlog_full");
+        assert!(Instant::now() < deadline, "ingest never resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..3 {
+        let deliveries = host.settled_deliveries(&format!("b{i}"), SETTLE).await;
+        assert_eq!(deliveries[0]["state"], "delivered");
+    }
+}
+
+/// The race the lease must prevent: a retry asked for while the first attempt is on the wire
+/// must not start a second, concurrent send, nor drop the first attempt's record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_of_a_delivery_in_flight_waits_for_the_attempt_to_finish() {
+    let receiver = TestReceiver::start().await;
+    let slow = Answer { status: 200, retry_after: None, delay: Duration::from_millis(1500) };
+    receiver.script("/slow", &[slow], Answer::status(200));
+    let config = [LOCAL_DELIVERY.to_string(), webhook("slow", &receiver.url("/slow"), r#"["*"]"#, "")].concat();
+    let host = TestHost::start(&config, &[]);
+    host.post_event(r#"{"id": "race", "type": "a.b", "data": {}}"#).await;
+    let first = receiver.wait_for("/slow", 1, SETTLE).await;
+    let id = first[0].webhook_id.clone();
+    let retry = host.http.post(host.url(&format!("/v1/deliveries/{id}/retry"))).send().await.unwrap();
+    assert_eq!(retry.status(), 202);
+
+    let both = receiver.wait_for("/slow", 2, SETTLE).await;
+    assert!(
+        both[1].at.duration_since(both[0].at) >= Duration::from_millis(1400),
+        "the retry went out {:?} after the first send began, while it was still in flight",
+        both[1].at.duration_since(both[0].at)
+    );
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let delivery = host.get(&format!("/v1/deliveries/{id}")).await;
+        if delivery["state"] == "delivered" && delivery["attempts"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both attempts are recorded: {delivery:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received("/slow").len(), 2, "sent twice in all: the first time and the retry");
+}
+
+/// A small tmpfs mounted for the test, unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a `size`-byte tmpfs at `path`; `None` where mounting is not allowed (not root,
+    /// no CAP_SYS_ADMIN), which fails the test under `CI=true`.
+    fn mount(path: &Path, size: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).unwrap();
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status();
+        match status {
+            Ok(status) if status.success() => Some(SmallDisk { path: path.to_path_buf() }),
+            outcome => {
+                let message = format!("cannot mount a tmpfs for the full-disk test ({outcome:?}): run as root");
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+                eprintln!("skipped: {message}");
+                None
+            }
+        }
+    }
+
+    fn available(&self) -> u64 {
+        let output = Command::new("df").args(["--output=avail", "-B1"]).arg(&self.path).output().unwrap();
+        String::from_utf8(output.stdout).unwrap().lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// The data dir on a 16 MiB tmpfs, nearly filled by a ballast file: ingest answers 503
+/// `storage_full` once the disk is full, never a 500, and the host keeps running; once the
+/// ballast is gone and the host restarted, every event that got a 202 is there and delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_events_with_storage_full_and_loses_none_it_accepted() {
+    let receiver = TestReceiver::start().await;
+    let config = [LOCAL_DELIVERY.to_string(), webhook("sink", &receiver.url("/sink"), r#"["*"]"#, "")].concat();
+    let mut host = TestHost::create(&config, &[]);
+    let Some(disk) = SmallDisk::mount(&host.dir.path().join("data"), 16 << 20) else { return };
+    host.spawn();
+    host.post_sample("message.created").await;
+    let ballast = disk.path.join("ballast");
+    std::fs::write(&ballast, vec![0u8; (disk.available() - (1 << 20)) as usize]).unwrap();
+
+    let filler = "x".repeat(16 << 10);
+    let mut accepted = HashSet::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let (status, body) =
+            host.post_event(&format!(r#"{{"id": "full-{i}", "type": "a.b", "data": {{"filler": "{filler}"}}}}"#)).await;
+        match status {
+            202 => {
+                accepted.insert(format!("full-{i}"));
+            }
+            503 => {
+                refused = Some(body);
+                break;
+            }
+            other => panic!("ingest answered {other} on a full disk: {body}\n{}", host.log()),
+        }
+    }
+    let refused =
+        refused.unwrap_or_else(|| panic!("the disk never filled: {} accepted\n{}", accepted.len(), host.log()));
+    assert_eq!(refused["code"], "storage_full", "{refused}");
+    assert!(!accepted.is_empty());
+    for _ in 0..3 {
+        let (status, body) = host.post_event(r#"{"type": "a.b", "data": {}}"#).await;
+        assert!(status == 503 && body["code"] == "storage_full" || status == 202, "{status} {body}");
+    }
+    assert_eq!(host.http.get(host.url("/healthz")).send().await.unwrap().status(), 200, "still running");
+
+    std::fs::remove_file(&ballast).unwrap();
+    host.terminate();
+    host.spawn();
+    for id in &accepted {
+        let event = host.get(&format!("/v1/events/{id}")).await;
+        assert_eq!(event["event"]["id"], id.as_str(), "{id} got a 202 and must still be there");
+    }
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let delivered: HashSet<String> =
+            receiver.received("/sink").iter().filter_map(|r| r.json()["id"].as_str().map(String::from)).collect();
+        if accepted.is_subset(&delivered) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} accepted events never delivered",
+            accepted.difference(&delivered).count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host.kill();
+    drop(disk);
+}
