@@ -350,11 +350,22 @@ mod tests {
     }
 
     #[test]
+    fn retention_defaults_to_a_week_and_the_environment_sets_it() {
+        assert_eq!(load("", &[]).unwrap().store.retention, Duration::from_secs(7 * 24 * 3600));
+        let config = load("", &[("HOOKWASM_STORE_RETENTION", "36h")]).unwrap();
+        assert_eq!(config.store.retention, Duration::from_secs(36 * 3600));
+        assert_eq!(config.delivery.max_backlog, 1_000_000);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("[server]\nlisten_on = \"x\"\n", vec![], "server"),
             ("[delivery]\ntimeout = \"soon\"\n", vec![], "delivery.timeout"),
             ("", vec![("HOOKWASM_SERVER_BOGUS", "1")], "server"),
+            ("[store]\nretention = \"0s\"\n", vec![], "store.retention"),
+            ("", vec![("HOOKWASM_STORE_RETENTION", "a week")], "store.retention"),
+            ("[delivery]\nmax_backlog = 0\n", vec![], "delivery.max_backlog"),
             ("[[webhooks]]\nid = \"a\"\nurl = \"http://x.example\"\nevents = [\"a.b\"]\n", vec![], "webhooks[0]"),
             ("[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a*\"]\n", vec![], "webhooks[0]"),
             (

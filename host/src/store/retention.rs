@@ -36,16 +36,31 @@ pub async fn run(
             metrics.expired_deliveries.inc_by(deliveries);
             metrics.expired_events.inc_by(events);
             tracing::debug!(deliveries, events, "retention: expired rows deleted");
-            match store.reclaim_space().await {
-                Ok(0) => {}
-                Ok(bytes) => tracing::info!(bytes, "retention: returned free space to the file system"),
-                Err(error) => tracing::warn!(%error, "retention: returning free space failed"),
-            }
+            reclaim(store.as_ref(), &shutdown).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// Returns free space to the file system a step at a time, with room for ingest between.
+async fn reclaim(store: &dyn Store, shutdown: &watch::Receiver<bool>) {
+    let mut released = 0;
+    while !*shutdown.borrow() {
+        match store.reclaim_space().await {
+            Ok(0) => break,
+            Ok(bytes) => released += bytes,
+            Err(error) => {
+                tracing::warn!(%error, "retention: returning free space failed");
+                break;
+            }
+        }
+        tokio::time::sleep(BATCH_PAUSE).await;
+    }
+    if released > 0 {
+        tracing::info!(bytes = released, "retention: returned free space to the file system");
     }
 }
 

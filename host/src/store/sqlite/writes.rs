@@ -266,7 +266,7 @@ pub fn expire(db: &Connection, cutoff_ms: i64, batch: usize, events_from: EventC
 }
 
 /// Pages released per step, so one step holds the writer only briefly.
-const RECLAIM_STEP_PAGES: i64 = 4096;
+const RECLAIM_STEP_PAGES: i64 = 1024;
 
 /// With incremental auto-vacuum (new databases), returns free pages to the file system
 /// while more than a quarter of the file is free, one step at a time; otherwise free pages
