@@ -8,7 +8,8 @@
 //!   `GROWTH_RATE` events/s (1000) with `retention = "10s"`: it must level off.
 //!
 //! `cargo bench -p hookwasm --bench store`; figures in BENCHMARKS.md. `HOOKWASM_BIN` runs
-//! another build of the host.
+//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,sweep`) and
+//! `GROWTH_SECONDS=0` skips the size run, for a build without retention.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -133,12 +134,9 @@ fn seed_expired(data: &Path, count: usize) {
 }
 
 /// Bytes the store takes on disk: the database file and its WAL.
-fn store_size(data: &Path) -> u64 {
-    ["hookwasm.db", "hookwasm.db-wal"]
-        .iter()
-        .filter_map(|file| std::fs::metadata(data.join(file)).ok())
-        .map(|meta| meta.len())
-        .sum()
+fn store_size(data: &Path) -> (u64, u64) {
+    let size = |file: &str| std::fs::metadata(data.join(file)).map_or(0, |meta| meta.len());
+    (size("hookwasm.db"), size("hookwasm.db-wal"))
 }
 
 /// Steady ingest with a short retention: the store's size must level off once deletes keep
@@ -162,8 +160,9 @@ async fn file_growth(rate: u64, seconds: u64) {
     };
     paced_latency(&host, &arrivals, rate, seconds, "grow").await;
     let samples = sampler.await.unwrap();
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let series: Vec<String> =
-        samples.iter().map(|(at, size)| format!("{at}s {:.1}", *size as f64 / (1 << 20) as f64)).collect();
+        samples.iter().map(|(at, (db, wal))| format!("{at}s {:.1}+{:.1}", mib(*db), mib(*wal))).collect();
     println!(
         "store size with retention 10 s at {rate} events/s for {seconds} s (MiB, database + WAL, every 5 s): {}",
         series.join(", ")
@@ -176,10 +175,18 @@ fn main() {
     let (rate, seconds) = (env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10));
     let seeded = env("SEEDED", 200_000) as usize;
     runtime.block_on(async {
+        let runs = std::env::var("STORE_RUNS").unwrap_or_else(|_| "alone,readers,sweep".into());
         let mut p99 = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..env("STORE_ROUNDS", 2) {
-            for (i, beside) in [Beside::Nothing, Beside::Readers, Beside::Sweep].into_iter().enumerate() {
-                p99[i].push(latency_run(beside, rate, seconds, seeded).await.percentile(0.99).as_secs_f64() * 1e3);
+            for (i, (name, beside)) in
+                [("alone", Beside::Nothing), ("readers", Beside::Readers), ("sweep", Beside::Sweep)]
+                    .into_iter()
+                    .enumerate()
+            {
+                if runs.split(',').any(|run| run == name) {
+                    let latencies = latency_run(beside, rate, seconds, seeded).await;
+                    p99[i].push(latencies.percentile(0.99).as_secs_f64() * 1e3);
+                }
             }
         }
         let show = |runs: &[f64]| runs.iter().map(|ms| format!("{ms:.1}")).collect::<Vec<_>>().join(", ");
@@ -189,6 +196,9 @@ fn main() {
             show(&p99[1]),
             show(&p99[2])
         );
-        file_growth(env("GROWTH_RATE", 1000), env("GROWTH_SECONDS", 60)).await;
+        let growth_seconds = env("GROWTH_SECONDS", 60);
+        if growth_seconds > 0 {
+            file_growth(env("GROWTH_RATE", 1000), growth_seconds).await;
+        }
     });
 }

@@ -35,6 +35,8 @@ use crate::model::Event;
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// WAL size past which the writer finishes a checkpoint itself, so the WAL starts over.
+const WAL_WRAP_BYTES: i64 = 16 << 20;
 /// Read connections: listings, `/metrics` and `/readyz` at once without waiting on each other.
 const READERS: usize = 4;
 
@@ -68,31 +70,42 @@ impl SqliteStore {
         let readers = Readers::open(&path, READERS)?;
         let checkpointer = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").context("configuring SQLite")?;
+        let page_size: i64 = checkpointer.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let running = Arc::new(AtomicBool::new(true));
-        let writer_running = running.clone();
-        let writer = Writer::start(connection, move || {
+        let wal_full = Arc::new(AtomicBool::new(false));
+        let (writer_running, writer_wal_full) = (running.clone(), wal_full.clone());
+        let writer = Writer::start(connection, writer_wal_full, move || {
             drop(lock);
             writer_running.store(false, Ordering::Relaxed);
         })
         .context("starting the store thread")?;
         std::thread::Builder::new()
             .name("hookwasm-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &running))
+            .spawn(move || checkpoint_loop(&checkpointer, page_size, &running, &wal_full))
             .context("starting the checkpoint thread")?;
         Ok(SqliteStore { writer, readers })
     }
 }
 
-fn checkpoint_loop(checkpointer: &Connection, running: &AtomicBool) {
+/// Copies the WAL back into the database file beside the writer, so its commits never wait
+/// for a checkpoint's copy and fsync. Under a steady stream of commits this never reaches
+/// the end of the WAL, and SQLite starts a WAL over only once all of it was copied: past
+/// [`WAL_WRAP_BYTES`] the writer is asked to finish the job between two batches.
+fn checkpoint_loop(checkpointer: &Connection, page_size: i64, running: &AtomicBool, wal_full: &AtomicBool) {
     let mut failing = false;
     while running.load(Ordering::Relaxed) {
         std::thread::sleep(CHECKPOINT_EVERY);
-        match checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-            Ok(()) if failing => {
-                tracing::info!("WAL checkpoints work again");
-                failing = false;
+        let checkpoint = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        match checkpoint {
+            Ok(wal_frames) => {
+                if wal_frames * page_size >= WAL_WRAP_BYTES {
+                    wal_full.store(true, Ordering::Relaxed);
+                }
+                if failing {
+                    tracing::info!("WAL checkpoints work again");
+                    failing = false;
+                }
             }
-            Ok(()) => {}
             // Logged once per run of failures: a full disk fails every checkpoint.
             Err(error) if !failing => {
                 tracing::warn!(%error, "WAL checkpoint failed; retrying every {CHECKPOINT_EVERY:?}");

@@ -7,6 +7,9 @@
 //! neighbours. Replies are sent only after the commit. (A savepoint per operation would avoid
 //! the replay, at the price of a statement journal copy of every page each operation touches.)
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::anyhow;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -77,11 +80,16 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `connection`; `on_exit` runs on that thread when every
-    /// [`Writer`] is dropped and the queue is drained.
-    pub fn start(connection: Connection, on_exit: impl FnOnce() + Send + 'static) -> anyhow::Result<Writer> {
+    /// [`Writer`] is dropped and the queue is drained. When `wal_full` is set, the writer
+    /// finishes a checkpoint after its current batch and clears it.
+    pub fn start(
+        connection: Connection,
+        wal_full: Arc<AtomicBool>,
+        on_exit: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<Writer> {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         std::thread::Builder::new().name("hookwasm-store".into()).spawn(move || {
-            writer_loop(connection, receiver);
+            writer_loop(connection, receiver, &wal_full);
             on_exit();
         })?;
         Ok(Writer { jobs })
@@ -105,7 +113,7 @@ impl Writer {
     }
 }
 
-fn writer_loop(mut connection: Connection, mut receiver: mpsc::Receiver<Job>) {
+fn writer_loop(mut connection: Connection, mut receiver: mpsc::Receiver<Job>, wal_full: &AtomicBool) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -116,6 +124,18 @@ fn writer_loop(mut connection: Connection, mut receiver: mpsc::Receiver<Job>) {
             }
         }
         run_batch(&mut connection, &mut batch);
+        if wal_full.swap(false, Ordering::Relaxed) {
+            finish_checkpoint(&connection);
+        }
+    }
+}
+
+/// A checkpoint on the writer's own connection, between two batches: the checkpoint thread
+/// has just copied nearly all of the WAL, so this copies the few frames committed since (and
+/// syncs the database file), and the next commit starts the WAL over instead of growing it.
+fn finish_checkpoint(connection: &Connection) {
+    if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(%error, "finishing a WAL checkpoint failed");
     }
 }
 
