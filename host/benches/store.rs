@@ -1,14 +1,16 @@
 //! The store for the long run, end to end against the real binary with the default
 //! `[delivery]` settings (only plain HTTP to the local receiver allowed):
 //! - ingest-to-delivery latency at `LOAD_RATE` events/s (1000) for `LOAD_SECONDS` (10) with
-//!   field-map, in `STORE_ROUNDS` (2) alternating rounds of three runs: alone; while a client
-//!   lists 500 deliveries in a loop and `/metrics` is scraped every 100 ms; while the
-//!   retention sweep deletes `SEEDED` (200,000) expired deliveries seeded into the data dir;
+//!   field-map, in `STORE_ROUNDS` (2) alternating rounds of four runs: alone; while a client
+//!   lists 500 deliveries in a loop and `/metrics` is scraped every 100 ms; the same over a
+//!   history of `SEEDED` (200,000) deliveries with a filter that makes every listing read all
+//!   of it; while the retention sweep deletes `SEEDED` expired deliveries seeded into the
+//!   data dir;
 //! - the store's size on disk (database + WAL) every 5 s for `GROWTH_SECONDS` (60) at
 //!   `GROWTH_RATE` events/s (1000) with `retention = "10s"`: it must level off.
 //!
 //! `cargo bench -p hookwasm --bench store`; figures in BENCHMARKS.md. `HOOKWASM_BIN` runs
-//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,sweep`) and
+//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,slow-readers,sweep`) and
 //! `GROWTH_SECONDS=0` skips the size run, for a build without retention.
 
 use std::path::Path;
@@ -32,26 +34,36 @@ const FIELD_MAP: (&str, &str) = ("field-map", r#"{ map = "$id=id, conversation.i
 #[derive(Clone, Copy, PartialEq)]
 enum Beside {
     Nothing,
+    /// A client listing the newest 500 deliveries in a loop, `/metrics` every 100 ms.
     Readers,
+    /// The same, over `SEEDED` delivered deliveries an hour old, listing with a filter
+    /// (`state=dead`) that matches none of them: each listing reads the whole history.
+    SlowReaders,
     Sweep,
 }
+
+/// Seeded rows' age: an hour (kept), or eight days (past the default seven-day retention).
+const HOUR_MS: i64 = 3600 * 1000;
+const EIGHT_DAYS_MS: i64 = 8 * 24 * HOUR_MS;
 
 async fn latency_run(beside: Beside, rate: u64, seconds: u64, seeded: usize) -> Latencies {
     let (receiver, arrivals) = start_receiver().await;
     let host = match beside {
-        Beside::Sweep => Host::start_with(&receiver, Some(FIELD_MAP), "", |data| seed_expired(data, seeded)),
+        Beside::Sweep => Host::start_with(&receiver, Some(FIELD_MAP), "", |data| seed(data, seeded, EIGHT_DAYS_MS)),
+        Beside::SlowReaders => Host::start_with(&receiver, Some(FIELD_MAP), "", |data| seed(data, seeded, HOUR_MS)),
         _ => Host::start_with(&receiver, Some(FIELD_MAP), "", |_| {}),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let lists = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
-    if beside == Beside::Readers {
+    if matches!(beside, Beside::Readers | Beside::SlowReaders) {
+        let query = if beside == Beside::Readers { "limit=500" } else { "state=dead&limit=500" };
         let http = reqwest::Client::new();
         let (url, stop_list, listed) = (host.url.clone(), stop.clone(), lists.clone());
         let list = http.clone();
         readers.push(tokio::spawn(async move {
             while !stop_list.load(Ordering::Relaxed) {
-                let page = list.get(format!("{url}/v1/deliveries?limit=500")).send().await.unwrap();
+                let page = list.get(format!("{url}/v1/deliveries?{query}")).send().await.unwrap();
                 assert_eq!(page.status(), 200);
                 page.bytes().await.unwrap();
                 listed.fetch_add(1, Ordering::Relaxed);
@@ -82,6 +94,10 @@ async fn latency_run(beside: Beside, rate: u64, seconds: u64, seeded: usize) -> 
                 lists.load(Ordering::Relaxed)
             )
         }
+        Beside::SlowReaders => format!(
+            "with slow readers ({} listings with state=dead over {seeded} delivered deliveries, /metrics every 100 ms)",
+            lists.load(Ordering::Relaxed)
+        ),
         Beside::Sweep => format!(
             "with a retention sweep ({} of {seeded} expired deliveries deleted in the {:.1} s run)",
             expired_deliveries(&host).await - expired_before,
@@ -102,15 +118,15 @@ async fn expired_deliveries(host: &Host) -> u64 {
 }
 
 /// A data dir holding `count` delivered deliveries (each with its event and one attempt),
-/// all eight days old: past the default seven-day retention.
-fn seed_expired(data: &Path, count: usize) {
+/// `age_ms` old.
+fn seed(data: &Path, count: usize, age_ms: i64) {
     drop(hookwasm::store::sqlite::SqliteStore::open(data).unwrap());
     // The writer thread releases the data dir's lock once its queue is gone.
     std::thread::sleep(Duration::from_millis(200));
     let event = std::fs::read_to_string(support::sample_path("message.created")).unwrap();
     let envelope: serde_json::Value = serde_json::from_str(&event).unwrap();
     let data_json = envelope["data"].to_string();
-    let old = hookwasm::store::now_ms() - 8 * 24 * 3600 * 1000;
+    let old = hookwasm::store::now_ms() - age_ms;
     let mut db = rusqlite::Connection::open(data.join("hookwasm.db")).unwrap();
     let transaction = db.transaction().unwrap();
     {
@@ -175,13 +191,17 @@ fn main() {
     let (rate, seconds) = (env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10));
     let seeded = env("SEEDED", 200_000) as usize;
     runtime.block_on(async {
-        let runs = std::env::var("STORE_RUNS").unwrap_or_else(|_| "alone,readers,sweep".into());
-        let mut p99 = [Vec::new(), Vec::new(), Vec::new()];
+        let runs = std::env::var("STORE_RUNS").unwrap_or_else(|_| "alone,readers,slow-readers,sweep".into());
+        let mut p99 = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..env("STORE_ROUNDS", 2) {
-            for (i, (name, beside)) in
-                [("alone", Beside::Nothing), ("readers", Beside::Readers), ("sweep", Beside::Sweep)]
-                    .into_iter()
-                    .enumerate()
+            for (i, (name, beside)) in [
+                ("alone", Beside::Nothing),
+                ("readers", Beside::Readers),
+                ("slow-readers", Beside::SlowReaders),
+                ("sweep", Beside::Sweep),
+            ]
+            .into_iter()
+            .enumerate()
             {
                 if runs.split(',').any(|run| run == name) {
                     let latencies = latency_run(beside, rate, seconds, seeded).await;
@@ -191,10 +211,11 @@ fn main() {
         }
         let show = |runs: &[f64]| runs.iter().map(|ms| format!("{ms:.1}")).collect::<Vec<_>>().join(", ");
         println!(
-            "p99 ms per round: alone [{}], with readers [{}], with a retention sweep [{}]",
+            "p99 ms per round: alone [{}], with readers [{}], with slow readers [{}], with a retention sweep [{}]",
             show(&p99[0]),
             show(&p99[1]),
-            show(&p99[2])
+            show(&p99[2]),
+            show(&p99[3])
         );
         let growth_seconds = env("GROWTH_SECONDS", 60);
         if growth_seconds > 0 {

@@ -17,8 +17,9 @@ use crate::metrics::Metrics;
 
 /// How often the sweep looks for expired rows.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// Deliveries (and as many events) deleted per write batch.
-const BATCH: usize = 200;
+/// Deliveries (and as many events) deleted per write batch: about a millisecond of the
+/// writer's time, which ingests committed in the same transaction wait for.
+const BATCH: usize = 50;
 /// Room for ingest between two batches of one sweep.
 const BATCH_PAUSE: Duration = Duration::from_millis(10);
 
@@ -31,10 +32,8 @@ pub async fn run(
 ) {
     let mut cursor = EventCursor::default();
     while !*shutdown.borrow() {
-        let (deliveries, events) = sweep(store.as_ref(), retention, &mut cursor, &shutdown).await;
+        let (deliveries, events) = sweep(store.as_ref(), retention, &mut cursor, &metrics, &shutdown).await;
         if deliveries + events > 0 {
-            metrics.expired_deliveries.inc_by(deliveries);
-            metrics.expired_events.inc_by(events);
             tracing::debug!(deliveries, events, "retention: expired rows deleted");
             reclaim(store.as_ref(), &shutdown).await;
         }
@@ -69,6 +68,7 @@ async fn sweep(
     store: &dyn Store,
     retention: Duration,
     cursor: &mut EventCursor,
+    metrics: &Metrics,
     shutdown: &watch::Receiver<bool>,
 ) -> (u64, u64) {
     let cutoff = now_ms() - retention.as_millis() as i64;
@@ -76,6 +76,8 @@ async fn sweep(
     loop {
         match store.expire(cutoff, BATCH, *cursor).await {
             Ok(expired) => {
+                metrics.expired_deliveries.inc_by(expired.deliveries);
+                metrics.expired_events.inc_by(expired.events);
                 deliveries += expired.deliveries;
                 events += expired.events;
                 *cursor = expired.events_cursor;
