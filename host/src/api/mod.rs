@@ -172,8 +172,8 @@ mod tests {
 
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers (on a read connection) and its writer runs", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match state.store.queue_stats().await {
-        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+    match state.store.ready().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(error) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string()).into_response()
         }

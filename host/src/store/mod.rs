@@ -299,6 +299,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deliveries waiting to go out.
     async fn queue_stats(&self) -> anyhow::Result<QueueStats>;
 
+    /// Whether the store answers reads and takes writes, cheaply (for `/readyz`).
+    async fn ready(&self) -> anyhow::Result<()>;
+
     /// Number of deliveries in each state.
     async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>>;
 

@@ -171,10 +171,14 @@ impl Store for SqliteStore {
     }
 
     async fn queue_stats(&self) -> anyhow::Result<QueueStats> {
+        self.readers.read(reads::queue_stats).await
+    }
+
+    async fn ready(&self) -> anyhow::Result<()> {
         if !self.writer.is_running() {
             return Err(anyhow!("the store's writer has stopped"));
         }
-        self.readers.read(reads::queue_stats).await
+        self.readers.read(|db| Ok(db.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {
