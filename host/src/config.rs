@@ -87,7 +87,7 @@ pub struct DeliveryConfig {
     /// Longest `Retry-After` honoured.
     #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
-    /// Undelivered deliveries (pending, retrying, held) past which ingest answers 503.
+    /// Deliveries waiting to go out (pending, retrying) past which ingest answers 503.
     pub max_backlog: u64,
 }
 
@@ -139,6 +139,10 @@ fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>
         .collect()
 }
 
+/// The longest `store.retention` accepted: past it, keep-forever is what is meant, and the
+/// arithmetic on timestamps would overflow.
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 const SECTIONS: &[&str] = &["server", "delivery", "plugins", "store"];
 
 impl Config {
@@ -188,8 +192,8 @@ impl Config {
         if self.plugins.memory_mib == 0 || self.plugins.memory_mib > 4096 {
             bail!("invalid config at `plugins.memory_mib`: must be 1-4096");
         }
-        if self.store.retention < Duration::from_secs(1) {
-            bail!("invalid config at `store.retention`: must be at least 1s");
+        if self.store.retention < Duration::from_secs(1) || self.store.retention > MAX_RETENTION {
+            bail!("invalid config at `store.retention`: must be between 1s and 100 years");
         }
         if self.delivery.max_backlog == 0 {
             bail!("invalid config at `delivery.max_backlog`: must be at least 1");
@@ -366,6 +370,7 @@ mod tests {
             ("[store]\nretention = \"0s\"\n", vec![], "store.retention"),
             ("", vec![("HOOKWASM_STORE_RETENTION", "a week")], "store.retention"),
             ("[delivery]\nmax_backlog = 0\n", vec![], "delivery.max_backlog"),
+            ("[store]\nretention = \"1000000000y\"\n", vec![], "store.retention"),
             ("[[webhooks]]\nid = \"a\"\nurl = \"http://x.example\"\nevents = [\"a.b\"]\n", vec![], "webhooks[0]"),
             ("[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a*\"]\n", vec![], "webhooks[0]"),
             (

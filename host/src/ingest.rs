@@ -1,9 +1,9 @@
 //! `POST /v1/events`: validate, fan out to subscribed webhooks, store durably, answer 202;
-//! or 503 while the undelivered backlog is at `[delivery] max_backlog` or the disk is full,
-//! so producers retry later and nothing already accepted is affected.
+//! or 503 while the delivery backlog is at `[delivery] max_backlog` or the disk is full, so
+//! producers retry later and nothing already accepted is affected.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -25,16 +25,24 @@ const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 /// What a refused producer is told to wait, in seconds.
 const BACKLOG_RETRY_AFTER: u64 = 5;
 const STORAGE_FULL_RETRY_AFTER: u64 = 30;
+const STORE_UNAVAILABLE_RETRY_AFTER: u64 = 5;
+/// A full disk refuses every event: its error is logged at most this often.
+const FULL_DISK_LOG_EVERY_MS: i64 = 10_000;
 
-/// The undelivered backlog (pending, retrying and held deliveries) against
-/// `[delivery] max_backlog`. It is counted on a read connection every [`RECOUNT_EVERY`] and
-/// raised by every delivery stored meanwhile, so between counts it errs high: a producer may
-/// be refused up to a second after the backlog drained, never admitted past the limit by
-/// much.
+/// The delivery backlog (pending and retrying deliveries: those waiting to go out) against
+/// `[delivery] max_backlog`. `held` deliveries are not counted: they leave that state only
+/// when a plugin loads or an operator acts, so counting them would let one missing plugin
+/// stop ingest for every webhook (they are the `hookwasm_deliveries_held` gauge instead).
+/// It is counted on a read connection every [`RECOUNT_EVERY`] and raised by every delivery
+/// stored meanwhile, so between counts it errs high: a producer may be refused up to a
+/// second after the backlog drained, never admitted past the limit by much.
 pub struct Backlog {
     max: u64,
     estimate: AtomicU64,
 }
+
+/// When a full disk was last logged (ms since the epoch).
+static FULL_DISK_LOGGED_MS: AtomicI64 = AtomicI64::new(0);
 
 impl Backlog {
     pub fn new(max: u64) -> Backlog {
@@ -59,7 +67,7 @@ impl Backlog {
         while !*shutdown.borrow() {
             match store.queue_stats().await {
                 Ok(stats) => {
-                    self.estimate.store(stats.undelivered(), Ordering::Relaxed);
+                    self.estimate.store(stats.due, Ordering::Relaxed);
                     metrics.set_queue(&stats);
                 }
                 Err(error) => tracing::warn!(%error, "counting the delivery backlog failed"),
@@ -110,12 +118,17 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
     })?;
     let event = Event::parse_envelope(&bytes)?;
     if state.backlog.is_full() {
+        // A producer retrying an event that was stored still gets its duplicate answer.
+        if let Ok(Some(_)) = state.store.event(&event.id).await {
+            state.metrics.events_duplicate.inc();
+            return Ok((StatusCode::ACCEPTED, Json(json!({ "id": event.id, "duplicate": true }))).into_response());
+        }
         state.metrics.events_refused.get_or_create(&crate::metrics::ReasonLabel { reason: "backlog_full" }).inc();
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "backlog_full",
             format!(
-                "{} deliveries are waiting to go out (delivery.max_backlog); the event was not stored, retry later",
+                "{} or more deliveries are waiting to go out (delivery.max_backlog); the event was not stored, retry later",
                 state.backlog.max
             ),
         )
@@ -164,7 +177,13 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
             Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "duplicate": true }))).into_response())
         }
         Err(error) if StoreError::is_storage_full(&error) => {
-            tracing::error!(event = id, %error, "the disk is full: refusing events until there is room");
+            let now = crate::store::now_ms();
+            let last = FULL_DISK_LOGGED_MS.load(Ordering::Relaxed);
+            if now - last >= FULL_DISK_LOG_EVERY_MS
+                && FULL_DISK_LOGGED_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                tracing::error!(event = id, %error, "the disk is full: refusing events until there is room (logged every 10 s; hookwasm_events_refused_total counts them)");
+            }
             state.metrics.events_refused.get_or_create(&crate::metrics::ReasonLabel { reason: "storage_full" }).inc();
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -179,7 +198,8 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 "the event could not be stored; retry",
-            ))
+            )
+            .retry_after(STORE_UNAVAILABLE_RETRY_AFTER))
         }
     }
 }

@@ -306,6 +306,12 @@ async fn a_full_disk_refuses_events_with_storage_full_and_loses_none_it_accepted
         assert!(status == 503 && body["code"] == "storage_full" || status == 202, "{status} {body}");
     }
     assert_eq!(host.http.get(host.url("/healthz")).send().await.unwrap().status(), 200, "still running");
+    // Deliveries handed to the worker at ingest go out while the disk is full.
+    let deadline = Instant::now() + SETTLE;
+    while !receiver.received("/sink").iter().any(|r| r.json()["id"].as_str().is_some_and(|id| accepted.contains(id))) {
+        assert!(Instant::now() < deadline, "nothing accepted on the filling disk was delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     std::fs::remove_file(&ballast).unwrap();
     host.terminate();

@@ -226,13 +226,6 @@ pub struct QueueStats {
     pub held: u64,
 }
 
-impl QueueStats {
-    /// Every delivery not yet in a final state.
-    pub fn undelivered(&self) -> u64 {
-        self.due + self.held
-    }
-}
-
 /// What one retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Expired {

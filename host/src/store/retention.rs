@@ -3,9 +3,12 @@
 //! `pending`, `retrying` and `held` deliveries are kept whatever their age.
 //!
 //! The sweep runs every [`SWEEP_EVERY`] in small batches with a pause between them, so each
-//! batch shares the writer with ingest for a few milliseconds at most and never holds it up
-//! for long; an expired delivery is gone within `retention` plus one sweep interval (plus the
-//! time to delete whatever expired at once).
+//! batch shares the writer with ingest for a millisecond or so and never holds it up for
+//! long; an expired delivery is gone within `retention` plus one sweep interval, plus the
+//! time to delete whatever expired before it. A sweep still running after one interval is
+//! falling behind (a burst, or the first sweep after a long stop): its batches double every
+//! interval, up to [`MAX_BATCH`], so it catches up at the price of some ingest latency
+//! instead of letting the store grow.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Deliveries (and as many events) deleted per write batch: about a millisecond of the
 /// writer's time, which ingests committed in the same transaction wait for.
 const BATCH: usize = 50;
+/// The largest batch of a sweep that has fallen behind.
+const MAX_BATCH: usize = 400;
 /// Room for ingest between two batches of one sweep.
 const BATCH_PAUSE: Duration = Duration::from_millis(10);
 
@@ -71,10 +76,14 @@ async fn sweep(
     metrics: &Metrics,
     shutdown: &watch::Receiver<bool>,
 ) -> (u64, u64) {
-    let cutoff = now_ms() - retention.as_millis() as i64;
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms().saturating_sub(retention_ms);
+    let started = std::time::Instant::now();
     let (mut deliveries, mut events) = (0, 0);
     loop {
-        match store.expire(cutoff, BATCH, *cursor).await {
+        let intervals_behind = (started.elapsed().as_secs() / SWEEP_EVERY.as_secs()).min(8) as u32;
+        let batch = (BATCH << intervals_behind).min(MAX_BATCH);
+        match store.expire(cutoff, batch, *cursor).await {
             Ok(expired) => {
                 metrics.expired_deliveries.inc_by(expired.deliveries);
                 metrics.expired_events.inc_by(expired.events);

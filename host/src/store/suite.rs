@@ -18,6 +18,7 @@ macro_rules! store_suite {
             a_failing_operation_leaves_nothing_and_its_batch_neighbours_commit,
             a_replay_of_a_delivery_in_flight_waits_for_its_lease,
             a_replay_of_a_released_delivery_takes_effect_on_release,
+            a_replay_queued_behind_a_lease_that_expires_is_the_next_claim,
             listings_carry_every_attempt,
             retention_deletes_only_final_deliveries_and_unreferenced_events,
             next_due_skips_deliveries_in_flight,
@@ -169,6 +170,24 @@ pub async fn a_replay_of_a_released_delivery_takes_effect_on_release(store: &dyn
     store.release("a", vec!["m1".into()]).await.unwrap();
     let claimed = store.claim_due("b", 10, vec![], MINUTE).await.unwrap();
     assert_eq!(ids(&claimed), ["m1"], "released, and due now");
+}
+
+/// The lease holder died: the next claim is the replay (sent once, on a fresh schedule),
+/// not a send followed by another one.
+pub async fn a_replay_queued_behind_a_lease_that_expires_is_the_next_claim(store: &dyn Store) {
+    store.ingest(event("e1"), vec![delivery("m1")]).await.unwrap();
+    store.claim_due("a", 10, vec![], MINUTE).await.unwrap();
+    store.update("a", result("m1", DeliveryState::Retrying)).await.unwrap();
+    store.replay(DeliveryFilter { id: Some("m1".into()), ..DeliveryFilter::default() }).await.unwrap();
+    let claimed = store.claim_due("a", 10, vec![], Duration::from_millis(50)).await.unwrap();
+    assert_eq!((ids(&claimed), claimed[0].attempts), (vec!["m1"], 0), "the replay: due now, fresh schedule");
+    store.replay(DeliveryFilter { id: Some("m1".into()), ..DeliveryFilter::default() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let claimed = store.claim_due("b", 10, vec![], MINUTE).await.unwrap();
+    assert_eq!((ids(&claimed), claimed[0].attempts), (vec!["m1"], 0), "a's lease expired: b's claim is the replay");
+    assert!(store.update("b", result("m1", DeliveryState::Delivered)).await.unwrap());
+    assert_eq!(store.delivery("m1").await.unwrap().unwrap().state, DeliveryState::Delivered, "not replayed twice");
+    assert!(store.claim_due("c", 10, vec![], MINUTE).await.unwrap().is_empty());
 }
 
 pub async fn listings_carry_every_attempt(store: &dyn Store) {

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 /// blocking pool.
 pub struct Readers {
     idle: Mutex<Vec<Connection>>,
-    free: Semaphore,
+    free: Arc<Semaphore>,
 }
 
 impl Readers {
@@ -28,7 +28,7 @@ impl Readers {
                 Ok(connection)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Arc::new(Readers { idle: Mutex::new(connections), free: Semaphore::new(count) }))
+        Ok(Arc::new(Readers { idle: Mutex::new(connections), free: Arc::new(Semaphore::new(count)) }))
     }
 
     /// Runs `work` on a read connection.
@@ -37,9 +37,12 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     {
-        let _permit = self.free.acquire().await.context("the store has shut down")?;
+        // The permit goes with the work: if the caller is dropped mid-read, the connection is
+        // still in use until the blocking closure returns it.
+        let permit = self.free.clone().acquire_owned().await.context("the store has shut down")?;
         let readers = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let connection = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let connection = connection.context("no read connection free (host bug)")?;
             let result = work(&connection);

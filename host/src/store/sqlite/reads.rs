@@ -61,10 +61,13 @@ pub fn filter_sql(filter: &DeliveryFilter, first: usize) -> (String, Vec<Value>)
 /// The deliveries matching `filter`, newest first, with their attempts: two queries
 /// whatever the page size.
 pub fn delivery_records(db: &Connection, filter: &DeliveryFilter, limit: u32) -> anyhow::Result<Vec<DeliveryRecord>> {
-    let (condition, values) = filter_sql(filter, 1);
-    let mut statement = db.prepare_cached(&format!(
+    let (condition, mut values) = filter_sql(filter, 2);
+    values.insert(0, Value::Integer(limit.into()));
+    // One read transaction for both queries, so the attempts match the rows.
+    let snapshot = db.unchecked_transaction()?;
+    let mut statement = snapshot.prepare_cached(&format!(
         "SELECT d.id, d.event_id, e.type, d.webhook_id, d.state, d.created_at, d.reason, d.plugin_sha, d.next_attempt_at
-         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition} ORDER BY d.id DESC LIMIT {limit}"
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition} ORDER BY d.id DESC LIMIT ?1"
     ))?;
     let mut records: Vec<DeliveryRecord> = statement
         .query_map(rusqlite::params_from_iter(values), |row| {
@@ -86,7 +89,7 @@ pub fn delivery_records(db: &Connection, filter: &DeliveryFilter, limit: u32) ->
         return Ok(records);
     }
     let ids = serde_json::to_string(&records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())?;
-    let mut attempts = db.prepare_cached(
+    let mut attempts = snapshot.prepare_cached(
         "SELECT delivery_id, at, status, latency_ms, response_excerpt, error FROM attempts
          WHERE delivery_id IN (SELECT value FROM json_each(?1)) ORDER BY rowid",
     )?;

@@ -60,8 +60,11 @@ pub fn claim(
         0 => String::new(),
         n => format!("AND webhook_id NOT IN ({})", (5..5 + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")),
     };
+    // A replay queued behind a lease that expired (its holder died) is this claim: the
+    // delivery goes out now, on a fresh schedule.
     let mut claimed = db.prepare_cached(&format!(
-        "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
+        "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2,
+             attempts = CASE WHEN replay_requested = 1 THEN 0 ELSE attempts END, replay_requested = 0
          WHERE id IN (
              SELECT id FROM deliveries
              WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?3 AND lease_until <= ?3 {skip_busy}
