@@ -8,6 +8,7 @@
 //! into its own response types, and webhooks created through the API are stored as opaque
 //! JSON documents. Every backend runs the same tests ([`suite`]).
 
+pub mod postgres;
 pub mod retention;
 pub mod sqlite;
 #[cfg(test)]

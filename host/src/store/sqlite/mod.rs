@@ -227,17 +227,21 @@ mod tests {
     use super::*;
     use crate::store::suite;
 
-    fn open() -> (tempfile::TempDir, SqliteStore) {
+    fn open_now() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    async fn open() -> Option<(tempfile::TempDir, SqliteStore)> {
+        Some(open_now())
     }
 
     crate::store_suite!(open);
 
     #[tokio::test]
     async fn a_new_database_has_small_pages_incremental_vacuum_and_the_wal() {
-        let (dir, store) = open();
+        let (dir, store) = open_now();
         store.ingest(suite::event("e1"), vec![suite::delivery("m1")]).await.unwrap();
         let reader = Connection::open(dir.path().join("hookwasm.db")).unwrap();
         let pragma = |name: &str| {
@@ -251,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_data_dir_from_a_newer_binary_is_refused_by_name() {
-        let (dir, store) = open();
+        let (dir, store) = open_now();
         drop(store);
         // The writer releases the lock once its queue is gone.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -268,7 +272,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_state_in_the_database_is_an_error_not_a_guess() {
-        let (dir, store) = open();
+        let (dir, store) = open_now();
         store.ingest(suite::event("e1"), vec![suite::delivery("m1")]).await.unwrap();
         let db = Connection::open(dir.path().join("hookwasm.db")).unwrap();
         db.execute("UPDATE deliveries SET state = 'paused' WHERE id = 'm1'", []).unwrap();

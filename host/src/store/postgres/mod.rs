@@ -1,0 +1,259 @@
+//! The PostgreSQL store, for several hosts sharing one database (work in progress: it passes
+//! the shared store suite; `serve` does not use it yet).
+//!
+//! Each operation runs in a transaction of its own on a pooled connection. Claims lock the
+//! rows they take with `FOR UPDATE SKIP LOCKED` inside a materialized CTE, so concurrent
+//! claims from several hosts never take the same delivery and `LIMIT` cannot touch extra
+//! rows. Migrations run under an advisory lock, so hosts starting at once apply them once.
+
+mod sql;
+#[cfg(test)]
+pub mod test_server;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use super::{
+    DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery, EventCursor,
+    EventRecord, Expired, IngestOutcome, MAX_PAGE, NewDelivery, QueueStats, Store, StoreError,
+};
+use crate::model::Event;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Held while migrations run: one host migrates, the others wait and then find nothing to do.
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_7761_736d; // "hookwasm"
+
+/// The PostgreSQL store. Cloning shares the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL or `key=value` pairs) with up to `pool_size`
+    /// connections and brings the schema up to date.
+    pub async fn open(url: &str, pool_size: usize) -> anyhow::Result<PgStore> {
+        let config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL connection string")?;
+        migrate(&config).await?;
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().context("building the connection pool")?;
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> anyhow::Result<deadpool_postgres::Client> {
+        self.pool.get().await.context("no connection to PostgreSQL")
+    }
+}
+
+/// Applies the migrations this binary has and the database lacks, in one transaction, under
+/// [`MIGRATION_LOCK`]; refuses a database migrated by a newer binary.
+async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<()> {
+    let (mut client, connection) =
+        config.connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL to migrate")?;
+    let connection = tokio::spawn(connection);
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let runner = embedded::migrations::runner();
+    let latest = runner.get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0);
+    let has_history: bool =
+        client.query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[]).await?.get(0);
+    let current: Option<i64> = match has_history {
+        true => client.query_one("SELECT MAX(version)::bigint FROM refinery_schema_history", &[]).await?.get(0),
+        false => None,
+    };
+    let outcome = match current.unwrap_or(0) {
+        current if current > latest => Err(anyhow::anyhow!(
+            "the database has store schema version {current}, written by a newer hookwasm; this binary knows \
+             versions up to {latest}"
+        )),
+        current if current == latest => Ok(()),
+        current => {
+            let report = runner
+                .set_grouped(true)
+                .set_abort_divergent(true)
+                .set_abort_missing(true)
+                .run_async(&mut client)
+                .await
+                .with_context(|| format!("upgrading the store schema from version {current} to {latest}"));
+            report.map(|report| {
+                for migration in report.applied_migrations() {
+                    tracing::info!(
+                        version = migration.version(),
+                        name = migration.name(),
+                        "store schema migration applied"
+                    );
+                }
+            })
+        }
+    };
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    drop(client);
+    let _ = connection.await;
+    outcome
+}
+
+/// A full disk becomes [`StoreError::StorageFull`], like SQLite's.
+fn classify(error: anyhow::Error) -> anyhow::Error {
+    let full = error
+        .downcast_ref::<tokio_postgres::Error>()
+        .is_some_and(|e| e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL));
+    if full { anyhow::Error::new(StoreError::StorageFull(format!("{error:#}"))) } else { error }
+}
+
+/// Runs `$work` with `$transaction` bound to a transaction on a pooled connection, and
+/// commits it if the work succeeded.
+macro_rules! in_transaction {
+    ($store:expr, |$transaction:ident| $work:expr) => {{
+        let mut client = $store.client().await?;
+        let transaction = client.transaction().await.map_err(|e| classify(e.into()))?;
+        let value = {
+            let $transaction: &tokio_postgres::Transaction<'_> = &transaction;
+            $work
+        }
+        .map_err(classify)?;
+        transaction.commit().await.map_err(|e| classify(e.into()))?;
+        Ok(value)
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome> {
+        in_transaction!(self, |transaction| sql::ingest(transaction, &event, &deliveries).await)
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        limit: usize,
+        busy: Vec<String>,
+        lease: Duration,
+    ) -> anyhow::Result<Vec<DueDelivery>> {
+        let client = self.client().await?;
+        sql::claim(&**client, owner, limit, &busy, lease).await
+    }
+
+    async fn update(&self, owner: &str, update: DeliveryUpdate) -> anyhow::Result<bool> {
+        in_transaction!(self, |transaction| sql::apply_update(transaction, owner, &update).await)
+    }
+
+    async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()> {
+        in_transaction!(self, |transaction| sql::release(transaction, owner, &ids).await)
+    }
+
+    async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
+        sql::next_due(&**self.client().await?).await
+    }
+
+    async fn requeue_held(&self, webhook_ids: Vec<String>) -> anyhow::Result<u64> {
+        sql::requeue_held(&**self.client().await?, &webhook_ids).await
+    }
+
+    async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>> {
+        let filter = DeliveryFilter { id: Some(id.to_string()), ..DeliveryFilter::default() };
+        in_transaction!(self, |transaction| sql::delivery_records(transaction, &filter, 1).await)
+            .map(|mut records: Vec<DeliveryRecord>| records.pop())
+    }
+
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>> {
+        let limit = filter.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+        in_transaction!(self, |transaction| sql::delivery_records(transaction, &filter, limit).await)
+    }
+
+    async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
+        in_transaction!(self, |transaction| sql::replay(transaction, &filter).await)
+    }
+
+    async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
+        sql::event(&**self.client().await?, id).await
+    }
+
+    async fn queue_stats(&self) -> anyhow::Result<QueueStats> {
+        sql::queue_stats(&**self.client().await?).await
+    }
+
+    async fn ready(&self) -> anyhow::Result<()> {
+        self.client().await?.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn state_counts(&self) -> anyhow::Result<BTreeMap<DeliveryState, u64>> {
+        sql::state_counts(&**self.client().await?).await
+    }
+
+    async fn expire(&self, cutoff_ms: i64, batch: usize, events_from: EventCursor) -> anyhow::Result<Expired> {
+        in_transaction!(self, |transaction| sql::expire(transaction, cutoff_ms, batch, events_from).await)
+    }
+
+    /// PostgreSQL's autovacuum makes deleted rows' space reusable; nothing to do here.
+    async fn reclaim_space(&self) -> anyhow::Result<u64> {
+        Ok(0)
+    }
+
+    async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
+        sql::disable_webhook(&**self.client().await?, webhook_id, url, reason).await
+    }
+
+    async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>> {
+        sql::stored_webhooks(&**self.client().await?).await
+    }
+
+    async fn put_webhook(&self, id: &str, definition: String) -> anyhow::Result<()> {
+        sql::put_webhook(&**self.client().await?, id, &definition).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool> {
+        sql::delete_webhook(&**self.client().await?, id).await
+    }
+
+    async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()> {
+        sql::enable_webhook(&**self.client().await?, webhook_id).await
+    }
+
+    async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, DisabledWebhook>> {
+        sql::disabled(&**self.client().await?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open() -> Option<(test_server::Database, PgStore)> {
+        let database = test_server::Database::create().await?;
+        let store = PgStore::open(&database.url, 4).await.unwrap();
+        Some((database, store))
+    }
+
+    crate::store_suite!(open);
+
+    #[tokio::test]
+    async fn hosts_starting_at_once_migrate_once_and_a_newer_schema_is_refused() {
+        let Some(database) = test_server::Database::create().await else { return };
+        let opened = futures_util::future::join_all((0..4).map(|_| PgStore::open(&database.url, 2))).await;
+        assert!(opened.iter().all(Result::is_ok), "{:?}", opened.iter().map(|o| o.as_ref().err()).collect::<Vec<_>>());
+        let store = opened.into_iter().next().unwrap().unwrap();
+        store
+            .client()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) VALUES (999, 'future', '', '0')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let error = format!("{:#}", PgStore::open(&database.url, 2).await.err().expect("refused"));
+        assert!(error.contains("schema version 999") && error.contains("newer hookwasm"), "{error}");
+    }
+}
