@@ -33,6 +33,25 @@ pub struct StoreConfig {
     /// attempts and its event; also how long an event id is remembered for idempotent ingest.
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
+    pub backend: StoreBackend,
+    /// PostgreSQL connection string (`postgres://...` or `key=value` pairs).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL connections per host.
+    pub pool: usize,
+    /// Names this host in delivery leases (default: generated at each start).
+    #[serde(default)]
+    pub host_id: Option<String>,
+}
+
+/// Where events and deliveries are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One SQLite file in `server.data_dir`, for one host.
+    Sqlite,
+    /// A PostgreSQL database that several hosts share.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +213,12 @@ impl Config {
         }
         if self.store.retention < Duration::from_secs(1) || self.store.retention > MAX_RETENTION {
             bail!("invalid config at `store.retention`: must be between 1s and 100 years");
+        }
+        if self.store.backend == StoreBackend::Postgres && self.store.url.as_deref().unwrap_or("").is_empty() {
+            bail!("invalid config at `store.url`: backend = \"postgres\" needs a connection string");
+        }
+        if self.store.pool == 0 {
+            bail!("invalid config at `store.pool`: must be at least 1");
         }
         if self.delivery.max_backlog == 0 {
             bail!("invalid config at `delivery.max_backlog`: must be at least 1");

@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
-use crate::config::{Config, WebhookConfig};
+use crate::config::{Config, StoreBackend, WebhookConfig};
 use crate::delivery::worker::Worker;
 use crate::ingest::Backlog;
 use crate::metrics::Metrics;
 use crate::plugins::{PluginConfig, Registry, Runtime};
 use crate::reload::{self, Reloader};
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, retention};
 use crate::webhooks::{Source, Webhook, Webhooks};
@@ -32,7 +33,13 @@ pub async fn run(
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
+    let store: Arc<dyn Store> = match config.store.backend {
+        StoreBackend::Sqlite => Arc::new(SqliteStore::open(&data_dir)?),
+        StoreBackend::Postgres => {
+            let url = config.store.url.as_deref().unwrap_or_default();
+            Arc::new(PgStore::open(url, config.store.pool).await.context("opening the PostgreSQL store")?)
+        }
+    };
 
     let disabled = store.disabled_webhooks().await?.into_iter().map(|(id, d)| (id, (d.url, d.reason))).collect();
     let mut webhooks = config
@@ -83,6 +90,8 @@ pub async fn run(
         config.delivery.clone(),
         wake.clone(),
         metrics.clone(),
+        // Unique per start: a restarted host must not take its previous run's leases for its own.
+        crate::model::new_id(config.store.host_id.as_deref().unwrap_or("worker")),
     )?);
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));

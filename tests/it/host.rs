@@ -243,6 +243,10 @@ impl TestHost {
         format!("http://{}{path}", self.addr)
     }
 
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -123,6 +123,7 @@ impl Worker {
         config: DeliveryConfig,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
+        owner: String,
     ) -> anyhow::Result<Worker> {
         Ok(Worker {
             metrics,
@@ -138,7 +139,7 @@ impl Worker {
             webhooks,
             registry,
             config,
-            owner: crate::model::new_id("worker"),
+            owner,
             wake,
             in_flight: Mutex::default(),
             freed: Notify::new(),
@@ -491,6 +492,7 @@ mod tests {
             config,
             Arc::default(),
             Arc::default(),
+            "worker".into(),
         );
         Arc::new(worker.unwrap())
     }

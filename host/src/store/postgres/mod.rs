@@ -1,5 +1,7 @@
-//! The PostgreSQL store, for several hosts sharing one database (work in progress: it passes
-//! the shared store suite; `serve` does not use it yet).
+//! The PostgreSQL store (`[store] backend = "postgres"`), for several hosts sharing one
+//! database. Work in progress towards issue 14: it passes the shared store suite, and hosts
+//! share events, deliveries and leases; writes are not batched yet, leases use each host's
+//! clock, and webhook changes reach other hosts only when they restart.
 //!
 //! Each operation runs in a transaction of its own on a pooled connection. Claims lock the
 //! rows they take with `FOR UPDATE SKIP LOCKED` inside a materialized CTE, so concurrent
@@ -7,8 +9,7 @@
 //! rows. Migrations run under an advisory lock, so hosts starting at once apply them once.
 
 mod sql;
-#[cfg(test)]
-pub mod test_server;
+pub mod throwaway;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -229,8 +230,8 @@ impl Store for PgStore {
 mod tests {
     use super::*;
 
-    async fn open() -> Option<(test_server::Database, PgStore)> {
-        let database = test_server::Database::create().await?;
+    async fn open() -> Option<(throwaway::Database, PgStore)> {
+        let database = throwaway::Database::create().await?;
         let store = PgStore::open(&database.url, 4).await.unwrap();
         Some((database, store))
     }
@@ -239,7 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn hosts_starting_at_once_migrate_once_and_a_newer_schema_is_refused() {
-        let Some(database) = test_server::Database::create().await else { return };
+        let Some(database) = throwaway::Database::create().await else { return };
         let opened = futures_util::future::join_all((0..4).map(|_| PgStore::open(&database.url, 2))).await;
         assert!(opened.iter().all(Result::is_ok), "{:?}", opened.iter().map(|o| o.as_ref().err()).collect::<Vec<_>>());
         let store = opened.into_iter().next().unwrap().unwrap();

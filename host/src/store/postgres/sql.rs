@@ -14,6 +14,8 @@ use crate::store::{
 };
 
 const EXCERPT_BYTES: usize = 512;
+/// Held by the one host whose retention sweep runs (for one batch's transaction).
+const RETENTION_LOCK: i64 = 0x686f_6f6b_7265_7465; // "hookrete"
 
 /// What a replay does to a delivery (`$1` is now), as in SQLite.
 const REPLAY_SET: &str = "
@@ -385,6 +387,11 @@ pub async fn expire(
     batch: usize,
     events_from: EventCursor,
 ) -> anyhow::Result<Expired> {
+    // One host at a time: the others' sweeps find the lock taken and do nothing this time.
+    let sweeping: bool = db.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK]).await?.get(0);
+    if !sweeping {
+        return Ok(Expired { events_cursor: events_from, ..Expired::default() });
+    }
     let gone = db
         .query(
             "WITH gone AS MATERIALIZED (

@@ -1,7 +1,9 @@
-//! A throwaway PostgreSQL server for tests: `initdb` as the `postgres` user into a temporary
-//! dir, listening on a Unix socket only, stopped when the test process exits; a fresh
-//! database per test. Where the server cannot start, tests fail under `CI=true` and are
-//! skipped (with a message) elsewhere.
+//! A throwaway PostgreSQL server for tests and benches: `initdb` as the `postgres` user into a
+//! temporary dir, listening on a Unix socket only, stopped (and its files removed) when the
+//! process that started it exits; a fresh database for each caller. Needs root (it runs the
+//! server as `postgres`) and installs Debian's `postgresql` if it is missing. Where the
+//! server cannot start, callers fail under `CI=true` and are skipped (with a message)
+//! elsewhere.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

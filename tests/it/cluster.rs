@@ -1,0 +1,111 @@
+//! Several hosts on one PostgreSQL database (a throwaway server, one database per test),
+//! against the real binary.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use hookwasm::store::postgres::throwaway::Database;
+
+use crate::host::{Answer, TestHost, TestReceiver, webhook};
+
+/// `[delivery]` for the local receiver, with a 1 s timeout: the lease a killed host leaves
+/// behind (twice the timeout plus 30 s) expires in 32 s.
+const DELIVERY: &str = "[delivery]\nallow_http = true\nallow_private_networks = true\nretry_schedule = [\"0s\", \"200ms\", \"200ms\", \"200ms\"]\ntimeout = \"1s\"\n";
+
+fn config(database: &Database, webhooks: &str) -> String {
+    format!("{DELIVERY}[store]\nbackend = \"postgres\"\nurl = \"{}\"\n{webhooks}", database.url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_share_the_queue_and_the_survivor_delivers_what_a_killed_host_accepted() {
+    let Some(database) = Database::create().await else { return };
+    let receiver = TestReceiver::start().await;
+    // Slow answers, so the killed host dies with deliveries in flight under its leases.
+    receiver.script("/raw", &[], Answer { status: 200, retry_after: None, delay: Duration::from_millis(300) });
+    let config = config(&database, &webhook("raw", &receiver.url("/raw"), r#"["*"]"#, ""));
+    let mut a = TestHost::start(&config, &[]);
+    let b = TestHost::start(&config, &[]);
+
+    let mut accepted: HashMap<String, bool> = HashMap::new();
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let on_a = i % 2 == 0 && started.elapsed() < Duration::from_millis(700);
+        if i % 2 == 0 && !on_a && a.is_running() {
+            a.kill();
+        }
+        let host = if on_a { &a } else { &b };
+        let (status, _) = host.post_event(&format!(r#"{{"id": "c-{i}", "type": "a.b", "data": {{"n": {i}}}}}"#)).await;
+        if status == 202 {
+            accepted.insert(format!("c-{i}"), on_a);
+        }
+        i += 1;
+    }
+    assert!(!a.is_running());
+    let on_a: Vec<&String> = accepted.iter().filter(|(_, on_a)| **on_a).map(|(id, _)| id).collect();
+    assert!(on_a.len() > 10 && accepted.len() > on_a.len() + 10, "{} on a of {}", on_a.len(), accepted.len());
+
+    // Every accepted event arrives; what the killed host held under a lease, once it expires.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let delivered: HashSet<String> =
+            receiver.received("/raw").iter().filter_map(|r| r.json()["id"].as_str().map(String::from)).collect();
+        let missing = accepted.keys().filter(|id| !delivered.contains(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} accepted events never delivered\n{}",
+            accepted.len(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
+    for request in receiver.all() {
+        assert!(request.verified);
+        if let Some(previous) = bodies.insert(request.webhook_id.clone(), request.body.clone()) {
+            assert_eq!(previous, request.body, "a duplicate {} carried other bytes", request.webhook_id);
+        }
+    }
+    // The survivor answers for events the dead host accepted, and records them delivered:
+    // those the dead host was sending once its leases expire, sent again by the survivor.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for id in &on_a {
+        loop {
+            let event = b.get(&format!("/v1/events/{id}")).await;
+            assert_eq!(event["event"]["id"], id.as_str());
+            if event["deliveries"][0]["state"] == "delivered" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never recorded delivered: {event:#}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let sent_twice = bodies.len() < receiver.all().len();
+    assert!(sent_twice, "the killed host left no delivery in flight: the takeover was not exercised");
+}
+
+/// A retry asked for on one host while the other is sending: never two sends at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_on_one_host_waits_for_the_other_hosts_attempt() {
+    let Some(database) = Database::create().await else { return };
+    let receiver = TestReceiver::start().await;
+    let slow = Answer { status: 200, retry_after: None, delay: Duration::from_millis(1500) };
+    receiver.script("/slow", &[slow], Answer::status(200));
+    let config = config(&database, &webhook("slow", &receiver.url("/slow"), r#"["*"]"#, ""))
+        .replace("timeout = \"1s\"", "timeout = \"5s\"");
+    let a = TestHost::start(&config, &[]);
+    let b = TestHost::start(&config, &[]);
+    a.post_event(r#"{"id": "race", "type": "a.b", "data": {}}"#).await;
+    let first = receiver.wait_for("/slow", 1, Duration::from_secs(20)).await;
+    let retry = b.http.post(b.url(&format!("/v1/deliveries/{}/retry", first[0].webhook_id))).send().await.unwrap();
+    assert_eq!(retry.status(), 202);
+    let both = receiver.wait_for("/slow", 2, Duration::from_secs(20)).await;
+    assert!(
+        both[1].at.duration_since(both[0].at) >= Duration::from_millis(1400),
+        "the retry went out {:?} after the first send began, while it was still in flight",
+        both[1].at.duration_since(both[0].at)
+    );
+}
