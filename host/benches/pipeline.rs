@@ -32,7 +32,7 @@ mod support;
 #[allow(dead_code)]
 mod common;
 
-use common::{EventTemplate, Host, Producer, deploy, env, paced_latency, process_cpu_time, start_receiver, wait_for};
+use common::{EventTemplate, Host, burst, deploy, env, paced_latency, start_receiver};
 
 /// What the load goes through.
 #[derive(Clone, Copy)]
@@ -83,40 +83,13 @@ async fn throughput(target: Target, events: usize, clients: usize, reload_every:
             }
         })
     });
-    let template = EventTemplate::load();
-    let (cpu_before, bench_cpu_before) = (host.cpu_time(), process_cpu_time("self"));
-    let started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (address, template, next) = (host.address(), template.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut producer = Producer::connect(&address).await;
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= events {
-                        break;
-                    }
-                    assert_eq!(producer.post_event(template.body(&format!("load-{i}"))).await, 202);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let ingested = started.elapsed();
-    wait_for(&arrivals, events, Duration::from_secs(300)).await;
-    let delivered = started.elapsed();
-    let cpu = host.cpu_time() - cpu_before;
-    let bench_cpu = process_cpu_time("self") - bench_cpu_before;
+    let burst = burst(&host, &arrivals, events, clients).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(reloader) = reloader {
         reloader.join().unwrap();
     }
-    let rate = events as f64 / delivered.as_secs_f64();
     println!(
-        "throughput, {}{}: {events} events, {clients} clients: ingest {:.0} events/s, end to end {rate:.0} events/s ({:.2} s); host CPU {:.0} µs/event, peak RSS {:.0} MiB; load generator and receiver CPU {:.0} µs/event",
+        "throughput, {}{}: {events} events, {clients} clients: {}",
         target.label(),
         match reload_every {
             Some(every) => format!(
@@ -125,13 +98,9 @@ async fn throughput(target: Target, events: usize, clients: usize, reload_every:
             ),
             None => String::new(),
         },
-        events as f64 / ingested.as_secs_f64(),
-        delivered.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / events as f64,
-        host.peak_rss_mib(),
-        bench_cpu.as_secs_f64() * 1e6 / events as f64,
+        burst.summary(&host),
     );
-    rate
+    burst.rate
 }
 
 /// From the rename of a new plugin version into place to the first delivery it made, with

@@ -6,11 +6,14 @@
 //!   history of `SEEDED` (200,000) deliveries with a filter that makes every listing read all
 //!   of it; while the retention sweep deletes `SEEDED` expired deliveries seeded into the
 //!   data dir;
+//! - throughput of one host with slack-notify and `max_in_flight_per_webhook = 128` on SQLite
+//!   and on PostgreSQL (a throwaway server on the same cores; needs root), `LOAD_EVENTS`
+//!   (20,000) events from 64 producers, alternating;
 //! - the store's size on disk (database + WAL) every 5 s for `GROWTH_SECONDS` (60) at
 //!   `GROWTH_RATE` events/s (1000) with `retention = "10s"`: it must level off.
 //!
 //! `cargo bench -p hookwasm --bench store`; figures in BENCHMARKS.md. `HOOKWASM_BIN` runs
-//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,slow-readers,sweep`) and
+//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,slow-readers,sweep,backends`) and
 //! `GROWTH_SECONDS=0` skips the size run, for a build without retention.
 
 use std::path::Path;
@@ -25,7 +28,8 @@ mod support;
 #[allow(dead_code)]
 mod common;
 
-use common::{Host, Latencies, env, paced_latency, start_receiver};
+use common::{Host, Latencies, burst, env, paced_latency, process_cpu_time, start_receiver};
+use hookwasm::store::postgres::throwaway::Database;
 
 /// A plugin whose body carries the event id, so each arrival is matched to its post.
 const FIELD_MAP: (&str, &str) = ("field-map", r#"{ map = "$id=id, conversation.id=conversation, message.body=text" }"#);
@@ -149,6 +153,55 @@ fn seed(data: &Path, count: usize, age_ms: i64) {
     transaction.commit().unwrap();
 }
 
+/// CPU time used so far by every process of the `postgres` user (the throwaway server's).
+fn postgres_cpu_time() -> Duration {
+    let uid = std::process::Command::new("id").args(["-u", "postgres"]).output().unwrap();
+    let uid = String::from_utf8_lossy(&uid.stdout).trim().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()))
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .any(|line| line.strip_prefix("Uid:").is_some_and(|ids| ids.split_whitespace().next() == Some(&uid)))
+        })
+        .map(|pid| process_cpu_time(&pid))
+        .sum()
+}
+
+/// `events` slack-notify events as fast as 64 producers post them, on one host with
+/// `max_in_flight_per_webhook = 128`, storing in SQLite or in PostgreSQL (a throwaway server
+/// with its default, durable settings, on the same two cores).
+async fn backend_burst(postgres: bool, events: usize) -> f64 {
+    let (receiver, arrivals) = start_receiver().await;
+    let mut delivery = "max_in_flight_per_webhook = 128\n".to_string();
+    let database = match postgres {
+        true => Some(Database::create().await.expect("a PostgreSQL server for the backend comparison")),
+        false => None,
+    };
+    if let Some(database) = &database {
+        delivery += &format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"\n", database.url);
+    }
+    let slack = ("slack-notify", r#"{ base_url = "https://desk.example.com" }"#);
+    let host = Host::start_with(&receiver, Some(slack), &delivery, |_| {});
+    let postgres_before = postgres_cpu_time();
+    let result = burst(&host, &arrivals, events, 64).await;
+    let postgres_cpu = (postgres_cpu_time() - postgres_before) / events as u32;
+    println!(
+        "throughput on {}, slack-notify, max_in_flight_per_webhook = 128: {events} events, 64 clients: {}{}",
+        if postgres { "PostgreSQL" } else { "SQLite" },
+        result.summary(&host),
+        if postgres {
+            format!("; PostgreSQL CPU {:.0} µs/event", postgres_cpu.as_secs_f64() * 1e6)
+        } else {
+            String::new()
+        }
+    );
+    result.rate
+}
+
 /// Bytes the store takes on disk: the database file and its WAL.
 fn store_size(data: &Path) -> (u64, u64) {
     let size = |file: &str| std::fs::metadata(data.join(file)).map_or(0, |meta| meta.len());
@@ -191,7 +244,7 @@ fn main() {
     let (rate, seconds) = (env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10));
     let seeded = env("SEEDED", 200_000) as usize;
     runtime.block_on(async {
-        let runs = std::env::var("STORE_RUNS").unwrap_or_else(|_| "alone,readers,slow-readers,sweep".into());
+        let runs = std::env::var("STORE_RUNS").unwrap_or_else(|_| "alone,readers,slow-readers,sweep,backends".into());
         let mut p99 = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..env("STORE_ROUNDS", 2) {
             for (i, (name, beside)) in [
@@ -210,6 +263,22 @@ fn main() {
             }
         }
         let show = |runs: &[f64]| runs.iter().map(|ms| format!("{ms:.1}")).collect::<Vec<_>>().join(", ");
+        if runs.split(',').any(|run| run == "backends") {
+            let events = env("LOAD_EVENTS", 20_000) as usize;
+            let (mut sqlite, mut postgres) = (Vec::new(), Vec::new());
+            for _ in 0..env("STORE_ROUNDS", 2) {
+                sqlite.push(backend_burst(false, events).await);
+                postgres.push(backend_burst(true, events).await);
+            }
+            let mean = |runs: &[f64]| runs.iter().sum::<f64>() / runs.len() as f64;
+            println!(
+                "PostgreSQL against SQLite, means of {} alternating runs: {:.0} against {:.0} events/s = {:.1}%",
+                sqlite.len(),
+                mean(&postgres),
+                mean(&sqlite),
+                mean(&postgres) / mean(&sqlite) * 100.0
+            );
+        }
         println!(
             "p99 ms per round: alone [{}], with readers [{}], with slow readers [{}], with a retention sweep [{}]",
             show(&p99[0]),

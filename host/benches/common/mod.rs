@@ -281,3 +281,64 @@ pub async fn paced_latency(host: &Host, arrivals: &Arrivals, rate: u64, seconds:
     sorted.sort();
     Latencies { sorted, host_cpu_per_event }
 }
+
+/// What one burst measured.
+pub struct Burst {
+    /// Events delivered per second, from the first post to the last arrival.
+    pub rate: f64,
+    ingest_rate: f64,
+    seconds: f64,
+    host_cpu_per_event: Duration,
+    bench_cpu_per_event: Duration,
+}
+
+impl Burst {
+    pub fn summary(&self, host: &Host) -> String {
+        format!(
+            "ingest {:.0} events/s, end to end {:.0} events/s ({:.2} s); host CPU {:.0} µs/event, peak RSS {:.0} MiB; load generator and receiver CPU {:.0} µs/event",
+            self.ingest_rate,
+            self.rate,
+            self.seconds,
+            self.host_cpu_per_event.as_secs_f64() * 1e6,
+            host.peak_rss_mib(),
+            self.bench_cpu_per_event.as_secs_f64() * 1e6,
+        )
+    }
+}
+
+/// `events` events posted as fast as `clients` keep-alive producers can, until the receiver
+/// has all of them.
+pub async fn burst(host: &Host, arrivals: &Arrivals, events: usize, clients: usize) -> Burst {
+    let template = EventTemplate::load();
+    let (cpu_before, bench_cpu_before) = (host.cpu_time(), process_cpu_time("self"));
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (address, template, next) = (host.address(), template.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut producer = Producer::connect(&address).await;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= events {
+                        break;
+                    }
+                    assert_eq!(producer.post_event(template.body(&format!("load-{i}"))).await, 202);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let ingested = started.elapsed();
+    wait_for(arrivals, events, Duration::from_secs(300)).await;
+    let delivered = started.elapsed();
+    Burst {
+        rate: events as f64 / delivered.as_secs_f64(),
+        ingest_rate: events as f64 / ingested.as_secs_f64(),
+        seconds: delivered.as_secs_f64(),
+        host_cpu_per_event: (host.cpu_time() - cpu_before) / events as u32,
+        bench_cpu_per_event: (process_cpu_time("self") - bench_cpu_before) / events as u32,
+    }
+}

@@ -88,7 +88,7 @@ fn start() -> Result<Server, String> {
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     // The server stops once this test process is gone, and its files go with it.
     let script = format!(
-        "{postgres} -D {data} -k {socket} -p {port} -c listen_addresses= -c fsync=off -c max_connections=200 \
+        "{postgres} -D {data} -k {socket} -p {port} -c listen_addresses= -c max_connections=200 \
          >{root}/server.log 2>&1 & server=$!; \
          while [ -d /proc/{test} ] && kill -0 $server 2>/dev/null; do sleep 1; done; \
          kill -INT $server 2>/dev/null; wait $server; rm -rf {root}",
