@@ -16,6 +16,7 @@ macro_rules! store_suite {
             expired_leases_are_reclaimed_and_busy_webhooks_skipped,
             a_delivery_leased_at_ingest_is_its_owners_until_the_lease_expires,
             concurrent_ingests_share_commits,
+            concurrent_posts_of_one_event_store_it_once,
             a_failing_operation_leaves_nothing_and_its_batch_neighbours_commit,
             a_replay_of_a_delivery_in_flight_waits_for_its_lease,
             a_replay_of_a_released_delivery_takes_effect_on_release,
@@ -120,6 +121,15 @@ pub async fn concurrent_ingests_share_commits(store: &dyn Store) {
         assert!(matches!(outcome.unwrap(), IngestOutcome::Accepted { .. }));
     }
     assert_eq!(store.state_counts().await.unwrap()[&DeliveryState::Pending], 200);
+}
+
+pub async fn concurrent_posts_of_one_event_store_it_once(store: &dyn Store) {
+    let posts = (0..20).map(|i| store.ingest(event("e1"), vec![delivery(&format!("m{i}"))])).collect::<Vec<_>>();
+    let outcomes: Vec<IngestOutcome> =
+        futures_util::future::join_all(posts).await.into_iter().map(Result::unwrap).collect();
+    let accepted = outcomes.iter().filter(|o| matches!(o, IngestOutcome::Accepted { .. })).count();
+    assert_eq!(accepted, 1, "{outcomes:?}");
+    assert_eq!(store.list_deliveries(DeliveryFilter::default()).await.unwrap().len(), 1, "only its deliveries");
 }
 
 pub async fn a_failing_operation_leaves_nothing_and_its_batch_neighbours_commit(store: &dyn Store) {

@@ -3,13 +3,15 @@
 //! share events, deliveries and leases; writes are not batched yet, leases use each host's
 //! clock, and webhook changes reach other hosts only when they restart.
 //!
-//! Each operation runs in a transaction of its own on a pooled connection. Claims lock the
+//! Ingests and delivery results are group-committed by a writer task (`writer.rs`); every
+//! other operation runs in a transaction of its own on a pooled connection. Claims lock the
 //! rows they take with `FOR UPDATE SKIP LOCKED` inside a materialized CTE, so concurrent
 //! claims from several hosts never take the same delivery and `LIMIT` cannot touch extra
 //! rows. Migrations run under an advisory lock, so hosts starting at once apply them once.
 
 mod sql;
 pub mod throwaway;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,6 +37,7 @@ const MIGRATION_LOCK: i64 = 0x686f_6f6b_7761_736d; // "hookwasm"
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    writer: writer::Writer,
 }
 
 impl PgStore {
@@ -49,7 +52,7 @@ impl PgStore {
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().context("building the connection pool")?;
-        Ok(PgStore { pool })
+        Ok(PgStore { writer: writer::Writer::start(pool.clone()), pool })
     }
 
     async fn client(&self) -> anyhow::Result<deadpool_postgres::Client> {
@@ -130,7 +133,7 @@ macro_rules! in_transaction {
 #[async_trait]
 impl Store for PgStore {
     async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome> {
-        in_transaction!(self, |transaction| sql::ingest(transaction, &event, &deliveries).await)
+        self.writer.ingest(event, deliveries).await
     }
 
     async fn claim_due(
@@ -145,7 +148,7 @@ impl Store for PgStore {
     }
 
     async fn update(&self, owner: &str, update: DeliveryUpdate) -> anyhow::Result<bool> {
-        in_transaction!(self, |transaction| sql::apply_update(transaction, owner, &update).await)
+        self.writer.update(owner, update).await
     }
 
     async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()> {

@@ -156,11 +156,7 @@ pub async fn apply_update(db: &impl GenericClient, owner: &str, update: &Deliver
         .await?;
     let Some(row) = row else { return Ok(false) };
     if let Some(attempt) = &update.attempt {
-        let mut excerpt = attempt.response_excerpt.clone();
-        if excerpt.len() > EXCERPT_BYTES {
-            let cut = (0..=EXCERPT_BYTES).rev().find(|&i| excerpt.is_char_boundary(i)).unwrap_or(0);
-            excerpt.truncate(cut);
-        }
+        let excerpt = excerpt(&attempt.response_excerpt);
         db.execute(
             "INSERT INTO attempts (delivery_id, at, status, latency_ms, response_excerpt, error) VALUES ($1, $2, $3, $4, $5, $6)",
             &[
@@ -180,8 +176,14 @@ pub async fn apply_update(db: &impl GenericClient, owner: &str, update: &Deliver
     Ok(true)
 }
 
+/// The first bytes of a response, as stored with an attempt.
+pub fn excerpt(text: &str) -> &str {
+    let cut = (0..=EXCERPT_BYTES.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    &text[..cut]
+}
+
 /// Carries out a replay that waited for a worker's lease.
-async fn replay_queued(db: &impl GenericClient, id: &str) -> anyhow::Result<()> {
+pub async fn replay_queued(db: &impl GenericClient, id: &str) -> anyhow::Result<()> {
     db.execute(&format!("UPDATE deliveries SET {REPLAY_SET} WHERE id = $2 AND replay_requested"), &[&now_ms(), &id])
         .await?;
     Ok(())
