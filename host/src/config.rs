@@ -39,7 +39,8 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// PostgreSQL connections per host.
     pub pool: usize,
-    /// Names this host in delivery leases (default: generated at each start).
+    /// Names this host in delivery leases (default: generated at each start). Stable per
+    /// host: at start a host releases what its earlier runs left leased.
     #[serde(default)]
     pub host_id: Option<String>,
 }
@@ -216,6 +217,11 @@ impl Config {
         }
         if self.store.backend == StoreBackend::Postgres && self.store.url.as_deref().unwrap_or("").is_empty() {
             bail!("invalid config at `store.url`: backend = \"postgres\" needs a connection string");
+        }
+        if let Some(host_id) = &self.store.host_id
+            && (host_id.is_empty() || !host_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        {
+            bail!("invalid config at `store.host_id`: letters, digits, `-` and `.` only");
         }
         if self.store.pool == 0 {
             bail!("invalid config at `store.pool`: must be at least 1");
@@ -396,6 +402,8 @@ mod tests {
             ("", vec![("HOOKWASM_STORE_RETENTION", "a week")], "store.retention"),
             ("[delivery]\nmax_backlog = 0\n", vec![], "delivery.max_backlog"),
             ("[store]\nretention = \"1000000000y\"\n", vec![], "store.retention"),
+            ("[store]\nhost_id = \"hw 1\"\n", vec![], "store.host_id"),
+            ("[store]\nbackend = \"postgres\"\n", vec![], "store.url"),
             ("[[webhooks]]\nid = \"a\"\nurl = \"http://x.example\"\nevents = [\"a.b\"]\n", vec![], "webhooks[0]"),
             ("[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a*\"]\n", vec![], "webhooks[0]"),
             (

@@ -37,7 +37,14 @@ pub async fn run(
         StoreBackend::Sqlite => Arc::new(SqliteStore::open(&data_dir)?),
         StoreBackend::Postgres => {
             let url = config.store.url.as_deref().unwrap_or_default();
-            Arc::new(PgStore::open(url, config.store.pool).await.context("opening the PostgreSQL store")?)
+            let store = PgStore::open(url, config.store.pool).await.context("opening the PostgreSQL store")?;
+            if let Some(host_id) = &config.store.host_id {
+                let released = store.release_host(host_id).await?;
+                if released > 0 {
+                    tracing::info!(released, host_id, "released deliveries leased by an earlier run of this host");
+                }
+            }
+            Arc::new(store)
         }
     };
 

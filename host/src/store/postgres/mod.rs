@@ -130,6 +130,15 @@ macro_rules! in_transaction {
     }};
 }
 
+impl PgStore {
+    /// At a host's start: releases what earlier runs of this host (`[store] host_id`) left
+    /// leased, so it is sent again at once instead of when the leases expire. Other hosts'
+    /// leases are theirs until they expire.
+    pub async fn release_host(&self, host_id: &str) -> anyhow::Result<u64> {
+        in_transaction!(self, |transaction| sql::release_host(transaction, host_id).await)
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome> {
@@ -240,6 +249,23 @@ mod tests {
     }
 
     crate::store_suite!(open);
+
+    #[tokio::test]
+    async fn a_restarted_host_takes_back_what_its_earlier_run_left_leased() {
+        let Some((_database, store)) = open().await else { return };
+        let lease =
+            |owner: &str| Some(crate::store::Lease { owner: owner.into(), until_ms: crate::store::now_ms() + 60_000 });
+        let leased = |id: &str, owner: &str| NewDelivery { id: id.into(), webhook_id: "w".into(), lease: lease(owner) };
+        let event =
+            |id: &str| Event { id: id.into(), event_type: "a.b".into(), timestamp: "t".into(), data: "{}".into() };
+        store
+            .ingest(event("e1"), vec![leased("m1", "hw-1_01OLD"), leased("m2", "hw-10_01X"), leased("m3", "hw-2_01Y")])
+            .await
+            .unwrap();
+        assert_eq!(store.release_host("hw-1").await.unwrap(), 1, "only hw-1's own, not hw-10's or hw-2's");
+        let claimed = store.claim_due("hw-1_01NEW", 10, vec![], Duration::from_secs(60)).await.unwrap();
+        assert_eq!(claimed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["m1"]);
+    }
 
     #[tokio::test]
     async fn hosts_starting_at_once_migrate_once_and_a_newer_schema_is_refused() {

@@ -205,6 +205,24 @@ pub async fn release(db: &impl GenericClient, owner: &str, ids: &[String]) -> an
     Ok(())
 }
 
+/// Releases the leases of every earlier run of host `host_id` (owners `{host_id}_...`), and
+/// carries out the replays queued behind them. Returns how many were released.
+pub async fn release_host(db: &impl GenericClient, host_id: &str) -> anyhow::Result<u64> {
+    let rows = db
+        .query(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = 0 WHERE starts_with(lease_owner, $1)
+             RETURNING id, replay_requested",
+            &[&format!("{host_id}_")],
+        )
+        .await?;
+    for row in &rows {
+        if row.try_get::<_, bool>(1)? {
+            replay_queued(db, row.try_get(0)?).await?;
+        }
+    }
+    Ok(rows.len() as u64)
+}
+
 pub async fn requeue_held(db: &impl GenericClient, webhooks: &[String]) -> anyhow::Result<u64> {
     Ok(db
         .execute(
