@@ -17,6 +17,7 @@
 //! - [`reload`]: hot reload of plugin files and the config file's webhooks.
 //! - [`metrics`]: Prometheus counters, histograms and gauges for `/metrics`.
 //! - [`api`]: routes, shared state and JSON errors.
+//! - [`sync`]: hosts sharing a PostgreSQL store poll its webhooks and disabled state.
 //! - [`server`]: wires it all together for `hookwasm serve`.
 //! - [`client`]: the CLI's client for a running server, and its tables.
 //! - [`devtools`]: `hookwasm plugin test|check|new`, the plugin author's local loop.
@@ -36,4 +37,5 @@ pub mod plugins;
 pub mod reload;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod webhooks;

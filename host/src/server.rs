@@ -106,6 +106,9 @@ pub async fn run(
     let backlog_task = tokio::spawn(backlog.clone().run(store.clone(), metrics.clone(), stopped.clone()));
     let retention_task =
         tokio::spawn(retention::run(store.clone(), config.store.retention, metrics.clone(), stopped.clone()));
+    let shared_store = config.store.backend == StoreBackend::Postgres;
+    let sync_task = shared_store
+        .then(|| tokio::spawn(crate::sync::run(store.clone(), webhooks.clone(), data_dir.clone(), stopped.clone())));
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
         webhooks: webhooks.clone(),
@@ -132,6 +135,7 @@ pub async fn run(
         backlog,
         worker,
         delivery: config.delivery.clone(),
+        shared_store,
         data_dir: data_dir.clone(),
         ingest_token: config.server.ingest_token.clone(),
         admin_token: config.server.admin_token.clone(),
@@ -150,6 +154,9 @@ pub async fn run(
     watch_task.await.context("file watcher")?;
     backlog_task.await.context("backlog counter")?;
     retention_task.await.context("retention sweep")?;
+    if let Some(sync_task) = sync_task {
+        sync_task.await.context("webhook sync")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -216,6 +216,11 @@ impl Webhooks {
         disabled.insert(webhook.config.id.clone(), (webhook.config.url.clone(), reason.to_string()));
     }
 
+    /// Replaces every runtime disable (id -> (url, reason)), as another host stored them.
+    pub fn set_disabled(&self, disabled: BTreeMap<String, (String, String)>) {
+        *self.disabled.lock().unwrap_or_else(|e| e.into_inner()) = disabled;
+    }
+
     /// Clears a runtime disable. Returns whether there was one.
     pub fn enable(&self, id: &str) -> bool {
         self.disabled.lock().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()

@@ -109,3 +109,55 @@ async fn a_retry_on_one_host_waits_for_the_other_hosts_attempt() {
         both[1].at.duration_since(both[0].at)
     );
 }
+
+/// Webhooks created, disabled and enabled through one host's API take effect on the other
+/// within about a second; a webhook without its own secret is refused (a generated one would
+/// be a file on one host only).
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_changes_on_one_host_take_effect_on_the_other() {
+    let Some(database) = Database::create().await else { return };
+    let receiver = TestReceiver::start().await;
+    let config = config(&database, "");
+    let a = TestHost::start(&config, &[]);
+    let b = TestHost::start(&config, &[]);
+    let definition = serde_json::json!({"id": "api", "url": receiver.url("/api"), "events": ["*"]});
+    let refused = a.http.post(a.url("/v1/webhooks")).json(&definition).send().await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["field"], "secret", "{body}");
+
+    let mut with_secret = definition.clone();
+    with_secret["secret"] = crate::host::SECRET.into();
+    assert_eq!(a.http.post(a.url("/v1/webhooks")).json(&with_secret).send().await.unwrap().status(), 201);
+    eventually(&b, "/v1/webhooks/api", |w| w["active"] == true).await;
+    let (status, _) = b.post_event(r#"{"id": "via-b", "type": "a.b", "data": {}}"#).await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for("/api", 1, Duration::from_secs(10)).await;
+    assert!(got[0].verified, "signed with the webhook's own secret on host b");
+
+    assert_eq!(a.http.post(a.url("/v1/webhooks/api/disable")).send().await.unwrap().status(), 200);
+    eventually(&b, "/v1/webhooks/api", |w| w["active"] == false).await;
+    let (_, answer) = b.post_event(r#"{"id": "while-off", "type": "a.b", "data": {}}"#).await;
+    assert_eq!(answer["deliveries"], 0, "disabled on a, so not subscribed on b");
+    assert_eq!(a.http.post(a.url("/v1/webhooks/api/enable")).send().await.unwrap().status(), 200);
+    eventually(&b, "/v1/webhooks/api", |w| w["active"] == true).await;
+
+    let rotate = a.http.post(a.url("/v1/webhooks/api/rotate-secret")).send().await.unwrap();
+    assert_eq!(rotate.status(), 409, "per-host secret files cannot be shared");
+    assert_eq!(a.http.delete(a.url("/v1/webhooks/api")).send().await.unwrap().status(), 204);
+    eventually(&b, "/v1/webhooks/api", |w| w["code"] == "not_found").await;
+}
+
+/// `GET path` on `host` until `ready` holds (5 s at most).
+async fn eventually(host: &TestHost, path: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = host.http.get(host.url(path)).send().await.unwrap();
+        let value: serde_json::Value = response.json().await.unwrap_or_default();
+        if ready(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "the other host never saw it: {value}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -217,6 +217,16 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 async fn save_webhook(state: &AppState, config: crate::config::WebhookConfig) -> Result<Response, ApiError> {
     let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook", message);
     config.validate(&state.delivery).map_err(invalid)?;
+    if state.shared_store && config.secret.is_none() {
+        return Err(ApiError {
+            field: Some("secret"),
+            ..invalid(
+                "with store.backend = \"postgres\" a webhook needs its `secret`: a generated one would be a file on \
+                 this host only, and the other hosts would sign with other secrets"
+                    .into(),
+            )
+        });
+    }
     if let Some(plugin) = config.plugin.as_ref().and_then(|name| state.registry.current(name)) {
         let plugin_config = std::sync::Arc::new(config.plugin_config.clone());
         let check = tokio::task::spawn_blocking(move || plugin.check_config(&plugin_config))
@@ -304,6 +314,16 @@ fn api_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webho
 pub async fn rotate_secret(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     let mut config = webhook.config.clone();
+    if state.shared_store {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_supported",
+            format!(
+                "rotating a secret into a file is per host, and store.backend = \"postgres\" shares webhooks between \
+                 hosts: replace webhook {id} with a new `secret` (PUT), or change it in every host's config file"
+            ),
+        ));
+    }
     if config.secret.is_some() && webhook.source == crate::webhooks::Source::Config {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub worker: Arc<crate::delivery::worker::Worker>,
     /// The delivery rules webhooks are validated against.
     pub delivery: crate::config::DeliveryConfig,
+    /// Whether other hosts share the store (PostgreSQL): secrets then cannot be per-host files.
+    pub shared_store: bool,
     pub data_dir: std::path::PathBuf,
     pub ingest_token: Option<String>,
     pub admin_token: Option<String>,
