@@ -126,6 +126,13 @@ async fn a_corrupt_file_keeps_the_previous_version_serving() {
     assert_eq!(loaded["sha256"], sha("pass-through").as_str());
     assert_eq!(loaded["last_error"], serde_json::Value::Null);
     assert_eq!(loaded["webhooks"], serde_json::json!(["w"]));
+
+    // Putting the serving version back after a bad file says loaded again, not failed.
+    std::fs::write(host.plugins_dir().join("shape.wasm"), b"not wasm").unwrap();
+    host.wait_plugin("shape", SETTLE, |p| p["failures"] == 3).await;
+    std::fs::write(host.plugins_dir().join("shape.wasm"), &good).unwrap();
+    let restored = host.wait_plugin("shape", SETTLE, |p| p["state"] == "loaded").await;
+    assert_eq!((&restored["sha256"], &restored["last_error"]), (&sha("pass-through").into(), &serde_json::Value::Null));
 }
 
 #[tokio::test(flavor = "multi_thread")]

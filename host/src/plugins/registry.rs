@@ -146,12 +146,17 @@ impl Registry {
             }
         };
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        let serving = {
-            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            entries.get(name).and_then(|e| e.current.as_ref()).map(|p| p.sha256() == sha256).unwrap_or(false)
-        };
-        if serving {
-            return Reload::Unchanged;
+        {
+            let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = entries.get_mut(name)
+                && entry.current.as_ref().is_some_and(|p| p.sha256() == sha256)
+            {
+                // The file is the serving version again (a bad deploy put back): whatever
+                // failed in between no longer describes the plugin.
+                entry.status.state = PluginState::Loaded;
+                entry.status.last_error = None;
+                return Reload::Unchanged;
+            }
         }
         let loaded = self.runtime.load(name, &bytes);
         self.install(name, path, loaded, configs).map_or_else(Reload::Failed, Reload::Loaded)
