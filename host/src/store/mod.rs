@@ -105,12 +105,6 @@ impl DeliveryState {
     pub fn parse(text: &str) -> Option<DeliveryState> {
         DeliveryState::ALL.into_iter().find(|s| s.as_str() == text)
     }
-
-    /// Whether nothing more will happen to the delivery unless an operator replays it; only
-    /// final deliveries expire.
-    pub fn is_final(self) -> bool {
-        matches!(self, DeliveryState::Delivered | DeliveryState::Filtered | DeliveryState::Dead)
-    }
 }
 
 /// A claimed delivery, with its event, ready for a worker.
