@@ -9,6 +9,7 @@
 //! claims from several hosts never take the same delivery and `LIMIT` cannot touch extra
 //! rows. Migrations run under an advisory lock, so hosts starting at once apply them once.
 
+mod clock;
 mod sql;
 pub mod throwaway;
 mod writer;
@@ -38,12 +39,18 @@ const MIGRATION_LOCK: i64 = 0x686f_6f6b_7761_736d; // "hookwasm"
 pub struct PgStore {
     pool: Pool,
     writer: writer::Writer,
+    clock: clock::Clock,
 }
 
 impl PgStore {
     /// Connects to `url` (a `postgres://` URL or `key=value` pairs) with up to `pool_size`
     /// connections and brings the schema up to date.
     pub async fn open(url: &str, pool_size: usize) -> anyhow::Result<PgStore> {
+        PgStore::open_with_skew(url, pool_size, 0).await
+    }
+
+    /// As [`PgStore::open`], for a host whose clock is `host_skew_ms` off (tests only).
+    async fn open_with_skew(url: &str, pool_size: usize, host_skew_ms: i64) -> anyhow::Result<PgStore> {
         let config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL connection string")?;
         migrate(&config).await?;
         let manager = Manager::from_config(
@@ -52,7 +59,9 @@ impl PgStore {
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().context("building the connection pool")?;
-        Ok(PgStore { writer: writer::Writer::start(pool.clone()), pool })
+        let clock =
+            clock::Clock::measure(&**pool.get().await.context("no connection to PostgreSQL")?, host_skew_ms).await?;
+        Ok(PgStore { writer: writer::Writer::start(pool.clone(), clock), pool, clock })
     }
 
     async fn client(&self) -> anyhow::Result<deadpool_postgres::Client> {
@@ -135,7 +144,7 @@ impl PgStore {
     /// leased, so it is sent again at once instead of when the leases expire. Other hosts'
     /// leases are theirs until they expire.
     pub async fn release_host(&self, host_id: &str) -> anyhow::Result<u64> {
-        in_transaction!(self, |transaction| sql::release_host(transaction, host_id).await)
+        in_transaction!(self, |transaction| sql::release_host(transaction, self.clock, host_id).await)
     }
 }
 
@@ -153,7 +162,7 @@ impl Store for PgStore {
         lease: Duration,
     ) -> anyhow::Result<Vec<DueDelivery>> {
         let client = self.client().await?;
-        sql::claim(&**client, owner, limit, &busy, lease).await
+        sql::claim(&**client, self.clock, owner, limit, &busy, lease).await
     }
 
     async fn update(&self, owner: &str, update: DeliveryUpdate) -> anyhow::Result<bool> {
@@ -161,15 +170,15 @@ impl Store for PgStore {
     }
 
     async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()> {
-        in_transaction!(self, |transaction| sql::release(transaction, owner, &ids).await)
+        in_transaction!(self, |transaction| sql::release(transaction, self.clock, owner, &ids).await)
     }
 
     async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
-        sql::next_due(&**self.client().await?).await
+        sql::next_due(&**self.client().await?, self.clock).await
     }
 
     async fn requeue_held(&self, webhook_ids: Vec<String>) -> anyhow::Result<u64> {
-        sql::requeue_held(&**self.client().await?, &webhook_ids).await
+        sql::requeue_held(&**self.client().await?, self.clock, &webhook_ids).await
     }
 
     async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>> {
@@ -184,7 +193,7 @@ impl Store for PgStore {
     }
 
     async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
-        in_transaction!(self, |transaction| sql::replay(transaction, &filter).await)
+        in_transaction!(self, |transaction| sql::replay(transaction, self.clock, &filter).await)
     }
 
     async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
@@ -192,7 +201,7 @@ impl Store for PgStore {
     }
 
     async fn queue_stats(&self) -> anyhow::Result<QueueStats> {
-        sql::queue_stats(&**self.client().await?).await
+        sql::queue_stats(&**self.client().await?, self.clock).await
     }
 
     async fn ready(&self) -> anyhow::Result<()> {
@@ -205,7 +214,7 @@ impl Store for PgStore {
     }
 
     async fn expire(&self, cutoff_ms: i64, batch: usize, events_from: EventCursor) -> anyhow::Result<Expired> {
-        in_transaction!(self, |transaction| sql::expire(transaction, cutoff_ms, batch, events_from).await)
+        in_transaction!(self, |transaction| sql::expire(transaction, self.clock, cutoff_ms, batch, events_from).await)
     }
 
     /// PostgreSQL's autovacuum makes deleted rows' space reusable; nothing to do here.
@@ -214,7 +223,7 @@ impl Store for PgStore {
     }
 
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
-        sql::disable_webhook(&**self.client().await?, webhook_id, url, reason).await
+        sql::disable_webhook(&**self.client().await?, self.clock, webhook_id, url, reason).await
     }
 
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>> {
@@ -222,7 +231,7 @@ impl Store for PgStore {
     }
 
     async fn put_webhook(&self, id: &str, definition: String) -> anyhow::Result<()> {
-        sql::put_webhook(&**self.client().await?, id, &definition).await
+        sql::put_webhook(&**self.client().await?, self.clock, id, &definition).await
     }
 
     async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool> {
@@ -249,6 +258,24 @@ mod tests {
     }
 
     crate::store_suite!(open);
+
+    /// A host whose clock is ten minutes slow must not hand out leases that the others see
+    /// as long expired (the delivery would be sent twice at once).
+    #[tokio::test]
+    async fn leases_follow_the_databases_clock_whatever_the_hosts_say() {
+        let Some((database, store)) = open().await else { return };
+        let slow = PgStore::open_with_skew(&database.url, 2, -600_000).await.unwrap();
+        let event = Event { id: "e1".into(), event_type: "a.b".into(), timestamp: "t".into(), data: "{}".into() };
+        let delivery = NewDelivery { id: "m1".into(), webhook_id: "w".into(), lease: None };
+        store.ingest(event, vec![delivery]).await.unwrap();
+        assert_eq!(slow.claim_due("slow", 10, vec![], Duration::from_secs(60)).await.unwrap().len(), 1, "due now");
+        assert!(
+            store.claim_due("other", 10, vec![], Duration::from_secs(60)).await.unwrap().is_empty(),
+            "still leased"
+        );
+        let next_due = slow.next_due_ms().await.unwrap();
+        assert_eq!(next_due, None, "nothing else is due, on any clock");
+    }
 
     #[tokio::test]
     async fn a_restarted_host_takes_back_what_its_earlier_run_left_leased() {

@@ -10,8 +10,10 @@ use tokio_postgres::{GenericClient, Row};
 use crate::model::Event;
 use crate::store::{
     Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery, EventCursor,
-    EventRecord, Expired, IngestOutcome, NewDelivery, QueueStats, Transformed, now_ms,
+    EventRecord, Expired, IngestOutcome, NewDelivery, QueueStats, Transformed,
 };
+
+use super::clock::Clock;
 
 const EXCERPT_BYTES: usize = 512;
 /// Held by the one host whose retention sweep runs (for one batch's transaction).
@@ -39,10 +41,11 @@ fn state(row: &Row, index: usize) -> anyhow::Result<DeliveryState> {
 
 pub async fn ingest(
     db: &impl GenericClient,
+    clock: Clock,
     event: &Event,
     deliveries: &[NewDelivery],
 ) -> anyhow::Result<IngestOutcome> {
-    let now = now_ms();
+    let now = clock.now();
     let inserted = db
         .execute(
             "INSERT INTO events (id, type, timestamp, data, received_at) VALUES ($1, $2, $3, $4, $5)
@@ -56,7 +59,8 @@ pub async fn ingest(
     let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
     let webhooks: Vec<&str> = deliveries.iter().map(|d| d.webhook_id.as_str()).collect();
     let owners: Vec<Option<&str>> = deliveries.iter().map(|d| d.lease.as_ref().map(|l| l.owner.as_str())).collect();
-    let until: Vec<i64> = deliveries.iter().map(|d| d.lease.as_ref().map_or(0, |l| l.until_ms)).collect();
+    let until: Vec<i64> =
+        deliveries.iter().map(|d| d.lease.as_ref().map_or(0, |l| clock.to_database(l.until_ms))).collect();
     db.execute(
         "INSERT INTO deliveries (id, event_id, webhook_id, state, next_attempt_at, created_at, updated_at, lease_owner, lease_until)
          SELECT d.id, $2, d.webhook_id, 'pending', $3, $3, $3, d.owner, d.until
@@ -69,12 +73,13 @@ pub async fn ingest(
 
 pub async fn claim(
     db: &impl GenericClient,
+    clock: Clock,
     owner: &str,
     limit: usize,
     busy: &[String],
     lease: Duration,
 ) -> anyhow::Result<Vec<DueDelivery>> {
-    let now = now_ms();
+    let now = clock.now();
     let until = now + lease.as_millis() as i64;
     // Locked and skipped in a materialized CTE, so `LIMIT` bounds exactly the rows taken and
     // a concurrent claim passes over them. A replay queued behind a lease that expired is
@@ -126,8 +131,13 @@ pub async fn claim(
         .collect()
 }
 
-pub async fn apply_update(db: &impl GenericClient, owner: &str, update: &DeliveryUpdate) -> anyhow::Result<bool> {
-    let now = now_ms();
+pub async fn apply_update(
+    db: &impl GenericClient,
+    clock: Clock,
+    owner: &str,
+    update: &DeliveryUpdate,
+) -> anyhow::Result<bool> {
+    let now = clock.now();
     let (body, headers, transformed_sha) = match &update.transformed {
         Some(t) => (Some(t.body.as_slice()), Some(serde_json::to_string(&t.headers)?), t.plugin_sha.as_deref()),
         None => (None, None, None),
@@ -142,7 +152,7 @@ pub async fn apply_update(db: &impl GenericClient, owner: &str, update: &Deliver
              RETURNING replay_requested",
             &[
                 &update.state.as_str(),
-                &update.next_attempt_at_ms,
+                &clock.to_database(update.next_attempt_at_ms),
                 &(update.attempt.is_some() as i32),
                 &body,
                 &headers,
@@ -161,7 +171,7 @@ pub async fn apply_update(db: &impl GenericClient, owner: &str, update: &Deliver
             "INSERT INTO attempts (delivery_id, at, status, latency_ms, response_excerpt, error) VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &update.id,
-                &attempt.at_ms,
+                &clock.to_database(attempt.at_ms),
                 &attempt.status.map(i32::from),
                 &(attempt.latency_ms as i64),
                 &excerpt,
@@ -171,7 +181,7 @@ pub async fn apply_update(db: &impl GenericClient, owner: &str, update: &Deliver
         .await?;
     }
     if row.try_get::<_, bool>(0)? {
-        replay_queued(db, &update.id).await?;
+        replay_queued(db, clock, &update.id).await?;
     }
     Ok(true)
 }
@@ -183,13 +193,13 @@ pub fn excerpt(text: &str) -> &str {
 }
 
 /// Carries out a replay that waited for a worker's lease.
-pub async fn replay_queued(db: &impl GenericClient, id: &str) -> anyhow::Result<()> {
-    db.execute(&format!("UPDATE deliveries SET {REPLAY_SET} WHERE id = $2 AND replay_requested"), &[&now_ms(), &id])
+pub async fn replay_queued(db: &impl GenericClient, clock: Clock, id: &str) -> anyhow::Result<()> {
+    db.execute(&format!("UPDATE deliveries SET {REPLAY_SET} WHERE id = $2 AND replay_requested"), &[&clock.now(), &id])
         .await?;
     Ok(())
 }
 
-pub async fn release(db: &impl GenericClient, owner: &str, ids: &[String]) -> anyhow::Result<()> {
+pub async fn release(db: &impl GenericClient, clock: Clock, owner: &str, ids: &[String]) -> anyhow::Result<()> {
     let replays = db
         .query(
             "UPDATE deliveries SET lease_owner = NULL, lease_until = 0 WHERE id = ANY($1) AND lease_owner = $2
@@ -199,7 +209,7 @@ pub async fn release(db: &impl GenericClient, owner: &str, ids: &[String]) -> an
         .await?;
     for row in replays {
         if row.try_get::<_, bool>(1)? {
-            replay_queued(db, row.try_get(0)?).await?;
+            replay_queued(db, clock, row.try_get(0)?).await?;
         }
     }
     Ok(())
@@ -207,7 +217,7 @@ pub async fn release(db: &impl GenericClient, owner: &str, ids: &[String]) -> an
 
 /// Releases the leases of every earlier run of host `host_id` (owners `{host_id}_...`), and
 /// carries out the replays queued behind them. Returns how many were released.
-pub async fn release_host(db: &impl GenericClient, host_id: &str) -> anyhow::Result<u64> {
+pub async fn release_host(db: &impl GenericClient, clock: Clock, host_id: &str) -> anyhow::Result<u64> {
     let rows = db
         .query(
             "UPDATE deliveries SET lease_owner = NULL, lease_until = 0 WHERE starts_with(lease_owner, $1)
@@ -217,18 +227,18 @@ pub async fn release_host(db: &impl GenericClient, host_id: &str) -> anyhow::Res
         .await?;
     for row in &rows {
         if row.try_get::<_, bool>(1)? {
-            replay_queued(db, row.try_get(0)?).await?;
+            replay_queued(db, clock, row.try_get(0)?).await?;
         }
     }
     Ok(rows.len() as u64)
 }
 
-pub async fn requeue_held(db: &impl GenericClient, webhooks: &[String]) -> anyhow::Result<u64> {
+pub async fn requeue_held(db: &impl GenericClient, clock: Clock, webhooks: &[String]) -> anyhow::Result<u64> {
     Ok(db
         .execute(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $2, reason = NULL, updated_at = $2
              WHERE webhook_id = ANY($1) AND state = 'held'",
-            &[&webhooks, &now_ms()],
+            &[&webhooks, &clock.now()],
         )
         .await?)
 }
@@ -270,8 +280,8 @@ fn filter_sql(filter: &DeliveryFilter, parameters: &mut Parameters) -> String {
 
 /// Replays what `filter` matches: at once where no live lease is held, else once the lease
 /// holder records its result.
-pub async fn replay(db: &impl GenericClient, filter: &DeliveryFilter) -> anyhow::Result<u64> {
-    let mut parameters: Parameters = vec![Box::new(now_ms())];
+pub async fn replay(db: &impl GenericClient, clock: Clock, filter: &DeliveryFilter) -> anyhow::Result<u64> {
+    let mut parameters: Parameters = vec![Box::new(clock.now())];
     let condition = filter_sql(filter, &mut parameters);
     let matching = format!("SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition}");
     let queued = db
@@ -371,7 +381,7 @@ pub async fn state_counts(db: &impl GenericClient) -> anyhow::Result<BTreeMap<De
     rows.iter().map(|row| Ok((state(row, 0)?, row.try_get::<_, i64>(1)? as u64))).collect()
 }
 
-pub async fn queue_stats(db: &impl GenericClient) -> anyhow::Result<QueueStats> {
+pub async fn queue_stats(db: &impl GenericClient, clock: Clock) -> anyhow::Result<QueueStats> {
     let row = db
         .query_one(
             "SELECT (SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying')),
@@ -382,27 +392,29 @@ pub async fn queue_stats(db: &impl GenericClient) -> anyhow::Result<QueueStats> 
         .await?;
     Ok(QueueStats {
         due: row.try_get::<_, i64>(0)? as u64,
-        earliest_due_ms: row.try_get(1)?,
+        earliest_due_ms: row.try_get::<_, Option<i64>>(1)?.map(|due| clock.to_host(due)),
         held: row.try_get::<_, i64>(2)? as u64,
     })
 }
 
-pub async fn next_due(db: &impl GenericClient) -> anyhow::Result<Option<i64>> {
+/// On this host's clock.
+pub async fn next_due(db: &impl GenericClient, clock: Clock) -> anyhow::Result<Option<i64>> {
     let row = db
         .query_opt(
             "SELECT next_attempt_at FROM deliveries
              WHERE state IN ('pending', 'retrying') AND lease_until <= $1
              ORDER BY next_attempt_at LIMIT 1",
-            &[&now_ms()],
+            &[&clock.now()],
         )
         .await?;
-    Ok(row.map(|row| row.try_get(0)).transpose()?)
+    Ok(row.map(|row| row.try_get(0)).transpose()?.map(|due| clock.to_host(due)))
 }
 
 /// As SQLite's: up to `batch` expired final deliveries with their attempts, their events once
 /// unreferenced, and up to `batch` unreferenced events received before the cutoff.
 pub async fn expire(
     db: &impl GenericClient,
+    clock: Clock,
     cutoff_ms: i64,
     batch: usize,
     events_from: EventCursor,
@@ -412,6 +424,7 @@ pub async fn expire(
     if !sweeping {
         return Ok(Expired { events_cursor: events_from, ..Expired::default() });
     }
+    let cutoff_ms = clock.to_database(cutoff_ms);
     let gone = db
         .query(
             "WITH gone AS MATERIALIZED (
@@ -457,11 +470,17 @@ pub async fn expire(
     })
 }
 
-pub async fn disable_webhook(db: &impl GenericClient, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
+pub async fn disable_webhook(
+    db: &impl GenericClient,
+    clock: Clock,
+    webhook_id: &str,
+    url: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
     db.execute(
         "INSERT INTO disabled_webhooks (webhook_id, url, reason, disabled_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (webhook_id) DO UPDATE SET url = $2, reason = $3, disabled_at = $4",
-        &[&webhook_id, &url, &reason, &now_ms()],
+        &[&webhook_id, &url, &reason, &clock.now()],
     )
     .await?;
     Ok(())
@@ -472,11 +491,11 @@ pub async fn enable_webhook(db: &impl GenericClient, webhook_id: &str) -> anyhow
     Ok(())
 }
 
-pub async fn put_webhook(db: &impl GenericClient, id: &str, definition: &str) -> anyhow::Result<()> {
+pub async fn put_webhook(db: &impl GenericClient, clock: Clock, id: &str, definition: &str) -> anyhow::Result<()> {
     db.execute(
         "INSERT INTO webhooks (id, config, updated_at) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO UPDATE SET config = $2, updated_at = $3",
-        &[&id, &definition, &now_ms()],
+        &[&id, &definition, &clock.now()],
     )
     .await?;
     Ok(())

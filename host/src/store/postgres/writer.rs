@@ -9,9 +9,10 @@ use std::collections::{HashMap, HashSet};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::clock::Clock;
 use super::{classify, sql};
 use crate::model::Event;
-use crate::store::{DeliveryUpdate, IngestOutcome, NewDelivery, now_ms};
+use crate::store::{DeliveryUpdate, IngestOutcome, NewDelivery};
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;
@@ -29,9 +30,9 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task; it stops once every [`Writer`] is dropped.
-    pub fn start(pool: Pool) -> Writer {
+    pub fn start(pool: Pool, clock: Clock) -> Writer {
         let (jobs, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, receiver));
+        tokio::spawn(run(pool, clock, receiver));
         Writer { jobs }
     }
 
@@ -52,7 +53,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: Pool, mut receiver: mpsc::Receiver<Write>) {
+async fn run(pool: Pool, clock: Clock, mut receiver: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -62,7 +63,7 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        match together(&pool, &batch).await {
+        match together(&pool, clock, &batch).await {
             Ok(outcomes) => {
                 for (write, outcome) in batch.drain(..).zip(outcomes) {
                     match (write, outcome) {
@@ -77,7 +78,7 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<Write>) {
                     tracing::debug!(%error, writes = batch.len(), "a store batch failed; writing each on its own");
                 }
                 for write in batch.drain(..) {
-                    alone(&pool, write).await;
+                    alone(&pool, clock, write).await;
                 }
             }
         }
@@ -90,10 +91,10 @@ enum Outcome {
 }
 
 /// Writes the whole batch in one transaction; the outcomes follow the batch's order.
-async fn together(pool: &Pool, batch: &[Write]) -> anyhow::Result<Vec<Outcome>> {
+async fn together(pool: &Pool, clock: Clock, batch: &[Write]) -> anyhow::Result<Vec<Outcome>> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let now = now_ms();
+    let now = clock.now();
 
     // Events: the first of several posts of one id in the batch is the one stored.
     let mut first_posts: Vec<&Event> = Vec::new();
@@ -146,7 +147,8 @@ async fn together(pool: &Pool, batch: &[Write]) -> anyhow::Result<Vec<Outcome>> 
         let webhooks: Vec<&str> = deliveries.iter().map(|(d, _)| d.webhook_id.as_str()).collect();
         let owners: Vec<Option<&str>> =
             deliveries.iter().map(|(d, _)| d.lease.as_ref().map(|l| l.owner.as_str())).collect();
-        let until: Vec<i64> = deliveries.iter().map(|(d, _)| d.lease.as_ref().map_or(0, |l| l.until_ms)).collect();
+        let until: Vec<i64> =
+            deliveries.iter().map(|(d, _)| d.lease.as_ref().map_or(0, |l| clock.to_database(l.until_ms))).collect();
         transaction
             .execute(
                 "INSERT INTO deliveries (id, event_id, webhook_id, state, next_attempt_at, created_at, updated_at, lease_owner, lease_until)
@@ -173,7 +175,7 @@ async fn together(pool: &Pool, batch: &[Write]) -> anyhow::Result<Vec<Outcome>> 
         let ids: Vec<&str> = updates.iter().map(|(_, u)| u.id.as_str()).collect();
         let owners: Vec<&str> = updates.iter().map(|(owner, _)| *owner).collect();
         let states: Vec<&str> = updates.iter().map(|(_, u)| u.state.as_str()).collect();
-        let next: Vec<i64> = updates.iter().map(|(_, u)| u.next_attempt_at_ms).collect();
+        let next: Vec<i64> = updates.iter().map(|(_, u)| clock.to_database(u.next_attempt_at_ms)).collect();
         let attempted: Vec<i32> = updates.iter().map(|(_, u)| u.attempt.is_some() as i32).collect();
         let bodies: Vec<Option<&[u8]>> =
             updates.iter().map(|(_, u)| u.transformed.as_ref().map(|t| t.body.as_slice())).collect();
@@ -206,7 +208,7 @@ async fn together(pool: &Pool, batch: &[Write]) -> anyhow::Result<Vec<Outcome>> 
             .collect();
         if !attempts.is_empty() {
             let ids: Vec<&str> = attempts.iter().map(|(id, _)| *id).collect();
-            let at: Vec<i64> = attempts.iter().map(|(_, a)| a.at_ms).collect();
+            let at: Vec<i64> = attempts.iter().map(|(_, a)| clock.to_database(a.at_ms)).collect();
             let status: Vec<Option<i32>> = attempts.iter().map(|(_, a)| a.status.map(i32::from)).collect();
             let latency: Vec<i64> = attempts.iter().map(|(_, a)| a.latency_ms as i64).collect();
             let excerpts: Vec<&str> = attempts.iter().map(|(_, a)| sql::excerpt(&a.response_excerpt)).collect();
@@ -221,7 +223,7 @@ async fn together(pool: &Pool, batch: &[Write]) -> anyhow::Result<Vec<Outcome>> 
         }
         for (id, replay_requested) in &recorded {
             if *replay_requested {
-                sql::replay_queued(&*transaction, id).await?;
+                sql::replay_queued(&*transaction, clock, id).await?;
             }
         }
         let mut updates = updates.iter();
@@ -237,7 +239,7 @@ async fn together(pool: &Pool, batch: &[Write]) -> anyhow::Result<Vec<Outcome>> 
 }
 
 /// Writes one operation in a transaction of its own and replies with its result.
-async fn alone(pool: &Pool, write: Write) {
+async fn alone(pool: &Pool, clock: Clock, write: Write) {
     async fn in_transaction<T>(
         pool: &Pool,
         work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> anyhow::Result<T>,
@@ -250,10 +252,12 @@ async fn alone(pool: &Pool, write: Write) {
     }
     match write {
         Write::Ingest { event, deliveries, reply } => {
-            let _ = reply.send(in_transaction(pool, async |db| sql::ingest(db, &event, &deliveries).await).await);
+            let _ =
+                reply.send(in_transaction(pool, async |db| sql::ingest(db, clock, &event, &deliveries).await).await);
         }
         Write::Update { owner, update, reply } => {
-            let _ = reply.send(in_transaction(pool, async |db| sql::apply_update(db, &owner, &update).await).await);
+            let _ =
+                reply.send(in_transaction(pool, async |db| sql::apply_update(db, clock, &owner, &update).await).await);
         }
     }
 }
