@@ -9,11 +9,13 @@
 //! - throughput of one host with slack-notify and `max_in_flight_per_webhook = 128` on SQLite
 //!   and on PostgreSQL (a throwaway server on the same cores; needs root), `LOAD_EVENTS`
 //!   (20,000) events from 64 producers, alternating;
+//! - two hosts on one PostgreSQL database: the same burst spread over both, and latency at
+//!   `LOAD_RATE` posted to each in turn, with PostgreSQL's CPU per event;
 //! - the store's size on disk (database + WAL) every 5 s for `GROWTH_SECONDS` (60) at
 //!   `GROWTH_RATE` events/s (1000) with `retention = "10s"`: it must level off.
 //!
 //! `cargo bench -p hookwasm --bench store`; figures in BENCHMARKS.md. `HOOKWASM_BIN` runs
-//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,slow-readers,sweep,backends`) and
+//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,slow-readers,sweep,backends,two-hosts`) and
 //! `GROWTH_SECONDS=0` skips the size run, for a build without retention.
 
 use std::path::Path;
@@ -28,7 +30,9 @@ mod support;
 #[allow(dead_code)]
 mod common;
 
-use common::{Host, Latencies, burst, env, paced_latency, process_cpu_time, start_receiver};
+use common::{
+    Host, Latencies, burst, burst_across, env, paced_latency, paced_latency_across, process_cpu_time, start_receiver,
+};
 use hookwasm::store::postgres::throwaway::Database;
 
 /// A plugin whose body carries the event id, so each arrival is matched to its post.
@@ -202,6 +206,46 @@ async fn backend_burst(postgres: bool, events: usize) -> f64 {
     result.rate
 }
 
+/// Two hosts on one PostgreSQL database: slack-notify throughput with producers spread over
+/// both, then ingest-to-delivery latency at `rate` events/s posted to each in turn
+/// (field-map), with the server's CPU per event.
+async fn two_hosts(events: usize, rate: u64, seconds: u64) {
+    let database = Database::create().await.expect("a PostgreSQL server for the two-host runs");
+    let store =
+        format!("max_in_flight_per_webhook = 128\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\n", database.url);
+    let (receiver, arrivals) = start_receiver().await;
+    let slack = ("slack-notify", r#"{ base_url = "https://desk.example.com" }"#);
+    let (a, b) = (
+        Host::start_with(&receiver, Some(slack), &store, |_| {}),
+        Host::start_with(&receiver, Some(slack), &store, |_| {}),
+    );
+    let postgres_before = postgres_cpu_time();
+    let result = burst_across(&[&a, &b], &arrivals, events, 64).await;
+    let postgres_cpu = (postgres_cpu_time() - postgres_before) / events as u32;
+    println!(
+        "throughput, two hosts on PostgreSQL, slack-notify: {events} events, 64 clients over both: {}; PostgreSQL CPU {:.0} µs/event",
+        result.summary(&a),
+        postgres_cpu.as_secs_f64() * 1e6
+    );
+    drop((a, b));
+
+    let database = Database::create().await.expect("a PostgreSQL server for the two-host runs");
+    let store = format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"\n", database.url);
+    let (receiver, arrivals) = start_receiver().await;
+    let (a, b) = (
+        Host::start_with(&receiver, Some(FIELD_MAP), &store, |_| {}),
+        Host::start_with(&receiver, Some(FIELD_MAP), &store, |_| {}),
+    );
+    let postgres_before = postgres_cpu_time();
+    let latencies = paced_latency_across(&[&a, &b], &arrivals, rate, seconds, "lat").await;
+    let postgres_cpu = (postgres_cpu_time() - postgres_before) / (rate * seconds) as u32;
+    println!(
+        "latency, two hosts on PostgreSQL (default [delivery]), {rate} events/s for {seconds} s: {}; PostgreSQL CPU {:.0} µs/event",
+        latencies.summary(),
+        postgres_cpu.as_secs_f64() * 1e6
+    );
+}
+
 /// Bytes the store takes on disk: the database file and its WAL.
 fn store_size(data: &Path) -> (u64, u64) {
     let size = |file: &str| std::fs::metadata(data.join(file)).map_or(0, |meta| meta.len());
@@ -244,7 +288,8 @@ fn main() {
     let (rate, seconds) = (env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10));
     let seeded = env("SEEDED", 200_000) as usize;
     runtime.block_on(async {
-        let runs = std::env::var("STORE_RUNS").unwrap_or_else(|_| "alone,readers,slow-readers,sweep,backends".into());
+        let runs = std::env::var("STORE_RUNS")
+            .unwrap_or_else(|_| "alone,readers,slow-readers,sweep,backends,two-hosts".into());
         let mut p99 = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..env("STORE_ROUNDS", 2) {
             for (i, (name, beside)) in [
@@ -286,6 +331,9 @@ fn main() {
             show(&p99[2]),
             show(&p99[3])
         );
+        if runs.split(',').any(|run| run == "two-hosts") {
+            two_hosts(env("LOAD_EVENTS", 20_000) as usize, rate, seconds).await;
+        }
         let growth_seconds = env("GROWTH_SECONDS", 60);
         if growth_seconds > 0 {
             file_growth(env("GROWTH_RATE", 1000), growth_seconds).await;

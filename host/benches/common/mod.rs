@@ -251,18 +251,30 @@ impl Latencies {
 /// task, as producers do), waits for every one to arrive, and measures post-to-arrival.
 /// The webhook's plugin must put the event id in the body (field-map does).
 pub async fn paced_latency(host: &Host, arrivals: &Arrivals, rate: u64, seconds: u64, prefix: &str) -> Latencies {
+    paced_latency_across(&[host], arrivals, rate, seconds, prefix).await
+}
+
+/// As [`paced_latency`], posting to `hosts` in turn; CPU is theirs together.
+pub async fn paced_latency_across(
+    hosts: &[&Host],
+    arrivals: &Arrivals,
+    rate: u64,
+    seconds: u64,
+    prefix: &str,
+) -> Latencies {
     let template = EventTemplate::load();
     let http = reqwest::Client::new();
-    let url = format!("{}/v1/events", host.url);
+    let urls: Vec<String> = hosts.iter().map(|host| format!("{}/v1/events", host.url)).collect();
+    let cpu_time = || hosts.iter().map(|host| host.cpu_time()).sum::<Duration>();
     let total = (rate * seconds) as usize;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
-    let cpu_before = host.cpu_time();
+    let cpu_before = cpu_time();
     for i in 0..total {
         ticker.tick().await;
-        let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
+        let (http, url, sent) = (http.clone(), urls[i % urls.len()].clone(), sent.clone());
         let id = format!("{prefix}-{i}");
         let body = template.body(&id);
         tasks.spawn(async move {
@@ -274,7 +286,7 @@ pub async fn paced_latency(host: &Host, arrivals: &Arrivals, rate: u64, seconds:
     while tasks.join_next().await.is_some() {}
     let before: usize = arrivals.lock().unwrap().keys().filter(|id| !id.starts_with(prefix)).count();
     wait_for(arrivals, before + total, Duration::from_secs(120)).await;
-    let host_cpu_per_event = (host.cpu_time() - cpu_before) / total as u32;
+    let host_cpu_per_event = (cpu_time() - cpu_before) / total as u32;
     let sent = sent.lock().unwrap();
     let arrivals = arrivals.lock().unwrap();
     let mut sorted: Vec<Duration> = sent.iter().map(|(id, at)| arrivals[id].1.saturating_duration_since(*at)).collect();
@@ -309,13 +321,20 @@ impl Burst {
 /// `events` events posted as fast as `clients` keep-alive producers can, until the receiver
 /// has all of them.
 pub async fn burst(host: &Host, arrivals: &Arrivals, events: usize, clients: usize) -> Burst {
+    burst_across(&[host], arrivals, events, clients).await
+}
+
+/// As [`burst`], the producers spread over `hosts`; CPU is theirs together.
+pub async fn burst_across(hosts: &[&Host], arrivals: &Arrivals, events: usize, clients: usize) -> Burst {
+    let cpu_time = || hosts.iter().map(|host| host.cpu_time()).sum::<Duration>();
     let template = EventTemplate::load();
-    let (cpu_before, bench_cpu_before) = (host.cpu_time(), process_cpu_time("self"));
+    let (cpu_before, bench_cpu_before) = (cpu_time(), process_cpu_time("self"));
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (address, template, next) = (host.address(), template.clone(), next.clone());
+        .map(|client| {
+            let address = hosts[client % hosts.len()].address();
+            let (template, next) = (template.clone(), next.clone());
             tokio::spawn(async move {
                 let mut producer = Producer::connect(&address).await;
                 loop {
@@ -338,7 +357,7 @@ pub async fn burst(host: &Host, arrivals: &Arrivals, events: usize, clients: usi
         rate: events as f64 / delivered.as_secs_f64(),
         ingest_rate: events as f64 / ingested.as_secs_f64(),
         seconds: delivered.as_secs_f64(),
-        host_cpu_per_event: (host.cpu_time() - cpu_before) / events as u32,
+        host_cpu_per_event: (cpu_time() - cpu_before) / events as u32,
         bench_cpu_per_event: (process_cpu_time("self") - bench_cpu_before) / events as u32,
     }
 }
