@@ -123,20 +123,17 @@ fn classify(error: anyhow::Error) -> anyhow::Error {
     if full { anyhow::Error::new(StoreError::StorageFull(format!("{error:#}"))) } else { error }
 }
 
-/// Runs `$work` with `$transaction` bound to a transaction on a pooled connection, and
-/// commits it if the work succeeded.
-macro_rules! in_transaction {
-    ($store:expr, |$transaction:ident| $work:expr) => {{
-        let mut client = $store.client().await?;
-        let transaction = client.transaction().await.map_err(|e| classify(e.into()))?;
-        let value = {
-            let $transaction: &tokio_postgres::Transaction<'_> = &transaction;
-            $work
-        }
-        .map_err(classify)?;
-        transaction.commit().await.map_err(|e| classify(e.into()))?;
-        Ok(value)
-    }};
+/// Runs `work` in a transaction on a connection from `pool` and commits it if the work
+/// succeeded; a full disk is reported as such.
+async fn in_transaction<T>(
+    pool: &Pool,
+    work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut client = pool.get().await.context("no connection to PostgreSQL")?;
+    let transaction = client.transaction().await.map_err(|e| classify(e.into()))?;
+    let value = work(&transaction).await.map_err(classify)?;
+    transaction.commit().await.map_err(|e| classify(e.into()))?;
+    Ok(value)
 }
 
 impl PgStore {
@@ -144,7 +141,7 @@ impl PgStore {
     /// leased, so it is sent again at once instead of when the leases expire. Other hosts'
     /// leases are theirs until they expire.
     pub async fn release_host(&self, host_id: &str) -> anyhow::Result<u64> {
-        in_transaction!(self, |transaction| sql::release_host(transaction, self.clock, host_id).await)
+        in_transaction(&self.pool, async |transaction| sql::release_host(transaction, self.clock, host_id).await).await
     }
 }
 
@@ -170,7 +167,7 @@ impl Store for PgStore {
     }
 
     async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()> {
-        in_transaction!(self, |transaction| sql::release(transaction, self.clock, owner, &ids).await)
+        in_transaction(&self.pool, async |transaction| sql::release(transaction, self.clock, owner, &ids).await).await
     }
 
     async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
@@ -183,17 +180,18 @@ impl Store for PgStore {
 
     async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>> {
         let filter = DeliveryFilter { id: Some(id.to_string()), ..DeliveryFilter::default() };
-        in_transaction!(self, |transaction| sql::delivery_records(transaction, &filter, 1).await)
+        in_transaction(&self.pool, async |transaction| sql::delivery_records(transaction, &filter, 1).await)
+            .await
             .map(|mut records: Vec<DeliveryRecord>| records.pop())
     }
 
     async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>> {
         let limit = filter.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-        in_transaction!(self, |transaction| sql::delivery_records(transaction, &filter, limit).await)
+        in_transaction(&self.pool, async |transaction| sql::delivery_records(transaction, &filter, limit).await).await
     }
 
     async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
-        in_transaction!(self, |transaction| sql::replay(transaction, self.clock, &filter).await)
+        in_transaction(&self.pool, async |transaction| sql::replay(transaction, self.clock, &filter).await).await
     }
 
     async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
@@ -214,7 +212,10 @@ impl Store for PgStore {
     }
 
     async fn expire(&self, cutoff_ms: i64, batch: usize, events_from: EventCursor) -> anyhow::Result<Expired> {
-        in_transaction!(self, |transaction| sql::expire(transaction, self.clock, cutoff_ms, batch, events_from).await)
+        in_transaction(&self.pool, async |transaction| {
+            sql::expire(transaction, self.clock, cutoff_ms, batch, events_from).await
+        })
+        .await
     }
 
     /// PostgreSQL's autovacuum makes deleted rows' space reusable; nothing to do here.

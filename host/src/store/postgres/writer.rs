@@ -10,7 +10,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::clock::Clock;
-use super::{classify, sql};
+use super::{in_transaction, sql};
 use crate::model::Event;
 use crate::store::{DeliveryUpdate, IngestOutcome, NewDelivery};
 
@@ -240,16 +240,6 @@ async fn together(pool: &Pool, clock: Clock, batch: &[Write]) -> anyhow::Result<
 
 /// Writes one operation in a transaction of its own and replies with its result.
 async fn alone(pool: &Pool, clock: Clock, write: Write) {
-    async fn in_transaction<T>(
-        pool: &Pool,
-        work: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        let mut client = pool.get().await?;
-        let transaction = client.transaction().await.map_err(|e| classify(e.into()))?;
-        let value = work(&transaction).await.map_err(classify)?;
-        transaction.commit().await.map_err(|e| classify(e.into()))?;
-        Ok(value)
-    }
     match write {
         Write::Ingest { event, deliveries, reply } => {
             let _ =
