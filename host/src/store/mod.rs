@@ -189,6 +189,34 @@ pub struct DeliveryFilter {
     pub limit: Option<u32>,
 }
 
+/// A value a [`DeliveryFilter`] condition compares with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterValue {
+    Text(String),
+    Integer(i64),
+}
+
+impl DeliveryFilter {
+    /// The conditions of the fields set, over `deliveries d JOIN events e`, each with one `?`
+    /// for its value: every backend numbers placeholders and binds values its own way.
+    pub fn conditions(&self) -> Vec<(&'static str, FilterValue)> {
+        let text = |value: &Option<String>| value.clone().map(FilterValue::Text);
+        [
+            ("d.id = ?", text(&self.id)),
+            ("d.webhook_id = ?", text(&self.webhook)),
+            ("d.state = ?", self.state.map(|state| FilterValue::Text(state.as_str().into()))),
+            ("e.type = ?", text(&self.event_type)),
+            ("d.event_id = ?", text(&self.event_id)),
+            ("d.created_at >= ?", self.since_ms.map(FilterValue::Integer)),
+            ("d.created_at < ?", self.until_ms.map(FilterValue::Integer)),
+            ("d.id < ?", text(&self.before)),
+        ]
+        .into_iter()
+        .filter_map(|(condition, value)| Some((condition, value?)))
+        .collect()
+    }
+}
+
 /// The most deliveries one listing returns.
 pub const MAX_PAGE: u32 = 500;
 

@@ -10,7 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 use crate::model::Event;
 use crate::store::{
     Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery, EventCursor,
-    EventRecord, Expired, IngestOutcome, NewDelivery, QueueStats, Transformed,
+    EventRecord, Expired, FilterValue, IngestOutcome, NewDelivery, QueueStats, Transformed,
 };
 
 use super::clock::Clock;
@@ -247,33 +247,12 @@ pub async fn requeue_held(db: &impl GenericClient, clock: Clock, webhooks: &[Str
 /// after `parameters`' existing ones.
 fn filter_sql(filter: &DeliveryFilter, parameters: &mut Parameters) -> String {
     let mut conditions = vec!["true".to_string()];
-    let mut add = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
-        parameters.push(value);
+    for (condition, value) in filter.conditions() {
+        parameters.push(match value {
+            FilterValue::Text(text) => Box::new(text),
+            FilterValue::Integer(number) => Box::new(number),
+        });
         conditions.push(condition.replace('?', &format!("${}", parameters.len())));
-    };
-    if let Some(id) = &filter.id {
-        add("d.id = ?", Box::new(id.clone()));
-    }
-    if let Some(webhook) = &filter.webhook {
-        add("d.webhook_id = ?", Box::new(webhook.clone()));
-    }
-    if let Some(state) = filter.state {
-        add("d.state = ?", Box::new(state.as_str()));
-    }
-    if let Some(event_type) = &filter.event_type {
-        add("e.type = ?", Box::new(event_type.clone()));
-    }
-    if let Some(event_id) = &filter.event_id {
-        add("d.event_id = ?", Box::new(event_id.clone()));
-    }
-    if let Some(since) = filter.since_ms {
-        add("d.created_at >= ?", Box::new(since));
-    }
-    if let Some(until) = filter.until_ms {
-        add("d.created_at < ?", Box::new(until));
-    }
-    if let Some(before) = &filter.before {
-        add("d.id < ?", Box::new(before.clone()));
     }
     conditions.join(" AND ")
 }

@@ -6,7 +6,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::store::{
-    Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DisabledWebhook, EventRecord, QueueStats, now_ms,
+    Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DisabledWebhook, EventRecord, FilterValue, QueueStats,
+    now_ms,
 };
 
 /// A `state` column as a [`DeliveryState`]; a value this binary does not know is an error,
@@ -27,33 +28,12 @@ pub fn state_column(row: &Row, index: usize) -> rusqlite::Result<DeliveryState> 
 pub fn filter_sql(filter: &DeliveryFilter, first: usize) -> (String, Vec<Value>) {
     let mut conditions = vec!["1 = 1".to_string()];
     let mut values: Vec<Value> = Vec::new();
-    let mut add = |condition: &str, value: Value| {
+    for (condition, value) in filter.conditions() {
         conditions.push(condition.replace('?', &format!("?{}", first + values.len())));
-        values.push(value);
-    };
-    if let Some(id) = &filter.id {
-        add("d.id = ?", Value::Text(id.clone()));
-    }
-    if let Some(webhook) = &filter.webhook {
-        add("d.webhook_id = ?", Value::Text(webhook.clone()));
-    }
-    if let Some(state) = filter.state {
-        add("d.state = ?", Value::Text(state.as_str().into()));
-    }
-    if let Some(event_type) = &filter.event_type {
-        add("e.type = ?", Value::Text(event_type.clone()));
-    }
-    if let Some(event_id) = &filter.event_id {
-        add("d.event_id = ?", Value::Text(event_id.clone()));
-    }
-    if let Some(since) = filter.since_ms {
-        add("d.created_at >= ?", Value::Integer(since));
-    }
-    if let Some(until) = filter.until_ms {
-        add("d.created_at < ?", Value::Integer(until));
-    }
-    if let Some(before) = &filter.before {
-        add("d.id < ?", Value::Text(before.clone()));
+        values.push(match value {
+            FilterValue::Text(text) => Value::Text(text),
+            FilterValue::Integer(number) => Value::Integer(number),
+        });
     }
     (conditions.join(" AND "), values)
 }
