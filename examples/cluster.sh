@@ -6,6 +6,8 @@
 # the postgres user); installs Debian's postgresql if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=examples/common.sh
+source examples/common.sh
 
 if [ "$(id -u)" != 0 ]; then echo "run as root: PostgreSQL is started as the postgres user" >&2; exit 1; fi
 command -v pg_config >/dev/null || apt-get install -y -q postgresql >/dev/null
@@ -22,15 +24,6 @@ cleanup() {
   if [ "${HOOKWASM_DEMO_KEEP:-0}" = 1 ]; then echo "== kept the working dir $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-
-wait_for_line() { # file prefix -> the rest of the first line starting with prefix
-  for _ in $(seq 1 200); do
-    line=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
-    if [ -n "$line" ]; then echo "${line#"$2"}"; return 0; fi
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
 
 echo "== PostgreSQL on a Unix socket in $work/pg"
 mkdir -p "$work/pg" && chown postgres "$work/pg"

@@ -4,6 +4,8 @@
 # events, and shows what arrived: transformed, signed, verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=examples/common.sh
+source examples/common.sh
 
 rustup target add wasm32-wasip2 >/dev/null
 echo "== building (the first build compiles wasmtime: a few minutes)"
@@ -26,15 +28,6 @@ done
 
 # One demo secret shared by the four webhooks so one receiver can verify them all.
 secret="whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-
-wait_for_line() { # file prefix -> the rest of the first line starting with prefix
-  for _ in $(seq 1 200); do
-    line=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
-    if [ -n "$line" ]; then echo "${line#"$2"}"; return 0; fi
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
 
 RECEIVER_SECRET="$secret" target/debug/receiver --listen 127.0.0.1:0 >"$work/receiver.out" 2>&1 &
 receiver_pid=$!
