@@ -54,12 +54,6 @@ timeout = "2s"
 backend = "postgres"
 url = "host=$work/pg user=postgres dbname=hookwasm"
 host_id = "hw-$1"
-
-[[webhooks]]
-id = "everything"
-url = "$receiver_url/everything"
-events = ["*"]
-secret = "$secret"
 TOML
   HOOKWASM_LOG=warn target/debug/hookwasm serve --config "$work/host$1/hookwasm.toml" \
     >"$work/host$1/out" 2>"$work/host$1/log" &
@@ -69,6 +63,19 @@ start_host 2; host2=$!
 url1=$(wait_for_line "$work/host1/out" "hookwasm listening on ")
 url2=$(wait_for_line "$work/host2/out" "hookwasm listening on ")
 echo "== hw-1 on $url1 and hw-2 on $url2, one database; receiver on $receiver_url"
+# Webhooks live in the database, not in each host's config: applied once, through any host.
+cat >"$work/webhooks.toml" <<TOML
+[[webhooks]]
+id = "everything"
+url = "$receiver_url/everything"
+events = ["*"]
+secret = "$secret"
+TOML
+target/debug/hookwasm webhooks apply "$work/webhooks.toml" --server "$url1"
+for _ in $(seq 1 50); do # hw-2 sees it within a second
+  curl -sf "$url2/v1/webhooks/everything" >/dev/null && break
+  sleep 0.1
+done
 
 events=40
 accepted=0

@@ -4,6 +4,8 @@
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use crate::config::WebhookConfig;
+
 /// A running server's base URL and admin token.
 pub struct AdminClient {
     base: String,
@@ -27,7 +29,52 @@ impl AdminClient {
         self.send(request).await
     }
 
-    async fn send(&self, mut request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let (url, status, body) = self.exchange(request).await?;
+        if !status.is_success() {
+            bail!("{url} answered {}: {}", status.as_u16(), body["error"].as_str().unwrap_or("no message"));
+        }
+        Ok(body)
+    }
+
+    /// `GET path`; `None` when the server answers 404.
+    async fn get_if_exists(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let (url, status, body) = self.exchange(self.http.get(format!("{}{path}", self.base))).await?;
+        match status {
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => Ok(Some(body)),
+            status => bail!("{url} answered {}: {}", status.as_u16(), body["error"].as_str().unwrap_or("no message")),
+        }
+    }
+
+    /// Makes the server's webhook `wanted.id` what `wanted` defines: creates it, replaces it
+    /// if any field differs (a `secret` left out keeps the one it has), or leaves it.
+    pub async fn apply_webhook(&self, wanted: &WebhookConfig) -> anyhow::Result<Applied> {
+        let path = format!("/v1/webhooks/{}", wanted.id);
+        let body = serde_json::to_value(wanted)?;
+        let Some(current) = self.get_if_exists(&path).await? else {
+            self.request(reqwest::Method::POST, "/v1/webhooks", Some(&body)).await?;
+            return Ok(Applied::Created);
+        };
+        let same_secret = match &wanted.secret {
+            None => true,
+            Some(secret) => {
+                let shown = self.request(reqwest::Method::GET, &format!("{path}/secret"), None).await?;
+                shown["secret"] == secret.as_str()
+            }
+        };
+        let fields = ["url", "events", "plugin", "plugin_config", "headers", "enabled"];
+        if same_secret && fields.iter().all(|field| current[field] == body[field]) {
+            return Ok(Applied::Unchanged);
+        }
+        self.request(reqwest::Method::PUT, &path, Some(&body)).await?;
+        Ok(Applied::Replaced)
+    }
+
+    async fn exchange(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(String, reqwest::StatusCode, Value)> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -41,11 +88,33 @@ impl AdminClient {
         } else {
             serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?
         };
-        if !status.is_success() {
-            bail!("{url} answered {}: {}", status.as_u16(), body["error"].as_str().unwrap_or("no message"));
-        }
-        Ok(body)
+        Ok((url, status, body))
     }
+}
+
+/// What `hookwasm webhooks apply` did to one webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Created,
+    Replaced,
+    Unchanged,
+}
+
+/// The `[[webhooks]]` of a TOML file (a whole hookwasm config file will do: its other
+/// sections are ignored).
+pub fn read_webhooks_file(path: &std::path::Path) -> anyhow::Result<Vec<WebhookConfig>> {
+    #[derive(serde::Deserialize)]
+    struct WebhooksFile {
+        #[serde(default)]
+        webhooks: Vec<WebhookConfig>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: WebhooksFile =
+        toml::from_str(&text).with_context(|| format!("{} is not a webhooks file", path.display()))?;
+    if file.webhooks.is_empty() {
+        bail!("{} has no [[webhooks]] entries", path.display());
+    }
+    Ok(file.webhooks)
 }
 
 fn text(value: &Value) -> String {

@@ -218,6 +218,14 @@ impl Config {
         if self.store.backend == StoreBackend::Postgres && self.store.url.as_deref().unwrap_or("").is_empty() {
             bail!("invalid config at `store.url`: backend = \"postgres\" needs a connection string");
         }
+        if self.store.backend == StoreBackend::Postgres && !self.webhooks.is_empty() {
+            bail!(
+                "invalid config at `webhooks`: with store.backend = \"postgres\" webhooks live in the database, \
+                 shared by every host, so that no two hosts send one webhook to different URLs or with different \
+                 secrets. Move the [[webhooks]] entries into a file of their own and load it once with \
+                 `hookwasm webhooks apply FILE` (or create them with POST /v1/webhooks)"
+            );
+        }
         if let Some(host_id) = &self.store.host_id
             && (host_id.is_empty() || !host_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
         {
@@ -404,6 +412,11 @@ mod tests {
             ("[store]\nretention = \"1000000000y\"\n", vec![], "store.retention"),
             ("[store]\nhost_id = \"hw 1\"\n", vec![], "store.host_id"),
             ("[store]\nbackend = \"postgres\"\n", vec![], "store.url"),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/h\"\n[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a.b\"]\n",
+                vec![],
+                "webhooks",
+            ),
             ("[[webhooks]]\nid = \"a\"\nurl = \"http://x.example\"\nevents = [\"a.b\"]\n", vec![], "webhooks[0]"),
             ("[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a*\"]\n", vec![], "webhooks[0]"),
             (

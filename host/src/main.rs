@@ -133,10 +133,18 @@ enum WebhooksCommand {
         /// An extra header; repeat for more.
         #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_key_value)]
         headers: Vec<(String, String)>,
-        /// whsec_... (default: generated into the server's <data_dir>/secrets/<id>).
+        /// whsec_... (default: generated; `webhooks secret ID` prints it).
         #[arg(long, env = "HOOKWASM_WEBHOOK_SECRET", hide_env_values = true)]
         secret: Option<String>,
     },
+    /// Create or replace the `[[webhooks]]` of a TOML file through the API (the way to load
+    /// webhooks into a cluster on PostgreSQL); prints what it did to each.
+    Apply {
+        /// A file of `[[webhooks]]` entries, as in the config file.
+        file: PathBuf,
+    },
+    /// Print a webhook's signing secret, to give to its receiver.
+    Secret { id: String },
     /// Delete a webhook created with `add`.
     Rm { id: String },
     /// Replace the signing secret; both sign during `delivery.secret_rotation_grace`.
@@ -365,7 +373,9 @@ fn plugin_new(args: NewArgs) -> anyhow::Result<ExitCode> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKWASM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log redirected to a file or a collector stays plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -451,18 +461,25 @@ fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<E
         AdminRequest::CreateWebhook(webhook) => ("/v1/webhooks".into(), Some(webhook), client::render_webhook),
         AdminRequest::RotateSecret(id) => {
             (format!("/v1/webhooks/{id}/rotate-secret"), Some(serde_json::Value::Null), |v| {
+                let until = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(v["previous_valid_until_ms"].as_u64().unwrap_or_default()),
+                );
+                let id = v["id"].as_str().unwrap_or_default();
                 format!(
-                    "rotated: the new secret is in {} on the server; the previous one signs too until {}\n",
-                    v["secret_file"].as_str().unwrap_or_default(),
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::from_millis(
-                                v["previous_valid_until_ms"].as_u64().unwrap_or_default()
-                            )
-                    )
+                    "rotated: `hookwasm webhooks secret {id}` prints the new secret; the previous one signs too until \
+                     {until}\n"
                 )
             })
         }
+        AdminRequest::Secret(id) => (format!("/v1/webhooks/{id}/secret"), None, |v| {
+            let mut out = format!("{}\n", v["secret"].as_str().unwrap_or_default());
+            if let Some(until) = v["previous_valid_until_ms"].as_u64() {
+                let until = std::time::UNIX_EPOCH + std::time::Duration::from_millis(until);
+                out += &format!("(the previous secret signs too until {})\n", humantime::format_rfc3339_seconds(until));
+            }
+            out
+        }),
         AdminRequest::DeleteWebhook(id) => (format!("/v1/webhooks/{id}"), None, |_| "deleted\n".to_string()),
         AdminRequest::WebhookAction(id, action) => {
             (format!("/v1/webhooks/{id}/{action}"), Some(serde_json::Value::Null), client::render_webhook)
@@ -501,6 +518,7 @@ enum AdminRequest {
     CreateWebhook(serde_json::Value),
     DeleteWebhook(String),
     RotateSecret(String),
+    Secret(String),
     Event(String),
     ListDeliveries(String),
     Delivery(String),
@@ -533,12 +551,37 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
                 "secret": secret,
             }))
         }
+        WebhooksCommand::Apply { file } => return webhooks_apply(&file, args),
+        WebhooksCommand::Secret { id } => AdminRequest::Secret(id),
         WebhooksCommand::Rm { id } => AdminRequest::DeleteWebhook(id),
         WebhooksCommand::RotateSecret { id } => AdminRequest::RotateSecret(id),
         WebhooksCommand::Enable { id } => AdminRequest::WebhookAction(id, "enable"),
         WebhooksCommand::Disable { id } => AdminRequest::WebhookAction(id, "disable"),
     };
     admin(args, json, request)
+}
+
+/// `hookwasm webhooks apply FILE`: every entry is tried; the exit status says whether all were
+/// applied.
+fn webhooks_apply(file: &Path, args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let wanted = client::read_webhooks_file(file)?;
+    let client = AdminClient::new(&args.server, args.token);
+    let runtime = tokio_runtime()?;
+    let mut failed = 0;
+    for webhook in &wanted {
+        match runtime.block_on(client.apply_webhook(webhook)) {
+            Ok(applied) => println!("{:<10} {}", format!("{applied:?}").to_lowercase(), webhook.id),
+            Err(error) => {
+                failed += 1;
+                println!("{:<10} {}: {error:#}", "failed", webhook.id);
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} webhooks were not applied", wanted.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--since 1h` -> ms since the epoch that long ago.

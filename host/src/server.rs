@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
-use crate::config::{Config, StoreBackend, WebhookConfig};
+use crate::config::{Config, StoreBackend};
 use crate::delivery::worker::Worker;
 use crate::ingest::Backlog;
 use crate::metrics::Metrics;
@@ -20,7 +20,7 @@ use crate::reload::{self, Reloader};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, retention};
-use crate::webhooks::{Source, Webhook, Webhooks};
+use crate::webhooks::{Source, StoredWebhook, Webhook, Webhooks};
 
 /// Runs the server on `listener` until `shutdown` resolves, then stops taking events,
 /// lets in-flight deliveries finish (or releases them) and returns. `config_path` is watched
@@ -34,7 +34,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
     let store: Arc<dyn Store> = match config.store.backend {
-        StoreBackend::Sqlite => Arc::new(SqliteStore::open(&data_dir)?),
+        StoreBackend::Sqlite => {
+            let store = SqliteStore::open(&data_dir)?;
+            tracing::info!(backend = "sqlite", data_dir = %data_dir.display(), "store opened");
+            Arc::new(store)
+        }
         StoreBackend::Postgres => {
             let url = config.store.url.as_deref().unwrap_or_default();
             let store = PgStore::open(url, config.store.pool).await.context("opening the PostgreSQL store")?;
@@ -44,6 +48,7 @@ pub async fn run(
                     tracing::info!(released, host_id, "released deliveries leased by an earlier run of this host");
                 }
             }
+            tracing::info!(backend = "postgres", pool = config.store.pool, "store opened");
             Arc::new(store)
         }
     };
@@ -56,16 +61,16 @@ pub async fn run(
         .map(|webhook| Webhook::resolve(webhook, Source::Config, &data_dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for (id, definition) in store.stored_webhooks().await? {
-        let stored: WebhookConfig = serde_json::from_str(&definition)
+        let stored = StoredWebhook::parse(&definition)
             .with_context(|| format!("webhook {id:?} stored in the database is not a valid definition"))?;
-        if webhooks.iter().any(|w| w.config.id == stored.id) {
+        if webhooks.iter().any(|w| w.config.id == stored.webhook.id) {
             tracing::error!(
-                webhook = stored.id,
+                webhook = stored.webhook.id,
                 "a webhook created through the API has the id of one in the config file; the config file's wins"
             );
             continue;
         }
-        webhooks.push(Webhook::resolve(stored, Source::Api, &data_dir)?);
+        webhooks.push(Webhook::from_store(stored, &data_dir)?);
     }
     let webhooks = Arc::new(Webhooks::new(webhooks, disabled));
     for webhook in webhooks.all().iter() {

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::WebhookConfig;
 use crate::store::{DisabledWebhook, Store};
-use crate::webhooks::{Source, Webhook, Webhooks};
+use crate::webhooks::{Source, StoredWebhook, Webhook, Webhooks};
 
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
@@ -55,9 +54,7 @@ fn apply(webhooks: &Webhooks, (stored, disabled): &Snapshot, data_dir: &std::pat
         if from_config.contains(id) {
             continue;
         }
-        let resolved = serde_json::from_str::<WebhookConfig>(definition)
-            .map_err(anyhow::Error::from)
-            .and_then(|config| Webhook::resolve(config, Source::Api, data_dir));
+        let resolved = StoredWebhook::parse(definition).and_then(|stored| Webhook::from_store(stored, data_dir));
         match resolved {
             Ok(webhook) => api.push(webhook),
             Err(error) => {

@@ -46,10 +46,62 @@ pub struct Webhooks {
     disabled: Mutex<BTreeMap<String, (String, String)>>,
 }
 
+/// A webhook created through the API as the store keeps it. With a shared store (PostgreSQL)
+/// its secrets live here, not in files: `webhook.secret` always holds the current one, and a
+/// rotation's previous secret follows until it expires, so every host signs alike.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredWebhook {
+    pub webhook: WebhookConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// The secret a rotation replaced, and when it stops signing (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub expires_ms: i64,
+}
+
+impl StoredWebhook {
+    /// Reads a stored definition: this form, or a bare [`WebhookConfig`] (what a single host
+    /// stores, and what every host stored before secrets moved into the database).
+    pub fn parse(json: &str) -> anyhow::Result<StoredWebhook> {
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        if value.get("webhook").is_some() {
+            return Ok(serde_json::from_value(value)?);
+        }
+        Ok(StoredWebhook { webhook: serde_json::from_value(value)?, previous_secret: None })
+    }
+
+    /// The JSON the store keeps: a bare definition when there is nothing else to keep.
+    pub fn to_json(&self) -> String {
+        let json = match &self.previous_secret {
+            None => serde_json::to_string(&self.webhook),
+            Some(_) => serde_json::to_string(self),
+        };
+        json.expect("a webhook definition serializes")
+    }
+}
+
 impl Webhook {
     /// Builds a webhook, taking its secret from the config, else from
     /// `<data_dir>/secrets/<id>`, else generating one and writing it there (mode 0600).
     pub fn resolve(config: WebhookConfig, source: Source, data_dir: &Path) -> anyhow::Result<Webhook> {
+        Webhook::build(config, source, data_dir, None)
+    }
+
+    /// Builds a webhook created through the API from its stored form.
+    pub fn from_store(stored: StoredWebhook, data_dir: &Path) -> anyhow::Result<Webhook> {
+        Webhook::build(stored.webhook, Source::Api, data_dir, stored.previous_secret)
+    }
+
+    fn build(
+        config: WebhookConfig,
+        source: Source,
+        data_dir: &Path,
+        previous: Option<PreviousSecret>,
+    ) -> anyhow::Result<Webhook> {
         let url: hyper::http::Uri = config
             .url
             .parse()
@@ -59,7 +111,14 @@ impl Webhook {
             None => persisted_secret(&config.id, data_dir)?,
         };
         let mut secrets = vec![secret];
-        let previous = previous_secret(&config.id, data_dir)?;
+        let previous = match previous {
+            Some(PreviousSecret { secret, expires_ms }) => {
+                let secret =
+                    Secret::parse(&secret).with_context(|| format!("webhook {:?}: previous secret", config.id))?;
+                (expires_ms > crate::store::now_ms()).then_some((secret, expires_ms))
+            }
+            None => previous_secret(&config.id, data_dir)?,
+        };
         let previous_expires_ms = previous.map(|(secret, expires)| {
             secrets.push(secret);
             expires
@@ -82,6 +141,29 @@ impl Webhook {
             Some(expires) if now_ms < expires => &self.secrets,
             _ => &self.secrets[..1],
         }
+    }
+
+    /// The stored form after a rotation in a shared store: a new random secret, and the current
+    /// one signing too until `grace` has passed.
+    pub fn rotated(&self, grace: std::time::Duration) -> StoredWebhook {
+        let mut webhook = self.config.clone();
+        webhook.secret = Some(Secret::generate().expose());
+        let expires_ms = crate::store::now_ms() + grace.as_millis() as i64;
+        StoredWebhook {
+            webhook,
+            previous_secret: Some(PreviousSecret { secret: self.secrets[0].expose(), expires_ms }),
+        }
+    }
+
+    /// The stored form of this webhook as it signs now (its previous secret while it is valid).
+    pub fn stored(&self) -> StoredWebhook {
+        let mut webhook = self.config.clone();
+        webhook.secret = Some(self.secrets[0].expose());
+        let previous_secret = self
+            .previous_expires_ms
+            .filter(|_| self.secrets.len() > 1)
+            .map(|expires_ms| PreviousSecret { secret: self.secrets[1].expose(), expires_ms });
+        StoredWebhook { webhook, previous_secret }
     }
 
     /// Replaces the current secret with a new random one in `<data_dir>/secrets/<id>`; the
@@ -181,11 +263,15 @@ impl Webhooks {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let mut next: Vec<Arc<Webhook>> = current.as_ref().clone();
         change(&mut next);
-        next.sort_by_key(|w| w.source);
+        // The file's webhooks in file order; the API's by id, as every host reads them back.
+        next.sort_by(|a, b| {
+            let by_id = if a.source == Source::Api { a.config.id.cmp(&b.config.id) } else { std::cmp::Ordering::Equal };
+            a.source.cmp(&b.source).then(by_id)
+        });
         *current = Arc::new(next);
     }
 
-    /// Every webhook, in configuration order.
+    /// Every webhook: the config file's in file order, then the API's by id.
     pub fn all(&self) -> Arc<Vec<Arc<Webhook>>> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -12,8 +12,23 @@ use crate::host::{Answer, TestHost, TestReceiver, webhook};
 /// behind (twice the timeout plus 30 s) expires in 32 s.
 const DELIVERY: &str = "[delivery]\nallow_http = true\nallow_private_networks = true\nretry_schedule = [\"0s\", \"200ms\", \"200ms\", \"200ms\"]\ntimeout = \"1s\"\n";
 
-fn config(database: &Database, webhooks: &str) -> String {
-    format!("{DELIVERY}[store]\nbackend = \"postgres\"\nurl = \"{}\"\n{webhooks}", database.url)
+fn config(database: &Database) -> String {
+    format!("{DELIVERY}[store]\nbackend = \"postgres\"\nurl = \"{}\"\n", database.url)
+}
+
+/// Two hosts on `database`, with `webhooks` (`[[webhooks]]` TOML) applied through host a's
+/// CLI and seen by host b.
+async fn two_hosts(database: &Database, webhooks: &str, delivery: &str) -> (TestHost, TestHost) {
+    let config = config(database).replace(DELIVERY, delivery);
+    let (a, b) = (TestHost::start(&config, &[]), TestHost::start(&config, &[]));
+    let file = a.dir.path().join("webhooks.toml");
+    std::fs::write(&file, webhooks).unwrap();
+    let output = a.cli(&["webhooks", "apply", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("created"));
+    let count = webhooks.matches("[[webhooks]]").count();
+    eventually(&b, "/v1/webhooks", |list| list["webhooks"].as_array().is_some_and(|w| w.len() == count)).await;
+    (a, b)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -22,9 +37,7 @@ async fn two_hosts_share_the_queue_and_the_survivor_delivers_what_a_killed_host_
     let receiver = TestReceiver::start().await;
     // Slow answers, so the killed host dies with deliveries in flight under its leases.
     receiver.script("/raw", &[], Answer { status: 200, retry_after: None, delay: Duration::from_millis(300) });
-    let config = config(&database, &webhook("raw", &receiver.url("/raw"), r#"["*"]"#, ""));
-    let mut a = TestHost::start(&config, &[]);
-    let b = TestHost::start(&config, &[]);
+    let (mut a, b) = two_hosts(&database, &webhook("raw", &receiver.url("/raw"), r#"["*"]"#, ""), DELIVERY).await;
 
     let mut accepted: HashMap<String, bool> = HashMap::new();
     let started = Instant::now();
@@ -94,10 +107,8 @@ async fn a_retry_on_one_host_waits_for_the_other_hosts_attempt() {
     let receiver = TestReceiver::start().await;
     let slow = Answer { status: 200, retry_after: None, delay: Duration::from_millis(1500) };
     receiver.script("/slow", &[slow], Answer::status(200));
-    let config = config(&database, &webhook("slow", &receiver.url("/slow"), r#"["*"]"#, ""))
-        .replace("timeout = \"1s\"", "timeout = \"5s\"");
-    let a = TestHost::start(&config, &[]);
-    let b = TestHost::start(&config, &[]);
+    let delivery = DELIVERY.replace("timeout = \"1s\"", "timeout = \"5s\"");
+    let (a, b) = two_hosts(&database, &webhook("slow", &receiver.url("/slow"), r#"["*"]"#, ""), &delivery).await;
     a.post_event(r#"{"id": "race", "type": "a.b", "data": {}}"#).await;
     let first = receiver.wait_for("/slow", 1, Duration::from_secs(20)).await;
     let retry = b.http.post(b.url(&format!("/v1/deliveries/{}/retry", first[0].webhook_id))).send().await.unwrap();
@@ -111,29 +122,27 @@ async fn a_retry_on_one_host_waits_for_the_other_hosts_attempt() {
 }
 
 /// Webhooks created, disabled and enabled through one host's API take effect on the other
-/// within about a second; a webhook without its own secret is refused (a generated one would
-/// be a file on one host only).
+/// within about a second; a generated secret, and a rotated one, live in the database, so
+/// both hosts sign alike.
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_changes_on_one_host_take_effect_on_the_other() {
     let Some(database) = Database::create().await else { return };
     let receiver = TestReceiver::start().await;
-    let config = config(&database, "");
+    let config = config(&database);
     let a = TestHost::start(&config, &[]);
     let b = TestHost::start(&config, &[]);
     let definition = serde_json::json!({"id": "api", "url": receiver.url("/api"), "events": ["*"]});
-    let refused = a.http.post(a.url("/v1/webhooks")).json(&definition).send().await.unwrap();
-    assert_eq!(refused.status(), 422);
-    let body: serde_json::Value = refused.json().await.unwrap();
-    assert_eq!(body["field"], "secret", "{body}");
-
-    let mut with_secret = definition.clone();
-    with_secret["secret"] = crate::host::SECRET.into();
-    assert_eq!(a.http.post(a.url("/v1/webhooks")).json(&with_secret).send().await.unwrap().status(), 201);
+    assert_eq!(a.http.post(a.url("/v1/webhooks")).json(&definition).send().await.unwrap().status(), 201);
+    let secret = a.get("/v1/webhooks/api/secret").await["secret"].as_str().unwrap().to_string();
     eventually(&b, "/v1/webhooks/api", |w| w["active"] == true).await;
+    assert_eq!(b.get("/v1/webhooks/api/secret").await["secret"], secret.as_str(), "one secret for both hosts");
     let (status, _) = b.post_event(r#"{"id": "via-b", "type": "a.b", "data": {}}"#).await;
     assert_eq!(status, 202);
     let got = receiver.wait_for("/api", 1, Duration::from_secs(10)).await;
-    assert!(got[0].verified, "signed with the webhook's own secret on host b");
+    let verify = |secret: &str, request: &crate::host::Received| {
+        standardwebhooks::Webhook::new(secret).unwrap().verify(&request.body, &request.headers).is_ok()
+    };
+    assert!(verify(&secret, &got[0]), "host b signs with the secret generated on host a");
 
     assert_eq!(a.http.post(a.url("/v1/webhooks/api/disable")).send().await.unwrap().status(), 200);
     eventually(&b, "/v1/webhooks/api", |w| w["active"] == false).await;
@@ -142,8 +151,14 @@ async fn webhook_changes_on_one_host_take_effect_on_the_other() {
     assert_eq!(a.http.post(a.url("/v1/webhooks/api/enable")).send().await.unwrap().status(), 200);
     eventually(&b, "/v1/webhooks/api", |w| w["active"] == true).await;
 
-    let rotate = a.http.post(a.url("/v1/webhooks/api/rotate-secret")).send().await.unwrap();
-    assert_eq!(rotate.status(), 409, "per-host secret files cannot be shared");
+    assert_eq!(a.http.post(a.url("/v1/webhooks/api/rotate-secret")).send().await.unwrap().status(), 200);
+    let rotated = a.get("/v1/webhooks/api/secret").await["secret"].as_str().unwrap().to_string();
+    assert_ne!(rotated, secret);
+    eventually(&b, "/v1/webhooks/api/secret", |s| s["secret"] == rotated.as_str()).await;
+    b.post_event(r#"{"id": "after-rotation", "type": "a.b", "data": {}}"#).await;
+    let got = receiver.wait_for("/api", 2, Duration::from_secs(10)).await;
+    assert!(verify(&rotated, &got[1]) && verify(&secret, &got[1]), "b signs with the new and the previous secret");
+
     assert_eq!(a.http.delete(a.url("/v1/webhooks/api")).send().await.unwrap().status(), 204);
     eventually(&b, "/v1/webhooks/api", |w| w["code"] == "not_found").await;
 }

@@ -135,12 +135,18 @@ async fn receive(
     response
 }
 
-/// A running `hookwasm serve`.
+/// A running `hookwasm serve`. In the `it-postgres` test target (`crate::ON_POSTGRES`) each
+/// host gets a fresh database on the throwaway PostgreSQL server, and its `[[webhooks]]`
+/// (refused in a PostgreSQL host's config file) are loaded with `hookwasm webhooks apply`
+/// once it listens.
 pub struct TestHost {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     child: Option<Child>,
     pub http: reqwest::Client,
+    /// `[[webhooks]]` to apply through the CLI at the first start (PostgreSQL only).
+    webhooks_to_apply: Option<PathBuf>,
+    admin_token: Option<String>,
 }
 
 impl TestHost {
@@ -170,8 +176,21 @@ impl TestHost {
         } else {
             format!("{server}{config}")
         };
+        let admin_token = config
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|table| table.get("server")?.get("admin_token")?.as_str().map(String::from));
+        let (config, webhooks_to_apply) =
+            if crate::ON_POSTGRES { on_postgres(&config, dir.path()) } else { (config, None) };
         std::fs::write(dir.path().join("hookwasm.toml"), config).unwrap();
-        TestHost { dir, addr: "127.0.0.1:1".parse().unwrap(), child: None, http: reqwest::Client::new() }
+        TestHost {
+            dir,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            child: None,
+            http: reqwest::Client::new(),
+            webhooks_to_apply,
+            admin_token,
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -198,6 +217,29 @@ impl TestHost {
         });
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
+        let config: toml::Table = std::fs::read_to_string(self.config_path()).unwrap().parse().unwrap();
+        let backend = config.get("store").and_then(|s| s.get("backend")).and_then(|b| b.as_str()).unwrap_or("sqlite");
+        let opened = format!("store opened backend=\"{backend}\"");
+        let another_build = std::env::var_os("HOOKWASM_BIN").is_some();
+        assert!(
+            another_build || self.log().contains(&opened),
+            "the host did not open its {backend} store:\n{}",
+            self.log()
+        );
+        if let Some(file) = self.webhooks_to_apply.take() {
+            let mut args = vec!["webhooks", "apply", file.to_str().unwrap()];
+            if let Some(token) = &self.admin_token {
+                args.extend(["--token", token]);
+            }
+            let output = self.cli(&args);
+            assert!(output.status.success(), "webhooks apply: {}", String::from_utf8_lossy(&output.stderr));
+        }
+    }
+
+    /// Runs the CLI against this host (with its admin token, if it has one, only for the
+    /// webhooks it applies itself).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_hookwasm")).args(args).args(["--server", &self.url("")]).output().unwrap()
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
@@ -314,6 +356,31 @@ impl Drop for TestHost {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A config for a host on a fresh PostgreSQL database: `[store]` points there and the
+/// `[[webhooks]]` move to a file of their own, to be applied through the API.
+fn on_postgres(config: &str, dir: &std::path::Path) -> (String, Option<PathBuf>) {
+    let database = std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(hookwasm::store::postgres::throwaway::Database::create())
+    })
+    .join()
+    .unwrap()
+    .expect("the it-postgres tests need a PostgreSQL server (they run as root, which installs and starts one)");
+    let mut table: toml::Table = config.parse().unwrap();
+    let store = table.entry("store").or_insert_with(|| toml::Value::Table(Default::default()));
+    let store = store.as_table_mut().unwrap();
+    store.insert("backend".into(), "postgres".into());
+    store.insert("url".into(), database.url.into());
+    let webhooks = table.remove("webhooks").map(|webhooks| {
+        let path = dir.join("webhooks.toml");
+        let mut file = toml::Table::new();
+        file.insert("webhooks".into(), webhooks);
+        std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+        path
+    });
+    (toml::to_string(&table).unwrap(), webhooks)
 }
 
 pub fn delivery_for<'a>(deliveries: &'a [serde_json::Value], webhook: &str) -> &'a serde_json::Value {

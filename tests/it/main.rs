@@ -1,5 +1,8 @@
 //! Integration tests: real plugins compiled to Wasm, the real runtime and the real binary.
 
+/// Whether every `TestHost` runs on PostgreSQL (the `it-postgres` target) or SQLite (this one).
+pub const ON_POSTGRES: bool = false;
+
 mod admin;
 mod cli;
 mod cluster;
@@ -8,5 +11,6 @@ mod host;
 mod pipeline;
 mod reload;
 mod runtime;
+mod sqlite;
 mod store;
 mod support;

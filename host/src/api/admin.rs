@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::types::{Delivery, DeliveryQuery};
+use super::types::{Delivery, DeliveryQuery, RotatedSecret, WebhookSecret};
 use super::{ApiError, AppState};
 use super::{DeliveryPage, ErrorBody};
 use crate::config::WebhookConfig;
 use crate::store::{DeliveryFilter, DeliveryState};
+use crate::webhooks::StoredWebhook;
 
 fn store_error(error: anyhow::Error) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string())
@@ -217,16 +218,6 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 async fn save_webhook(state: &AppState, config: crate::config::WebhookConfig) -> Result<Response, ApiError> {
     let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook", message);
     config.validate(&state.delivery).map_err(invalid)?;
-    if state.shared_store && config.secret.is_none() {
-        return Err(ApiError {
-            field: Some("secret"),
-            ..invalid(
-                "with store.backend = \"postgres\" a webhook needs its `secret`: a generated one would be a file on \
-                 this host only, and the other hosts would sign with other secrets"
-                    .into(),
-            )
-        });
-    }
     if let Some(plugin) = config.plugin.as_ref().and_then(|name| state.registry.current(name)) {
         let plugin_config = std::sync::Arc::new(config.plugin_config.clone());
         let check = tokio::task::spawn_blocking(move || plugin.check_config(&plugin_config))
@@ -236,18 +227,33 @@ async fn save_webhook(state: &AppState, config: crate::config::WebhookConfig) ->
             return Err(invalid(error.to_string()));
         }
     }
-    let webhook = crate::webhooks::Webhook::resolve(config.clone(), crate::webhooks::Source::Api, &state.data_dir)
-        .map_err(|e| invalid(format!("{e:#}")))?;
-    state.store.put_webhook(&config.id, definition(&config)?).await.map_err(store_error)?;
+    let stored = stored_form(state, config);
+    let webhook =
+        crate::webhooks::Webhook::from_store(stored.clone(), &state.data_dir).map_err(|e| invalid(format!("{e:#}")))?;
+    state.store.put_webhook(&stored.webhook.id, stored.to_json()).await.map_err(store_error)?;
     let body = webhook_json(state, &webhook);
     state.webhooks.upsert(webhook);
     Ok(Json(body).into_response())
 }
 
-/// A webhook's definition as the store keeps it: the same JSON the API takes.
-fn definition(config: &WebhookConfig) -> Result<String, ApiError> {
-    serde_json::to_string(config)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+/// What the store keeps for a webhook saved through the API. On a single host a definition
+/// without `secret` signs with a file in the data dir; hosts sharing a store keep the secret
+/// in the database instead: the webhook's current one (and a rotation's previous one) when it
+/// is replaced without a `secret`, else a new one.
+fn stored_form(state: &AppState, config: WebhookConfig) -> StoredWebhook {
+    if !state.shared_store || config.secret.is_some() {
+        return StoredWebhook { webhook: config, previous_secret: None };
+    }
+    match state.webhooks.get(&config.id) {
+        Some(existing) => {
+            let kept = existing.stored();
+            StoredWebhook { webhook: WebhookConfig { secret: kept.webhook.secret, ..config }, ..kept }
+        }
+        None => {
+            let secret = crate::delivery::sign::Secret::generate().expose();
+            StoredWebhook { webhook: WebhookConfig { secret: Some(secret), ..config }, previous_secret: None }
+        }
+    }
 }
 
 fn json_body<T>(body: JsonBody<T>) -> Result<T, ApiError> {
@@ -255,7 +261,7 @@ fn json_body<T>(body: JsonBody<T>) -> Result<T, ApiError> {
 }
 
 /// `POST /v1/webhooks`: the same fields and rules as a `[[webhooks]]` entry. Without a
-/// `secret`, one is generated into `<data_dir>/secrets/<id>` (never shown by the API).
+/// `secret`, one is generated (`GET /v1/webhooks/{id}/secret` shows it).
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookConfig, responses((status = 201, description = "Created", body = Object), (status = 409, description = "The id exists", body = ErrorBody), (status = 422, description = "Invalid, or refused by its plugin", body = ErrorBody)))]
 pub async fn create_webhook(
     State(state): State<AppState>,
@@ -307,23 +313,36 @@ fn api_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webho
     Ok(webhook)
 }
 
-/// `POST /v1/webhooks/{id}/rotate-secret`: a new random secret goes into
-/// `<data_dir>/secrets/<id>` (read it there; the API never shows secrets); during
-/// `delivery.secret_rotation_grace` requests carry both the new and the old signature.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "Where the new secret is, and until when the previous one signs", body = Object), (status = 409, description = "The secret is in the config file", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+/// `GET /v1/webhooks/{id}/secret`: the secret to give the receiver (and, during a rotation's
+/// grace period, until when the previous one still signs).
+#[utoipa::path(get, path = "/v1/webhooks/{id}/secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook's signing secret", body = WebhookSecret), (status = 404, description = "Unknown id", body = ErrorBody)))]
+pub async fn get_secret(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let webhook = find_webhook(&state, &id)?;
+    let now_ms = crate::store::now_ms();
+    let previous_valid_until_ms = webhook.previous_expires_ms.filter(|_| webhook.signing_secrets(now_ms).len() > 1);
+    Ok(Json(WebhookSecret { secret: webhook.secrets[0].expose(), previous_valid_until_ms }).into_response())
+}
+
+/// `POST /v1/webhooks/{id}/rotate-secret`: a new random secret replaces the current one,
+/// which keeps signing too during `delivery.secret_rotation_grace`. On a single host the new
+/// secret goes into `<data_dir>/secrets/<id>`; with a shared store into the database. Either
+/// way `GET /v1/webhooks/{id}/secret` shows it.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "Rotated; until when the previous secret signs", body = RotatedSecret), (status = 409, description = "The secret is in the config file", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn rotate_secret(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
-    let mut config = webhook.config.clone();
+    let grace = state.delivery.secret_rotation_grace;
+    let failed =
+        |e: anyhow::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rotation_failed", format!("{e:#}"));
     if state.shared_store {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_supported",
-            format!(
-                "rotating a secret into a file is per host, and store.backend = \"postgres\" shares webhooks between \
-                 hosts: replace webhook {id} with a new `secret` (PUT), or change it in every host's config file"
-            ),
-        ));
+        let stored = webhook.rotated(grace);
+        let previous_valid_until_ms = stored.previous_secret.as_ref().map_or(0, |p| p.expires_ms);
+        let rotated = crate::webhooks::Webhook::from_store(stored.clone(), &state.data_dir).map_err(failed)?;
+        state.store.put_webhook(&id, stored.to_json()).await.map_err(store_error)?;
+        state.webhooks.upsert(rotated);
+        tracing::info!(webhook = id, previous_valid_until_ms, "signing secret rotated (stored in the database)");
+        return Ok(Json(RotatedSecret { id, secret_file: None, previous_valid_until_ms }).into_response());
     }
+    let mut config = webhook.config.clone();
     if config.secret.is_some() && webhook.source == crate::webhooks::Source::Config {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -331,21 +350,15 @@ pub async fn rotate_secret(State(state): State<AppState>, Path(id): Path<String>
             format!("webhook {id} has its secret in the config file; change it there"),
         ));
     }
-    let failed =
-        |e: anyhow::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rotation_failed", format!("{e:#}"));
-    let (path, previous_valid_until_ms) =
-        webhook.rotate_secret(&state.data_dir, state.delivery.secret_rotation_grace).map_err(failed)?;
+    let (path, previous_valid_until_ms) = webhook.rotate_secret(&state.data_dir, grace).map_err(failed)?;
     if config.secret.take().is_some() {
         // An API webhook's own secret moves to the secrets file, like a generated one.
-        state.store.put_webhook(&config.id, definition(&config)?).await.map_err(store_error)?;
+        let stored = StoredWebhook { webhook: config.clone(), previous_secret: None };
+        state.store.put_webhook(&config.id, stored.to_json()).await.map_err(store_error)?;
     }
     let rotated = crate::webhooks::Webhook::resolve(config, webhook.source, &state.data_dir).map_err(failed)?;
     state.webhooks.upsert(rotated);
     tracing::info!(webhook = id, file = %path.display(), previous_valid_until_ms, "signing secret rotated");
-    Ok(Json(json!({
-        "id": id,
-        "secret_file": path.display().to_string(),
-        "previous_valid_until_ms": previous_valid_until_ms,
-    }))
-    .into_response())
+    let secret_file = Some(path.display().to_string());
+    Ok(Json(RotatedSecret { id, secret_file, previous_valid_until_ms }).into_response())
 }

@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::get_webhook, admin::replace_webhook, admin::delete_webhook))
         .routes(routes!(admin::test_webhook))
         .routes(routes!(admin::rotate_secret))
+        .routes(routes!(admin::get_secret))
         .routes(routes!(admin::enable_webhook))
         .routes(routes!(admin::disable_webhook))
         .routes(routes!(metrics))

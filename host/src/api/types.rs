@@ -159,3 +159,26 @@ impl From<DeliveryQuery> for store::DeliveryFilter {
         }
     }
 }
+
+/// A webhook's signing secrets (`GET /v1/webhooks/{id}/secret`): give `secret` to the
+/// receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookSecret {
+    /// `whsec_...`: signs every request.
+    pub secret: String,
+    /// While a rotation's grace period lasts, the previous secret signs too, until then
+    /// (milliseconds since the Unix epoch).
+    pub previous_valid_until_ms: Option<i64>,
+}
+
+/// The answer to `POST /v1/webhooks/{id}/rotate-secret`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RotatedSecret {
+    pub id: String,
+    /// Where the new secret is on this host, when secrets are files (a single host on
+    /// SQLite); with PostgreSQL it is in the database: read it with `GET
+    /// /v1/webhooks/{id}/secret`.
+    pub secret_file: Option<String>,
+    /// Until when the previous secret signs too (milliseconds since the Unix epoch).
+    pub previous_valid_until_ms: i64,
+}
