@@ -18,7 +18,7 @@ use crate::api::{ApiError, AppState};
 use crate::delivery::worker::Reservation;
 use crate::metrics::Metrics;
 use crate::model::{Event, new_id};
-use crate::store::{DueDelivery, IngestOutcome, NewDelivery, Store, StoreError};
+use crate::store::{Change, DueDelivery, IngestOutcome, NewDelivery, Store, StoreError};
 
 /// How often the backlog is counted.
 const RECOUNT_EVERY: Duration = Duration::from_secs(1);
@@ -156,7 +156,9 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
             state.metrics.events_accepted.inc();
             state.backlog.added(deliveries);
             if deliveries > handed_over.len() {
+                // Waiting for a slot: whichever host has one first sends them.
                 state.wake.notify_one();
+                state.store.announce(Change::Queue);
             }
             if let Some(event) = handed_over_event {
                 for (id, reservation) in handed_over {

@@ -112,8 +112,12 @@ pub async fn run(
     let retention_task =
         tokio::spawn(retention::run(store.clone(), config.store.retention, metrics.clone(), stopped.clone()));
     let shared_store = config.store.backend == StoreBackend::Postgres;
-    let sync_task = shared_store
-        .then(|| tokio::spawn(crate::sync::run(store.clone(), webhooks.clone(), data_dir.clone(), stopped.clone())));
+    let signals = store.change_signals();
+    let sync_task = signals.clone().map(|signals| {
+        let sync =
+            crate::sync::run(store.clone(), webhooks.clone(), data_dir.clone(), signals, wake.clone(), stopped.clone());
+        tokio::spawn(sync)
+    });
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
         webhooks: webhooks.clone(),

@@ -1,52 +1,70 @@
-//! Hosts sharing a store (PostgreSQL): every [`SYNC_EVERY`] this host brings its webhooks
-//! created through the API, and the runtime-disabled state of all webhooks (410 Gone, an
-//! operator's disable), in line with the database, so a change made on any host takes effect
-//! on every host within about a second. Polling, not notifications: a missed change cannot
-//! be lost, only seen at the next poll.
+//! Hosts sharing a store (PostgreSQL): this host brings its webhooks and their runtime
+//! disabled state (410 Gone, an operator's disable) in line with the database when another
+//! host announces a change, and every [`SYNC_EVERY`] in any case, so a lost announcement
+//! delays a change by a second at most. It also wakes the delivery worker when another host
+//! announces deliveries it will not send itself.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use crate::store::{DisabledWebhook, Store};
+use crate::store::{ChangeSignals, DisabledWebhook, Store};
 use crate::webhooks::{Source, StoredWebhook, Webhook, Webhooks};
 
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 type Snapshot = (Vec<(String, String)>, BTreeMap<String, DisabledWebhook>);
 
-/// Polls until `shutdown` turns true.
+/// Follows the store until `shutdown` turns true.
 pub async fn run(
     store: Arc<dyn Store>,
     webhooks: Arc<Webhooks>,
     data_dir: PathBuf,
+    signals: ChangeSignals,
+    wake_worker: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last: Option<Snapshot> = None;
+    // An interval, not a sleep per turn: queue signals must not postpone the poll.
+    let mut poll = tokio::time::interval(SYNC_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*shutdown.borrow() {
         tokio::select! {
-            _ = tokio::time::sleep(SYNC_EVERY) => {}
-            _ = shutdown.changed() => continue,
-        }
-        let snapshot = match (store.stored_webhooks().await, store.disabled_webhooks().await) {
-            (Ok(stored), Ok(disabled)) => (stored, disabled),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(%error, "reading webhooks from the shared store failed; trying again");
+            _ = poll.tick() => {}
+            _ = signals.webhooks.notified() => {}
+            _ = signals.queue.notified() => {
+                wake_worker.notify_one();
                 continue;
             }
-        };
-        if last.as_ref() == Some(&snapshot) {
-            continue;
+            _ = shutdown.changed() => continue,
         }
-        apply(&webhooks, &snapshot, &data_dir);
-        last = Some(snapshot);
+        // A change made on this host while the store is read is missing from what was
+        // read: then read again.
+        loop {
+            let generation = webhooks.generation();
+            let snapshot = match (store.stored_webhooks().await, store.disabled_webhooks().await) {
+                (Ok(stored), Ok(disabled)) => (stored, disabled),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(%error, "reading webhooks from the shared store failed; trying again");
+                    break;
+                }
+            };
+            if last.as_ref() == Some(&snapshot) {
+                break;
+            }
+            if apply(&webhooks, generation, &snapshot, &data_dir) {
+                last = Some(snapshot);
+                break;
+            }
+        }
     }
 }
 
-fn apply(webhooks: &Webhooks, (stored, disabled): &Snapshot, data_dir: &std::path::Path) {
+/// Whether the snapshot was put in effect (see [`Webhooks::replace_from_store`]).
+fn apply(webhooks: &Webhooks, generation: u64, (stored, disabled): &Snapshot, data_dir: &std::path::Path) -> bool {
     let from_config: HashSet<String> =
         webhooks.all().iter().filter(|w| w.source == Source::Config).map(|w| w.config.id.clone()).collect();
     let mut api = Vec::new();
@@ -62,6 +80,6 @@ fn apply(webhooks: &Webhooks, (stored, disabled): &Snapshot, data_dir: &std::pat
             }
         }
     }
-    webhooks.replace_source(Source::Api, api);
-    webhooks.set_disabled(disabled.iter().map(|(id, d)| (id.clone(), (d.url.clone(), d.reason.clone()))).collect());
+    let disabled = disabled.iter().map(|(id, d)| (id.clone(), (d.url.clone(), d.reason.clone()))).collect();
+    webhooks.replace_from_store(generation, api, disabled)
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
@@ -44,6 +45,9 @@ pub struct Webhooks {
     current: RwLock<Arc<Vec<Arc<Webhook>>>>,
     /// Disabled at runtime: id -> (url it was disabled for, reason).
     disabled: Mutex<BTreeMap<String, (String, String)>>,
+    /// Counts changes, so a snapshot read from a shared store before a change made on this
+    /// host is not put in effect after it (see [`Webhooks::replace_from_store`]).
+    generation: AtomicU64,
 }
 
 /// A webhook created through the API as the store keeps it. With a shared store (PostgreSQL)
@@ -232,7 +236,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 impl Webhooks {
     pub fn new(webhooks: Vec<Webhook>, disabled: BTreeMap<String, (String, String)>) -> Webhooks {
-        let set = Webhooks { current: RwLock::default(), disabled: Mutex::new(disabled) };
+        let set =
+            Webhooks { current: RwLock::default(), disabled: Mutex::new(disabled), generation: AtomicU64::new(0) };
         *set.current.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(webhooks.into_iter().map(Arc::new).collect());
         set
@@ -263,12 +268,35 @@ impl Webhooks {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let mut next: Vec<Arc<Webhook>> = current.as_ref().clone();
         change(&mut next);
-        // The file's webhooks in file order; the API's by id, as every host reads them back.
-        next.sort_by(|a, b| {
-            let by_id = if a.source == Source::Api { a.config.id.cmp(&b.config.id) } else { std::cmp::Ordering::Equal };
-            a.source.cmp(&b.source).then(by_id)
-        });
-        *current = Arc::new(next);
+        *current = Arc::new(ordered(next));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many changes this set has seen; pass it to [`Webhooks::replace_from_store`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Puts a shared store's webhooks (`api`) and runtime disables in effect, unless this
+    /// set changed since `generation` was read before reading the store: then the snapshot
+    /// may miss that change, and `false` says to read it again.
+    pub fn replace_from_store(
+        &self,
+        generation: u64,
+        api: Vec<Webhook>,
+        disabled: BTreeMap<String, (String, String)>,
+    ) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut disabled_now = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return false;
+        }
+        let mut next: Vec<Arc<Webhook>> = current.iter().filter(|w| w.source != Source::Api).cloned().collect();
+        next.extend(api.into_iter().map(Arc::new));
+        *current = Arc::new(ordered(next));
+        *disabled_now = disabled;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        true
     }
 
     /// Every webhook: the config file's in file order, then the API's by id.
@@ -300,16 +328,14 @@ impl Webhooks {
     pub fn disable(&self, webhook: &Webhook, reason: &str) {
         let mut disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
         disabled.insert(webhook.config.id.clone(), (webhook.config.url.clone(), reason.to_string()));
-    }
-
-    /// Replaces every runtime disable (id -> (url, reason)), as another host stored them.
-    pub fn set_disabled(&self, disabled: BTreeMap<String, (String, String)>) {
-        *self.disabled.lock().unwrap_or_else(|e| e.into_inner()) = disabled;
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Clears a runtime disable. Returns whether there was one.
     pub fn enable(&self, id: &str) -> bool {
-        self.disabled.lock().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()
+        let removed = self.disabled.lock().unwrap_or_else(|e| e.into_inner()).remove(id).is_some();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        removed
     }
 
     /// Webhooks using `plugin`, by id.
@@ -326,5 +352,52 @@ impl Webhooks {
             }
         }
         users
+    }
+}
+
+/// The file's webhooks in file order, then the API's by id, as every host reads them back.
+fn ordered(mut webhooks: Vec<Arc<Webhook>>) -> Vec<Arc<Webhook>> {
+    webhooks.sort_by(|a, b| {
+        let by_id = if a.source == Source::Api { a.config.id.cmp(&b.config.id) } else { std::cmp::Ordering::Equal };
+        a.source.cmp(&b.source).then(by_id)
+    });
+    webhooks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_webhook(id: &str) -> Webhook {
+        let config = WebhookConfig {
+            id: id.into(),
+            url: "https://example.com/hook".into(),
+            events: vec!["*".into()],
+            plugin: None,
+            plugin_config: BTreeMap::new(),
+            secret: Some(Secret::generate().expose()),
+            enabled: true,
+            headers: BTreeMap::new(),
+        };
+        Webhook::resolve(config, Source::Api, Path::new("/nonexistent")).unwrap()
+    }
+
+    fn ids(webhooks: &Webhooks) -> Vec<String> {
+        webhooks.all().iter().map(|w| w.config.id.clone()).collect()
+    }
+
+    /// A snapshot read from the store before this host created a webhook must not remove it.
+    #[test]
+    fn a_snapshot_older_than_a_local_change_is_refused() {
+        let webhooks = Webhooks::new(vec![], BTreeMap::new());
+        let before_read = webhooks.generation();
+        webhooks.upsert(api_webhook("created-here"));
+        assert!(!webhooks.replace_from_store(before_read, vec![api_webhook("b")], BTreeMap::new()));
+        assert_eq!(ids(&webhooks), ["created-here"]);
+
+        let fresh = webhooks.generation();
+        let snapshot = vec![api_webhook("z"), api_webhook("created-here")];
+        assert!(webhooks.replace_from_store(fresh, snapshot, BTreeMap::new()));
+        assert_eq!(ids(&webhooks), ["created-here", "z"], "ordered by id, as every host reads them");
     }
 }

@@ -267,8 +267,37 @@ pub struct EventCursor {
     pub seq: i64,
 }
 
+/// A change other hosts sharing the store should hear about now rather than at their next
+/// poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Deliveries became due that this host will not send itself.
+    Queue,
+    /// A webhook was created, replaced, deleted, disabled or enabled.
+    Webhooks,
+}
+
+/// Signalled when another host announces a [`Change`] (and after the listening connection
+/// is re-established, when changes may have been missed). A signal carries no data: the
+/// receiver re-reads the store.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSignals {
+    pub queue: std::sync::Arc<tokio::sync::Notify>,
+    pub webhooks: std::sync::Arc<tokio::sync::Notify>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Tells the other hosts sharing this store about `change` (coalesced, best effort:
+    /// they poll as well). A store that only one host uses has no one to tell.
+    fn announce(&self, _change: Change) {}
+
+    /// Signals for the changes other hosts announce; `None` for a store only one host uses.
+    /// The first call starts listening.
+    fn change_signals(&self) -> Option<ChangeSignals> {
+        None
+    }
+
     /// Stores the event and its deliveries in one durable transaction; a known event id
     /// creates nothing.
     async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome>;

@@ -1,15 +1,16 @@
 //! The PostgreSQL store (`[store] backend = "postgres"`), for several hosts sharing one
-//! database. Work in progress towards issue 14: it passes the shared store suite, and hosts
-//! share events, deliveries and leases; writes are not batched yet, leases use each host's
-//! clock, and webhook changes reach other hosts only when they restart.
+//! database: events, deliveries, leases, webhooks (with their secrets) and runtime disables.
 //!
 //! Ingests and delivery results are group-committed by a writer task (`writer.rs`); every
 //! other operation runs in a transaction of its own on a pooled connection. Claims lock the
 //! rows they take with `FOR UPDATE SKIP LOCKED` inside a materialized CTE, so concurrent
 //! claims from several hosts never take the same delivery and `LIMIT` cannot touch extra
-//! rows. Migrations run under an advisory lock, so hosts starting at once apply them once.
+//! rows. Leases and due times are on the database's clock (`clock.rs`). Migrations run under
+//! an advisory lock, so hosts starting at once apply them once. Changes other hosts should
+//! act on at once are announced with NOTIFY (`notify.rs`); hosts poll as well.
 
 mod clock;
+mod notify;
 mod sql;
 pub mod throwaway;
 mod writer;
@@ -22,8 +23,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use super::{
-    DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery, EventCursor,
-    EventRecord, Expired, IngestOutcome, MAX_PAGE, NewDelivery, QueueStats, Store, StoreError,
+    Change, ChangeSignals, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery,
+    EventCursor, EventRecord, Expired, IngestOutcome, MAX_PAGE, NewDelivery, QueueStats, Store, StoreError,
 };
 use crate::model::Event;
 
@@ -40,6 +41,11 @@ pub struct PgStore {
     pool: Pool,
     writer: writer::Writer,
     clock: clock::Clock,
+    config: tokio_postgres::Config,
+    /// Names this store in its announcements, so its own listener ignores them.
+    instance: String,
+    announcer: std::sync::Arc<notify::Announcer>,
+    signals: std::sync::Arc<std::sync::OnceLock<ChangeSignals>>,
 }
 
 impl PgStore {
@@ -54,14 +60,23 @@ impl PgStore {
         let config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL connection string")?;
         migrate(&config).await?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().context("building the connection pool")?;
         let clock =
             clock::Clock::measure(&**pool.get().await.context("no connection to PostgreSQL")?, host_skew_ms).await?;
-        Ok(PgStore { writer: writer::Writer::start(pool.clone(), clock), pool, clock })
+        let instance = crate::model::new_id("store");
+        Ok(PgStore {
+            writer: writer::Writer::start(pool.clone(), clock),
+            announcer: notify::Announcer::start(pool.clone(), instance.clone()),
+            instance,
+            config,
+            signals: Default::default(),
+            pool,
+            clock,
+        })
     }
 
     async fn client(&self) -> anyhow::Result<deadpool_postgres::Client> {
@@ -147,6 +162,14 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    fn announce(&self, change: Change) {
+        self.announcer.announce(change);
+    }
+
+    fn change_signals(&self) -> Option<ChangeSignals> {
+        Some(self.signals.get_or_init(|| notify::listen(self.config.clone(), self.instance.clone())).clone())
+    }
+
     async fn ingest(&self, event: Event, deliveries: Vec<NewDelivery>) -> anyhow::Result<IngestOutcome> {
         self.writer.ingest(event, deliveries).await
     }
@@ -167,7 +190,10 @@ impl Store for PgStore {
     }
 
     async fn release(&self, owner: &str, ids: Vec<String>) -> anyhow::Result<()> {
-        in_transaction(&self.pool, async |transaction| sql::release(transaction, self.clock, owner, &ids).await).await
+        in_transaction(&self.pool, async |transaction| sql::release(transaction, self.clock, owner, &ids).await)
+            .await?;
+        self.announce(Change::Queue);
+        Ok(())
     }
 
     async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
@@ -175,7 +201,11 @@ impl Store for PgStore {
     }
 
     async fn requeue_held(&self, webhook_ids: Vec<String>) -> anyhow::Result<u64> {
-        sql::requeue_held(&**self.client().await?, self.clock, &webhook_ids).await
+        let requeued = sql::requeue_held(&**self.client().await?, self.clock, &webhook_ids).await?;
+        if requeued > 0 {
+            self.announce(Change::Queue);
+        }
+        Ok(requeued)
     }
 
     async fn delivery(&self, id: &str) -> anyhow::Result<Option<DeliveryRecord>> {
@@ -191,7 +221,12 @@ impl Store for PgStore {
     }
 
     async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
-        in_transaction(&self.pool, async |transaction| sql::replay(transaction, self.clock, &filter).await).await
+        let replayed =
+            in_transaction(&self.pool, async |transaction| sql::replay(transaction, self.clock, &filter).await).await?;
+        if replayed > 0 {
+            self.announce(Change::Queue);
+        }
+        Ok(replayed)
     }
 
     async fn event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
@@ -224,7 +259,9 @@ impl Store for PgStore {
     }
 
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
-        sql::disable_webhook(&**self.client().await?, self.clock, webhook_id, url, reason).await
+        sql::disable_webhook(&**self.client().await?, self.clock, webhook_id, url, reason).await?;
+        self.announce(Change::Webhooks);
+        Ok(())
     }
 
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>> {
@@ -232,15 +269,21 @@ impl Store for PgStore {
     }
 
     async fn put_webhook(&self, id: &str, definition: String) -> anyhow::Result<()> {
-        sql::put_webhook(&**self.client().await?, self.clock, id, &definition).await
+        sql::put_webhook(&**self.client().await?, self.clock, id, &definition).await?;
+        self.announce(Change::Webhooks);
+        Ok(())
     }
 
     async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool> {
-        sql::delete_webhook(&**self.client().await?, id).await
+        let deleted = sql::delete_webhook(&**self.client().await?, id).await?;
+        self.announce(Change::Webhooks);
+        Ok(deleted)
     }
 
     async fn enable_webhook(&self, webhook_id: &str) -> anyhow::Result<()> {
-        sql::enable_webhook(&**self.client().await?, webhook_id).await
+        sql::enable_webhook(&**self.client().await?, webhook_id).await?;
+        self.announce(Change::Webhooks);
+        Ok(())
     }
 
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, DisabledWebhook>> {
@@ -259,6 +302,30 @@ mod tests {
     }
 
     crate::store_suite!(open);
+
+    /// A change announced through one store reaches a listener on another (and not its
+    /// own), also when the listener starts after the announcement was made.
+    #[tokio::test]
+    async fn changes_announced_by_one_host_reach_the_others() {
+        let Some((database, a)) = open().await else { return };
+        let b = PgStore::open(&database.url, 2).await.unwrap();
+        let (on_a, on_b) = (a.change_signals().unwrap(), b.change_signals().unwrap());
+        let heard = |notify: std::sync::Arc<tokio::sync::Notify>| async move {
+            tokio::time::timeout(Duration::from_secs(10), notify.notified()).await.is_ok()
+        };
+        // Each listener signals once when it (re)connects: whatever was missed is re-read.
+        assert!(heard(on_a.queue.clone()).await && heard(on_b.queue.clone()).await);
+        assert!(heard(on_a.webhooks.clone()).await && heard(on_b.webhooks.clone()).await);
+
+        a.put_webhook("w", "{}".into()).await.unwrap();
+        assert!(heard(on_b.webhooks.clone()).await, "b hears a's webhook change");
+        a.announce(Change::Queue);
+        assert!(heard(on_b.queue.clone()).await, "b hears a's queue change");
+        b.announce(Change::Queue);
+        assert!(heard(on_a.queue.clone()).await, "a hears b's queue change");
+        let own = tokio::time::timeout(Duration::from_millis(500), on_b.queue.notified()).await;
+        assert!(own.is_err(), "b does not wake itself");
+    }
 
     /// A host whose clock is ten minutes slow must not hand out leases that the others see
     /// as long expired (the delivery would be sent twice at once).
