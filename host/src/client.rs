@@ -167,10 +167,24 @@ pub fn render_plugins(body: &Value) -> String {
                 time(&p["loaded_at"]),
                 if webhooks.is_empty() { "-".into() } else { webhooks.join(",") },
                 text(&p["last_error"]),
+                hosts(p),
             ]
         })
         .collect();
-    table(&["NAME", "STATE", "SHA256", "LOADED AT", "WEBHOOKS", "LAST ERROR"], rows)
+    table(&["NAME", "STATE", "SHA256", "LOADED AT", "WEBHOOKS", "LAST ERROR", "HOSTS"], rows)
+}
+
+/// With a shared store: how many live hosts serve the plugin alike, or each one's version.
+fn hosts(plugin: &Value) -> String {
+    let Some(hosts) = plugin["hosts"].as_array() else { return "-".into() };
+    if plugin["drift"] != true {
+        return format!("{} alike", hosts.len());
+    }
+    let each: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{}={}", text(&h["host"]), h["sha256"].as_str().map_or("none", |s| &s[..12.min(s.len())])))
+        .collect();
+    format!("DRIFT {}", each.join(" "))
 }
 
 fn delivery_row(d: &Value) -> Vec<String> {

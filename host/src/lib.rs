@@ -34,6 +34,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod plugins;
+pub mod presence;
 pub mod reload;
 pub mod server;
 pub mod store;

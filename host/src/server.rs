@@ -95,6 +95,10 @@ pub async fn run(
     }
 
     let wake = Arc::new(Notify::new());
+    // Unique per start: a restarted host must not take its previous run's leases for its own.
+    let owner = crate::model::new_id(config.store.host_id.as_deref().unwrap_or("worker"));
+    // How other hosts sharing the store list this one.
+    let host_name = config.store.host_id.clone().unwrap_or_else(|| owner.clone());
     let worker = Arc::new(Worker::new(
         store.clone(),
         webhooks.clone(),
@@ -102,8 +106,7 @@ pub async fn run(
         config.delivery.clone(),
         wake.clone(),
         metrics.clone(),
-        // Unique per start: a restarted host must not take its previous run's leases for its own.
-        crate::model::new_id(config.store.host_id.as_deref().unwrap_or("worker")),
+        owner,
     )?);
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));
@@ -117,6 +120,9 @@ pub async fn run(
         let sync =
             crate::sync::run(store.clone(), webhooks.clone(), data_dir.clone(), signals, wake.clone(), stopped.clone());
         tokio::spawn(sync)
+    });
+    let presence_task = shared_store.then(|| {
+        tokio::spawn(crate::presence::run(store.clone(), registry.clone(), host_name.clone(), stopped.clone()))
     });
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
@@ -145,6 +151,7 @@ pub async fn run(
         worker,
         delivery: config.delivery.clone(),
         shared_store,
+        host_name,
         data_dir: data_dir.clone(),
         ingest_token: config.server.ingest_token.clone(),
         admin_token: config.server.admin_token.clone(),
@@ -165,6 +172,9 @@ pub async fn run(
     retention_task.await.context("retention sweep")?;
     if let Some(sync_task) = sync_task {
         sync_task.await.context("webhook sync")?;
+    }
+    if let Some(presence_task) = presence_task {
+        presence_task.await.context("host report")?;
     }
     tracing::info!("stopped");
     Ok(())

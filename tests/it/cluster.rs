@@ -163,6 +163,47 @@ async fn webhook_changes_on_one_host_take_effect_on_the_other() {
     eventually(&b, "/v1/webhooks/api", |w| w["code"] == "not_found").await;
 }
 
+/// Each host loads plugins from its own folder; every host lists the version each live host
+/// serves, so drift shows, and a host that stops drops out of the list.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_host_lists_the_plugin_version_each_live_host_serves() {
+    let Some(database) = Database::create().await else { return };
+    let named = |name: &str| format!("{}host_id = \"{name}\"\n", config(&database));
+    let a = TestHost::start(&named("hw-a"), &["slack-notify"]);
+    let mut b = TestHost::start(&named("hw-b"), &[]);
+    let sha =
+        a.wait_plugin("slack-notify", Duration::from_secs(10), |p| p["state"] == "loaded").await["sha256"].clone();
+
+    let on_b = eventually(&b, "/v1/plugins", |list| {
+        plugin(list, "slack-notify")["hosts"].as_array().is_some_and(|h| h.len() == 2)
+    })
+    .await;
+    let slack = plugin(&on_b, "slack-notify");
+    assert_eq!(slack["state"], "absent", "b has no such file: {slack}");
+    assert_eq!(slack["drift"], true);
+    assert_eq!(slack["hosts"], serde_json::json!([{"host": "hw-a", "sha256": sha}, {"host": "hw-b", "sha256": null}]));
+    let output = b.cli(&["plugins"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("DRIFT hw-a=") && table.contains("hw-b=none"), "{table}");
+
+    b.deploy("slack-notify", "slack-notify");
+    let on_a = eventually(&a, "/v1/plugins", |list| plugin(list, "slack-notify")["drift"] == false).await;
+    assert_eq!(
+        plugin(&on_a, "slack-notify")["hosts"],
+        serde_json::json!([{"host": "hw-a", "sha256": sha}, {"host": "hw-b", "sha256": sha}])
+    );
+
+    b.terminate();
+    eventually(&a, "/v1/plugins", |list| {
+        plugin(list, "slack-notify")["hosts"].as_array().is_some_and(|h| h.len() == 1)
+    })
+    .await;
+}
+
+fn plugin<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list["plugins"].as_array().and_then(|p| p.iter().find(|p| p["name"] == name)).unwrap_or(&serde_json::Value::Null)
+}
+
 /// `GET path` on `host` until `ready` holds (5 s at most).
 async fn eventually(host: &TestHost, path: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(5);

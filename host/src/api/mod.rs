@@ -38,6 +38,8 @@ pub struct AppState {
     pub delivery: crate::config::DeliveryConfig,
     /// Whether other hosts share the store (PostgreSQL): secrets then cannot be per-host files.
     pub shared_store: bool,
+    /// How hosts sharing the store name this one (`store.host_id`, else generated).
+    pub host_name: String,
     pub data_dir: std::path::PathBuf,
     pub ingest_token: Option<String>,
     pub admin_token: Option<String>,
@@ -195,10 +197,10 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         .into_response()
 }
 
-#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, description = "Every plugin: state, sha256, loaded at, last error, load counters, webhooks", body = Object)))]
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, description = "Every plugin: state, sha256, loaded at, last error, load counters, webhooks; with a shared store, the sha256 each live host serves and whether they differ", body = Object)))]
 async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) -> Json<serde_json::Value> {
     let users = state.webhooks.plugin_users();
-    let plugins: Vec<serde_json::Value> = state
+    let mut statuses: Vec<serde_json::Value> = state
         .registry
         .statuses()
         .into_iter()
@@ -208,7 +210,51 @@ async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) ->
             value
         })
         .collect();
-    Json(json!({ "plugins": plugins }))
+    if state.shared_store {
+        add_hosts(&state, &mut statuses).await;
+    }
+    Json(json!({ "plugins": statuses }))
+}
+
+/// Adds to each plugin the sha256 every live host serves (`null` where a host lacks it) and
+/// whether they differ (`drift`); plugins that only other hosts have are listed as `absent`.
+async fn add_hosts(state: &AppState, statuses: &mut Vec<serde_json::Value>) {
+    let mut reports = match state.store.live_hosts(crate::presence::LIVE_WITHIN).await {
+        Ok(reports) => reports,
+        Err(error) => {
+            tracing::warn!(%error, "reading the other hosts' reports failed");
+            return;
+        }
+    };
+    // This host's own report may be seconds old: use what it serves now.
+    reports.retain(|report| report.host != state.host_name);
+    let own = crate::presence::serving(&state.registry);
+    let mut hosts: Vec<(&str, &std::collections::BTreeMap<String, Option<String>>)> =
+        reports.iter().map(|report| (report.host.as_str(), &report.plugins)).collect();
+    hosts.push((&state.host_name, &own));
+    hosts.sort_by_key(|(host, _)| *host);
+    let users = state.webhooks.plugin_users();
+    for (_, plugins) in &hosts {
+        for name in plugins.keys() {
+            if !statuses.iter().any(|status| status["name"] == name.as_str()) {
+                statuses.push(json!({
+                    "name": name,
+                    "state": "absent",
+                    "sha256": null,
+                    "webhooks": users.get(name).cloned().unwrap_or_default(),
+                }));
+            }
+        }
+    }
+    for status in statuses.iter_mut() {
+        let name = status["name"].as_str().unwrap_or_default().to_string();
+        let serving: Vec<Option<&String>> =
+            hosts.iter().map(|(_, plugins)| plugins.get(&name).and_then(Option::as_ref)).collect();
+        status["hosts"] = json!(
+            hosts.iter().zip(&serving).map(|((host, _), sha)| json!({"host": host, "sha256": sha})).collect::<Vec<_>>()
+        );
+        status["drift"] = json!(serving.iter().any(|sha| *sha != serving[0]));
+    }
 }
 
 /// A JSON error: `{"error": message, "code": code, "field"?: field}`.

@@ -267,6 +267,16 @@ pub struct EventCursor {
     pub seq: i64,
 }
 
+/// What one host sharing the store last reported serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReport {
+    pub host: String,
+    /// On this host's clock.
+    pub seen_at_ms: i64,
+    /// Plugin name -> sha256 of the version serving (`None`: known but not serving).
+    pub plugins: BTreeMap<String, Option<String>>,
+}
+
 /// A change other hosts sharing the store should hear about now rather than at their next
 /// poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,6 +386,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Webhooks disabled at runtime, by id.
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, DisabledWebhook>>;
+
+    /// Records that `host` is alive and serves `plugins` (hosts sharing a store; a store only
+    /// one host uses keeps nothing).
+    async fn report_host(&self, _host: &str, _plugins: &BTreeMap<String, Option<String>>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Removes `host`'s report (it is stopping).
+    async fn forget_host(&self, _host: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The reports of hosts seen within `seen_within`, by host.
+    async fn live_hosts(&self, _seen_within: Duration) -> anyhow::Result<Vec<HostReport>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Milliseconds since the Unix epoch.

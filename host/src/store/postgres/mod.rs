@@ -24,7 +24,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use super::{
     Change, ChangeSignals, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery,
-    EventCursor, EventRecord, Expired, IngestOutcome, MAX_PAGE, NewDelivery, QueueStats, Store, StoreError,
+    EventCursor, EventRecord, Expired, HostReport, IngestOutcome, MAX_PAGE, NewDelivery, QueueStats, Store, StoreError,
 };
 use crate::model::Event;
 
@@ -288,6 +288,26 @@ impl Store for PgStore {
 
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, DisabledWebhook>> {
         sql::disabled(&**self.client().await?).await
+    }
+
+    async fn report_host(&self, host: &str, plugins: &BTreeMap<String, Option<String>>) -> anyhow::Result<()> {
+        let plugins = serde_json::to_string(plugins)?;
+        sql::report_host(&**self.client().await?, self.clock, host, &plugins).await
+    }
+
+    async fn forget_host(&self, host: &str) -> anyhow::Result<()> {
+        sql::forget_host(&**self.client().await?, host).await
+    }
+
+    async fn live_hosts(&self, seen_within: Duration) -> anyhow::Result<Vec<HostReport>> {
+        let rows = sql::live_hosts(&**self.client().await?, self.clock, seen_within.as_millis() as i64).await?;
+        rows.into_iter()
+            .map(|(host, seen_at_ms, plugins)| {
+                let plugins = serde_json::from_str(&plugins)
+                    .with_context(|| format!("host {host:?} reported plugins that are not JSON"))?;
+                Ok(HostReport { host, seen_at_ms, plugins })
+            })
+            .collect()
     }
 }
 

@@ -495,3 +495,33 @@ pub async fn disabled(db: &impl GenericClient) -> anyhow::Result<BTreeMap<String
         .map(|row| Ok((row.try_get(0)?, DisabledWebhook { url: row.try_get(1)?, reason: row.try_get(2)? })))
         .collect()
 }
+
+pub async fn report_host(db: &impl GenericClient, clock: Clock, host: &str, plugins: &str) -> anyhow::Result<()> {
+    db.execute(
+        "INSERT INTO hosts (host, seen_at, plugins) VALUES ($1, $2, $3)
+         ON CONFLICT (host) DO UPDATE SET seen_at = $2, plugins = $3",
+        &[&host, &clock.now(), &plugins],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn forget_host(db: &impl GenericClient, host: &str) -> anyhow::Result<()> {
+    db.execute("DELETE FROM hosts WHERE host = $1", &[&host]).await?;
+    Ok(())
+}
+
+/// `(host, seen_at on the host's clock, plugins JSON)` of hosts seen since `since_ms` ago.
+pub async fn live_hosts(
+    db: &impl GenericClient,
+    clock: Clock,
+    seen_within_ms: i64,
+) -> anyhow::Result<Vec<(String, i64, String)>> {
+    let rows = db
+        .query(
+            "SELECT host, seen_at, plugins FROM hosts WHERE seen_at >= $1 ORDER BY host",
+            &[&(clock.now() - seen_within_ms)],
+        )
+        .await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, clock.to_host(row.try_get(1)?), row.try_get(2)?))).collect()
+}
