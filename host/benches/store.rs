@@ -11,11 +11,13 @@
 //!   (20,000) events from 64 producers, alternating;
 //! - two hosts on one PostgreSQL database: the same burst spread over both, and latency at
 //!   `LOAD_RATE` posted to each in turn, with PostgreSQL's CPU per event;
+//! - how long a webhook change made through one of two hosts on PostgreSQL takes to be in
+//!   effect on the other (`CHANGES`, 40);
 //! - the store's size on disk (database + WAL) every 5 s for `GROWTH_SECONDS` (60) at
 //!   `GROWTH_RATE` events/s (1000) with `retention = "10s"`: it must level off.
 //!
 //! `cargo bench -p hookwasm --bench store`; figures in BENCHMARKS.md. `HOOKWASM_BIN` runs
-//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,slow-readers,sweep,backends,two-hosts`) and
+//! another build of the host; `STORE_RUNS` picks runs (`alone,readers,slow-readers,sweep,backends,two-hosts,propagation`) and
 //! `GROWTH_SECONDS=0` skips the size run, for a build without retention.
 
 use std::path::Path;
@@ -246,6 +248,43 @@ async fn two_hosts(events: usize, rate: u64, seconds: u64) {
     );
 }
 
+/// How long a webhook change made through one host takes to be in effect on another:
+/// `changes` times, disable or enable on host a, then poll host b's view every 2 ms.
+async fn propagation(changes: usize) {
+    let database = Database::create().await.expect("a PostgreSQL server for the propagation run");
+    let store = format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"\n", database.url);
+    let (receiver, _) = start_receiver().await;
+    let a = Host::start_with(&receiver, None, &store, |_| {});
+    let b = Host::start_with(&receiver, None, &store, |_| {});
+    let http = reqwest::Client::new();
+    let mut took = Vec::new();
+    for i in 0..changes {
+        let (action, active) = if i % 2 == 0 { ("disable", false) } else { ("enable", true) };
+        // Changes at random points of the other host's poll interval.
+        tokio::time::sleep(Duration::from_millis(100 + (i as u64 * 37) % 400)).await;
+        let started = Instant::now();
+        let answer = http.post(format!("{}/v1/webhooks/load/{action}", a.url)).send().await.unwrap();
+        assert!(answer.status().is_success());
+        loop {
+            let webhook: serde_json::Value =
+                http.get(format!("{}/v1/webhooks/load", b.url)).send().await.unwrap().json().await.unwrap();
+            if webhook["active"] == active {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "webhook change on one host in effect on the other, {changes} changes: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms(took[took.len() / 2]),
+        ms(took[took.len() * 9 / 10]),
+        ms(took[took.len() - 1])
+    );
+}
+
 /// Bytes the store takes on disk: the database file and its WAL.
 fn store_size(data: &Path) -> (u64, u64) {
     let size = |file: &str| std::fs::metadata(data.join(file)).map_or(0, |meta| meta.len());
@@ -289,7 +328,7 @@ fn main() {
     let seeded = env("SEEDED", 200_000) as usize;
     runtime.block_on(async {
         let runs = std::env::var("STORE_RUNS")
-            .unwrap_or_else(|_| "alone,readers,slow-readers,sweep,backends,two-hosts".into());
+            .unwrap_or_else(|_| "alone,readers,slow-readers,sweep,backends,two-hosts,propagation".into());
         let mut p99 = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..env("STORE_ROUNDS", 2) {
             for (i, (name, beside)) in [
@@ -333,6 +372,9 @@ fn main() {
         );
         if runs.split(',').any(|run| run == "two-hosts") {
             two_hosts(env("LOAD_EVENTS", 20_000) as usize, rate, seconds).await;
+        }
+        if runs.split(',').any(|run| run == "propagation") {
+            propagation(env("CHANGES", 40) as usize).await;
         }
         let growth_seconds = env("GROWTH_SECONDS", 60);
         if growth_seconds > 0 {

@@ -200,6 +200,74 @@ async fn every_host_lists_the_plugin_version_each_live_host_serves() {
     .await;
 }
 
+/// The database refusing connections (as while it restarts): ingest answers 503
+/// `store_unavailable` with a `Retry-After`, never a 202 for an event it could not store nor a
+/// 500; once the database is back, ingest and delivery resume, and every event that got a
+/// 202 is delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_refuses_events_and_everything_resumes_when_it_returns() {
+    let Some(database) = Database::create().await else { return };
+    let receiver = TestReceiver::start().await;
+    let host = TestHost::start(&config(&database), &[]);
+    let file = host.dir.path().join("webhooks.toml");
+    std::fs::write(&file, webhook("sink", &receiver.url("/sink"), r#"["*"]"#, "")).unwrap();
+    assert!(host.cli(&["webhooks", "apply", file.to_str().unwrap()]).status.success());
+    let mut accepted = HashSet::new();
+    let mut post = async |i: usize| {
+        let response = host
+            .http
+            .post(host.url("/v1/events"))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"id": "o-{i}", "type": "a.b", "data": {{}}}}"#))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").is_some();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status == 202 {
+            accepted.insert(format!("o-{i}"));
+        }
+        (status, retry_after, body)
+    };
+    for i in 0..5 {
+        assert_eq!(post(i).await.0, 202);
+    }
+
+    let (admin, connection) = tokio_postgres::connect(&database.admin_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let name = &database.name;
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[name]).await.unwrap();
+    let mut refused = 0;
+    for i in 5..25 {
+        let (status, retry_after, body) = post(i).await;
+        assert!(status == 503, "answered {status} with the database away: {body}\n{}", host.log());
+        assert!(body["code"] == "store_unavailable" && retry_after, "{body}");
+        refused += 1;
+    }
+    assert_eq!(refused, 20);
+
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 25;
+    while post(i).await.0 != 202 {
+        assert!(Instant::now() < deadline, "ingest never resumed\n{}", host.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        i += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered: HashSet<String> =
+            receiver.received("/sink").iter().filter_map(|r| r.json()["id"].as_str().map(String::from)).collect();
+        if accepted.is_subset(&delivered) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?} never delivered\n{}", accepted.difference(&delivered), host.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn plugin<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     list["plugins"].as_array().and_then(|p| p.iter().find(|p| p["name"] == name)).unwrap_or(&serde_json::Value::Null)
 }

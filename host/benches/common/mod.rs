@@ -79,7 +79,7 @@ impl Host {
         }
         let data = dir.path().join("data");
         seed(&data);
-        let config = format!(
+        let mut config = format!(
             r#"[server]
 listen = "127.0.0.1:0"
 data_dir = {data:?}
@@ -88,13 +88,40 @@ plugins_dir = {plugins:?}
 allow_http = true
 allow_private_networks = true
 {delivery}
-[[webhooks]]
-{webhook}"#,
+"#,
             data = data.display().to_string(),
             plugins = plugins.display().to_string(),
         );
+        // Hosts on PostgreSQL take their webhooks from the database, not the config file.
+        let shared = delivery.contains("backend = \"postgres\"");
+        let webhooks = dir.path().join("webhooks.toml");
+        match shared {
+            true => std::fs::write(&webhooks, format!("[[webhooks]]\n{webhook}")).unwrap(),
+            false => config += &format!("[[webhooks]]\n{webhook}"),
+        }
         std::fs::write(dir.path().join("hookwasm.toml"), config).unwrap();
-        Host::spawn(Host::command(&dir.path().join("hookwasm.toml")), dir)
+        let host = Host::spawn(Host::command(&dir.path().join("hookwasm.toml")), dir);
+        if shared {
+            host.apply_webhooks(&webhooks);
+        }
+        host
+    }
+
+    /// Until this host serves the webhooks of `file`: applies them through it unless
+    /// another host sharing its database already did.
+    fn apply_webhooks(&self, file: &Path) {
+        let cli = |args: &[&str]| {
+            let binary = std::env::var("HOOKWASM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookwasm").to_string());
+            Command::new(binary).args(args).args(["--server", &self.url]).output().unwrap()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cli(&["webhooks", "show", "load"]).status.success() {
+            let applied = cli(&["webhooks", "apply", file.to_str().unwrap()]);
+            assert!(Instant::now() < deadline, "webhooks apply: {}", String::from_utf8_lossy(&applied.stderr));
+            if !applied.status.success() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     /// `hookwasm serve --config <config>` of the build under test (`HOOKWASM_BIN` or this one).

@@ -215,7 +215,7 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 /// Validates a webhook definition as the config file's are, checks it with its plugin (if
 /// loaded), stores it and puts it in effect.
-async fn save_webhook(state: &AppState, config: crate::config::WebhookConfig) -> Result<Response, ApiError> {
+async fn save_webhook(state: &AppState, config: WebhookConfig, create: bool) -> Result<Response, ApiError> {
     let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook", message);
     config.validate(&state.delivery).map_err(invalid)?;
     if let Some(plugin) = config.plugin.as_ref().and_then(|name| state.registry.current(name)) {
@@ -230,7 +230,13 @@ async fn save_webhook(state: &AppState, config: crate::config::WebhookConfig) ->
     let stored = stored_form(state, config);
     let webhook =
         crate::webhooks::Webhook::from_store(stored.clone(), &state.data_dir).map_err(|e| invalid(format!("{e:#}")))?;
-    state.store.put_webhook(&stored.webhook.id, stored.to_json()).await.map_err(store_error)?;
+    if create {
+        if !state.store.create_webhook(&stored.webhook.id, stored.to_json()).await.map_err(store_error)? {
+            return Err(exists(&stored.webhook.id));
+        }
+    } else {
+        state.store.put_webhook(&stored.webhook.id, stored.to_json()).await.map_err(store_error)?;
+    }
     let body = webhook_json(state, &webhook);
     state.webhooks.upsert(webhook);
     Ok(Json(body).into_response())
@@ -269,9 +275,9 @@ pub async fn create_webhook(
 ) -> Result<Response, ApiError> {
     let config = json_body(body)?;
     if state.webhooks.get(&config.id).is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("webhook {} already exists", config.id)));
+        return Err(exists(&config.id));
     }
-    let mut response = save_webhook(&state, config).await?;
+    let mut response = save_webhook(&state, config, true).await?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
 }
@@ -288,7 +294,11 @@ pub async fn replace_webhook(
     if config.id != id {
         return Err(ApiError::invalid_field("id", format!("`id` {:?} does not match the path's {id:?}", config.id)));
     }
-    save_webhook(&state, config).await
+    save_webhook(&state, config, false).await
+}
+
+fn exists(id: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "exists", format!("webhook {id} already exists"))
 }
 
 /// `DELETE /v1/webhooks/{id}`: deletes a webhook created through the API.

@@ -375,6 +375,10 @@ pub trait Store: Send + Sync + 'static {
     /// Webhooks created through the API: (id, definition as JSON).
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>>;
 
+    /// Stores a new webhook created through the API; `false`, changing nothing, when the id
+    /// is taken (by any host, at the same moment too).
+    async fn create_webhook(&self, id: &str, definition: String) -> anyhow::Result<bool>;
+
     /// Creates or replaces a webhook created through the API (its definition as JSON).
     async fn put_webhook(&self, id: &str, definition: String) -> anyhow::Result<()>;
 

@@ -24,6 +24,7 @@ macro_rules! store_suite {
             listings_carry_every_attempt,
             retention_deletes_only_final_deliveries_and_unreferenced_events,
             next_due_skips_deliveries_in_flight,
+            a_webhook_id_is_created_once,
         );
     };
     (@tests $open:path; $($name:ident),* $(,)?) => {
@@ -274,4 +275,17 @@ pub async fn next_due_skips_deliveries_in_flight(store: &dyn Store) {
     assert!(store.next_due_ms().await.unwrap().is_some());
     store.claim_due("a", 10, vec![], MINUTE).await.unwrap();
     assert_eq!(store.next_due_ms().await.unwrap(), None, "m1 is in flight: nothing for a claim to take");
+}
+
+/// Two creations of one id (two hosts at once): the first is kept, the second told so.
+pub async fn a_webhook_id_is_created_once(store: &dyn Store) {
+    let (first, second) =
+        tokio::join!(store.create_webhook("w", "first".into()), store.create_webhook("w", "second".into()));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(first ^ second, "exactly one creation wins: {first} {second}");
+    let kept = if first { "first" } else { "second" };
+    assert_eq!(store.stored_webhooks().await.unwrap(), vec![("w".to_string(), kept.to_string())]);
+    store.put_webhook("w", "replaced".into()).await.unwrap();
+    assert!(!store.create_webhook("w", "third".into()).await.unwrap());
+    assert_eq!(store.stored_webhooks().await.unwrap()[0].1, "replaced");
 }

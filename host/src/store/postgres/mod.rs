@@ -32,6 +32,11 @@ mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
+/// Longest a new connection may take, unless `store.url` says otherwise (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest an operation waits for a pooled connection when all are busy.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Held while migrations run: one host migrates, the others wait and then find nothing to do.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_7761_736d; // "hookwasm"
 
@@ -57,14 +62,25 @@ impl PgStore {
 
     /// As [`PgStore::open`], for a host whose clock is `host_skew_ms` off (tests only).
     async fn open_with_skew(url: &str, pool_size: usize, host_skew_ms: i64) -> anyhow::Result<PgStore> {
-        let config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL connection string")?;
+        let mut config: tokio_postgres::Config =
+            url.parse().context("store.url is not a PostgreSQL connection string")?;
+        if config.get_connect_timeout().is_none() {
+            // An unreachable server must fail requests (503), not hang them.
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         migrate(&config).await?;
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
-        let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().context("building the connection pool")?;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .build()
+            .context("building the connection pool")?;
         let clock =
             clock::Clock::measure(&**pool.get().await.context("no connection to PostgreSQL")?, host_skew_ms).await?;
         let instance = crate::model::new_id("store");
@@ -272,6 +288,14 @@ impl Store for PgStore {
         sql::put_webhook(&**self.client().await?, self.clock, id, &definition).await?;
         self.announce(Change::Webhooks);
         Ok(())
+    }
+
+    async fn create_webhook(&self, id: &str, definition: String) -> anyhow::Result<bool> {
+        let created = sql::create_webhook(&**self.client().await?, self.clock, id, &definition).await?;
+        if created {
+            self.announce(Change::Webhooks);
+        }
+        Ok(created)
     }
 
     async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool> {

@@ -480,6 +480,16 @@ pub async fn put_webhook(db: &impl GenericClient, clock: Clock, id: &str, defini
     Ok(())
 }
 
+pub async fn create_webhook(db: &impl GenericClient, clock: Clock, id: &str, definition: &str) -> anyhow::Result<bool> {
+    let inserted = db
+        .execute(
+            "INSERT INTO webhooks (id, config, updated_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            &[&id, &definition, &clock.now()],
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
 pub async fn delete_webhook(db: &impl GenericClient, id: &str) -> anyhow::Result<bool> {
     Ok(db.execute("DELETE FROM webhooks WHERE id = $1", &[&id]).await? > 0)
 }

@@ -20,6 +20,9 @@ struct Server {
 pub struct Database {
     /// Connection string for it.
     pub url: String,
+    pub name: String,
+    /// Connection string for the server's `postgres` database, to administer this one.
+    pub admin_url: String,
 }
 
 impl Database {
@@ -42,7 +45,7 @@ impl Database {
         client.execute(&format!("CREATE DATABASE {name}"), &[]).await.unwrap();
         drop(client);
         let _ = connection.await;
-        Some(Database { url: server.url(&name) })
+        Some(Database { url: server.url(&name), name, admin_url: admin })
     }
 }
 

@@ -207,6 +207,11 @@ impl Store for SqliteStore {
         self.writer.call(move |db| writes::put_webhook(db, &id, &definition)).await
     }
 
+    async fn create_webhook(&self, id: &str, definition: String) -> anyhow::Result<bool> {
+        let id = id.to_string();
+        self.writer.call(move |db| writes::create_webhook(db, &id, &definition)).await
+    }
+
     async fn delete_webhook(&self, id: &str) -> anyhow::Result<bool> {
         let id = id.to_string();
         self.writer.call(move |db| writes::delete_webhook(db, &id)).await

@@ -310,6 +310,14 @@ pub fn put_webhook(db: &Connection, id: &str, definition: &str) -> anyhow::Resul
     Ok(())
 }
 
+pub fn create_webhook(db: &Connection, id: &str, definition: &str) -> anyhow::Result<bool> {
+    let inserted = db.execute(
+        "INSERT INTO webhooks (id, config, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+        params![id, definition, now_ms()],
+    )?;
+    Ok(inserted == 1)
+}
+
 pub fn delete_webhook(db: &Connection, id: &str) -> anyhow::Result<bool> {
     Ok(db.execute("DELETE FROM webhooks WHERE id = ?1", [id])? > 0)
 }
