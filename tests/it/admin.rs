@@ -378,3 +378,45 @@ async fn events_send_posts_files_and_no_secret_or_token_reaches_the_log() {
         assert!(!log.contains(secret), "{secret} leaked into the log");
     }
 }
+
+/// `webhooks apply` creates, replaces where a field differs, leaves the rest, and reports a
+/// refused entry without stopping at it.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_apply_creates_replaces_and_leaves_alone() {
+    let receiver = TestReceiver::start().await;
+    let host = TestHost::start(LOCAL_DELIVERY, &[]);
+    let file = host.dir.path().join("apply.toml");
+    let apply = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        cli(&host, &["webhooks", "apply", file.to_str().unwrap()])
+    };
+    let one = webhook("one", &receiver.url("/one"), r#"["a.b"]"#, "");
+    let two = format!("[[webhooks]]\nid = \"two\"\nurl = \"{}\"\nevents = [\"a.b\"]\n", receiver.url("/two"));
+
+    let (ok, stdout, stderr) = apply(format!("{one}{two}"));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "created    one\ncreated    two\n");
+    let (ok, stdout, _) = apply(format!("{one}{two}"));
+    assert!(ok && stdout == "unchanged  one\nunchanged  two\n", "{stdout}");
+    let generated = cli(&host, &["webhooks", "secret", "two"]).1;
+
+    let moved = two.replace("/two", "/two-moved");
+    let (ok, stdout, _) = apply(format!("{one}{moved}"));
+    assert!(ok && stdout == "unchanged  one\nreplaced   two\n", "{stdout}");
+    assert_eq!(host.get("/v1/webhooks/two").await["url"], receiver.url("/two-moved"));
+    assert_eq!(cli(&host, &["webhooks", "secret", "two"]).1, generated, "a secret left out is kept");
+    let new_secret = one.replace(crate::host::SECRET, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let (ok, stdout, _) = apply(format!("{new_secret}{moved}"));
+    assert!(ok && stdout == "replaced   one\nunchanged  two\n", "{stdout}");
+
+    let bad = webhook("bad", "ftp://nowhere", r#"["a.b"]"#, "");
+    let (ok, stdout, stderr) = apply(format!("{bad}{one}"));
+    assert!(!ok, "a refused entry fails the command");
+    assert!(stdout.starts_with("failed     bad: ") && stdout.contains("`url` scheme \"ftp\""), "{stdout}");
+    assert!(
+        stdout.ends_with("replaced   one\n") && stderr.contains("1 of 2 webhooks were not applied"),
+        "{stdout}{stderr}"
+    );
+    let (ok, _, stderr) = apply("[server]\nlisten = \"127.0.0.1:1\"\n".into());
+    assert!(!ok && stderr.contains("has no [[webhooks]] entries"), "{stderr}");
+}
