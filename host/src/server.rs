@@ -60,17 +60,31 @@ pub async fn run(
         .cloned()
         .map(|webhook| Webhook::resolve(webhook, Source::Config, &data_dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let shared_store = config.store.backend == StoreBackend::Postgres;
+    let secret_files = (!shared_store).then_some(data_dir.as_path());
     for (id, definition) in store.stored_webhooks().await? {
-        let stored = StoredWebhook::parse(&definition)
-            .with_context(|| format!("webhook {id:?} stored in the database is not a valid definition"))?;
-        if webhooks.iter().any(|w| w.config.id == stored.webhook.id) {
+        // One bad row (say, written by a newer binary) must not keep the host from starting;
+        // that webhook's deliveries wait, never lost, until it can be read.
+        let resolved = StoredWebhook::parse(&definition).and_then(|stored| Webhook::from_store(stored, secret_files));
+        let webhook = match resolved {
+            Ok(webhook) => webhook,
+            Err(error) => {
+                tracing::error!(
+                    webhook = id,
+                    error = format!("{error:#}"),
+                    "a stored webhook cannot be read; it is left out"
+                );
+                continue;
+            }
+        };
+        if webhooks.iter().any(|w| w.config.id == webhook.config.id) {
             tracing::error!(
-                webhook = stored.webhook.id,
+                webhook = id,
                 "a webhook created through the API has the id of one in the config file; the config file's wins"
             );
             continue;
         }
-        webhooks.push(Webhook::from_store(stored, &data_dir)?);
+        webhooks.push(webhook);
     }
     let webhooks = Arc::new(Webhooks::new(webhooks, disabled));
     for webhook in webhooks.all().iter() {
@@ -114,11 +128,9 @@ pub async fn run(
     let backlog_task = tokio::spawn(backlog.clone().run(store.clone(), metrics.clone(), stopped.clone()));
     let retention_task =
         tokio::spawn(retention::run(store.clone(), config.store.retention, metrics.clone(), stopped.clone()));
-    let shared_store = config.store.backend == StoreBackend::Postgres;
     let signals = store.change_signals();
     let sync_task = signals.clone().map(|signals| {
-        let sync =
-            crate::sync::run(store.clone(), webhooks.clone(), data_dir.clone(), signals, wake.clone(), stopped.clone());
+        let sync = crate::sync::run(store.clone(), webhooks.clone(), signals, wake.clone(), stopped.clone());
         tokio::spawn(sync)
     });
     let presence_task = shared_store.then(|| {

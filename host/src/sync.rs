@@ -5,7 +5,6 @@
 //! announces deliveries it will not send itself.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +21,14 @@ type Snapshot = (Vec<(String, String)>, BTreeMap<String, DisabledWebhook>);
 pub async fn run(
     store: Arc<dyn Store>,
     webhooks: Arc<Webhooks>,
-    data_dir: PathBuf,
     signals: ChangeSignals,
     wake_worker: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut last: Option<Snapshot> = None;
+    // The snapshot last put in effect, and the set's generation right after: a change made
+    // on this host since then (a write that failed to reach the store, a reply that landed
+    // after a newer snapshot) is undone by the next poll even when the store has not changed.
+    let mut last: Option<(Snapshot, u64)> = None;
     // An interval, not a sleep per turn: queue signals must not postpone the poll.
     let mut poll = tokio::time::interval(SYNC_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -52,11 +53,11 @@ pub async fn run(
                     break;
                 }
             };
-            if last.as_ref() == Some(&snapshot) {
+            if last.as_ref().is_some_and(|(seen, applied)| *seen == snapshot && *applied == generation) {
                 break;
             }
-            if apply(&webhooks, generation, &snapshot, &data_dir) {
-                last = Some(snapshot);
+            if apply(&webhooks, generation, &snapshot) {
+                last = Some((snapshot, webhooks.generation()));
                 break;
             }
         }
@@ -64,7 +65,7 @@ pub async fn run(
 }
 
 /// Whether the snapshot was put in effect (see [`Webhooks::replace_from_store`]).
-fn apply(webhooks: &Webhooks, generation: u64, (stored, disabled): &Snapshot, data_dir: &std::path::Path) -> bool {
+fn apply(webhooks: &Webhooks, generation: u64, (stored, disabled): &Snapshot) -> bool {
     let from_config: HashSet<String> =
         webhooks.all().iter().filter(|w| w.source == Source::Config).map(|w| w.config.id.clone()).collect();
     let mut api = Vec::new();
@@ -72,7 +73,7 @@ fn apply(webhooks: &Webhooks, generation: u64, (stored, disabled): &Snapshot, da
         if from_config.contains(id) {
             continue;
         }
-        let resolved = StoredWebhook::parse(definition).and_then(|stored| Webhook::from_store(stored, data_dir));
+        let resolved = StoredWebhook::parse(definition).and_then(|stored| Webhook::from_store(stored, None));
         match resolved {
             Ok(webhook) => api.push(webhook),
             Err(error) => {

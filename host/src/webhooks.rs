@@ -92,18 +92,21 @@ impl Webhook {
     /// Builds a webhook, taking its secret from the config, else from
     /// `<data_dir>/secrets/<id>`, else generating one and writing it there (mode 0600).
     pub fn resolve(config: WebhookConfig, source: Source, data_dir: &Path) -> anyhow::Result<Webhook> {
-        Webhook::build(config, source, data_dir, None)
+        Webhook::build(config, source, Some(data_dir), None)
     }
 
-    /// Builds a webhook created through the API from its stored form.
-    pub fn from_store(stored: StoredWebhook, data_dir: &Path) -> anyhow::Result<Webhook> {
-        Webhook::build(stored.webhook, Source::Api, data_dir, stored.previous_secret)
+    /// Builds a webhook created through the API from its stored form. `secret_files` is the
+    /// data dir on a single host, where a definition without `secret` signs with a file;
+    /// `None` for a shared store, where the secrets are in the stored form and never in a
+    /// file (a file left on one host must not make it sign differently).
+    pub fn from_store(stored: StoredWebhook, secret_files: Option<&Path>) -> anyhow::Result<Webhook> {
+        Webhook::build(stored.webhook, Source::Api, secret_files, stored.previous_secret)
     }
 
     fn build(
         config: WebhookConfig,
         source: Source,
-        data_dir: &Path,
+        secret_files: Option<&Path>,
         previous: Option<PreviousSecret>,
     ) -> anyhow::Result<Webhook> {
         let url: hyper::http::Uri = config
@@ -112,7 +115,10 @@ impl Webhook {
             .with_context(|| format!("webhook {:?}: `url` {:?} is not a URL", config.id, config.url))?;
         let secret = match &config.secret {
             Some(text) => Secret::parse(text)?,
-            None => persisted_secret(&config.id, data_dir)?,
+            None => match secret_files {
+                Some(data_dir) => persisted_secret(&config.id, data_dir)?,
+                None => anyhow::bail!("webhook {:?} is stored without its secret", config.id),
+            },
         };
         let mut secrets = vec![secret];
         let previous = match previous {
@@ -121,7 +127,10 @@ impl Webhook {
                     Secret::parse(&secret).with_context(|| format!("webhook {:?}: previous secret", config.id))?;
                 (expires_ms > crate::store::now_ms()).then_some((secret, expires_ms))
             }
-            None => previous_secret(&config.id, data_dir)?,
+            None => match secret_files {
+                Some(data_dir) => previous_secret(&config.id, data_dir)?,
+                None => None,
+            },
         };
         let previous_expires_ms = previous.map(|(secret, expires)| {
             secrets.push(secret);

@@ -159,6 +159,19 @@ async fn webhook_changes_on_one_host_take_effect_on_the_other() {
     let got = receiver.wait_for("/api", 2, Duration::from_secs(10)).await;
     assert!(verify(&rotated, &got[1]) && verify(&secret, &got[1]), "b signs with the new and the previous secret");
 
+    // Rotated on a, then at once replaced on b without a secret: b keeps the rotated secret
+    // (read from the database, not from b's copy, which may not have seen the rotation yet).
+    assert_eq!(a.http.post(a.url("/v1/webhooks/api/rotate-secret")).send().await.unwrap().status(), 200);
+    let again = a.get("/v1/webhooks/api/secret").await["secret"].as_str().unwrap().to_string();
+    let mut moved = definition.clone();
+    moved["url"] = receiver.url("/moved").into();
+    let replaced = b.http.put(b.url("/v1/webhooks/api")).json(&moved).send().await.unwrap();
+    assert_eq!(replaced.status(), 200, "{}", replaced.text().await.unwrap());
+    for host in [&a, &b] {
+        eventually(host, "/v1/webhooks/api", |w| w["url"] == receiver.url("/moved").as_str()).await;
+        assert_eq!(host.get("/v1/webhooks/api/secret").await["secret"], again.as_str());
+    }
+
     assert_eq!(a.http.delete(a.url("/v1/webhooks/api")).send().await.unwrap().status(), 204);
     eventually(&b, "/v1/webhooks/api", |w| w["code"] == "not_found").await;
 }

@@ -227,39 +227,72 @@ async fn save_webhook(state: &AppState, config: WebhookConfig, create: bool) -> 
             return Err(invalid(error.to_string()));
         }
     }
-    let stored = stored_form(state, config);
-    let webhook =
-        crate::webhooks::Webhook::from_store(stored.clone(), &state.data_dir).map_err(|e| invalid(format!("{e:#}")))?;
-    if create {
-        if !state.store.create_webhook(&stored.webhook.id, stored.to_json()).await.map_err(store_error)? {
-            return Err(exists(&stored.webhook.id));
-        }
-    } else {
-        state.store.put_webhook(&stored.webhook.id, stored.to_json()).await.map_err(store_error)?;
+    let (stored, expected) = stored_form(state, config, create).await?;
+    let webhook = crate::webhooks::Webhook::from_store(stored.clone(), state.secret_files())
+        .map_err(|e| invalid(format!("{e:#}")))?;
+    let (id, json) = (&stored.webhook.id, stored.to_json());
+    let saved = match (create, expected) {
+        (true, _) => state.store.create_webhook(id, json).await.map_err(store_error)?,
+        (false, Some(expected)) => state.store.replace_webhook(id, &expected, json).await.map_err(store_error)?,
+        (false, None) => state.store.put_webhook(id, json).await.map_err(store_error).map(|()| true)?,
+    };
+    if !saved {
+        return Err(if create { exists(id) } else { changed_meanwhile(id) });
     }
     let body = webhook_json(state, &webhook);
     state.webhooks.upsert(webhook);
     Ok(Json(body).into_response())
 }
 
-/// What the store keeps for a webhook saved through the API. On a single host a definition
-/// without `secret` signs with a file in the data dir; hosts sharing a store keep the secret
-/// in the database instead: the webhook's current one (and a rotation's previous one) when it
-/// is replaced without a `secret`, else a new one.
-fn stored_form(state: &AppState, config: WebhookConfig) -> StoredWebhook {
-    if !state.shared_store || config.secret.is_some() {
-        return StoredWebhook { webhook: config, previous_secret: None };
+/// What the store keeps for a webhook saved through the API, and, when it replaces one on a
+/// shared store, the stored definition it replaces. On a single host a definition without
+/// `secret` signs with a file in the data dir; hosts sharing a store keep the secret in the
+/// database: a new one for a new webhook, and the stored one (with a rotation's previous
+/// one) for a replacement without `secret`, read from the database rather than this host's
+/// copy, which may be a moment behind another host's change.
+async fn stored_form(
+    state: &AppState,
+    config: WebhookConfig,
+    create: bool,
+) -> Result<(StoredWebhook, Option<String>), ApiError> {
+    if !state.shared_store {
+        return Ok((StoredWebhook { webhook: config, previous_secret: None }, None));
     }
-    match state.webhooks.get(&config.id) {
-        Some(existing) => {
-            let kept = existing.stored();
-            StoredWebhook { webhook: WebhookConfig { secret: kept.webhook.secret, ..config }, ..kept }
-        }
-        None => {
-            let secret = crate::delivery::sign::Secret::generate().expose();
-            StoredWebhook { webhook: WebhookConfig { secret: Some(secret), ..config }, previous_secret: None }
-        }
+    if create {
+        let secret = config.secret.clone().unwrap_or_else(|| crate::delivery::sign::Secret::generate().expose());
+        return Ok((
+            StoredWebhook { webhook: WebhookConfig { secret: Some(secret), ..config }, previous_secret: None },
+            None,
+        ));
     }
+    let (json, current) = current_stored(state, &config.id).await?;
+    let stored = match config.secret {
+        Some(_) => StoredWebhook { webhook: config, previous_secret: None },
+        None => StoredWebhook { webhook: WebhookConfig { secret: current.webhook.secret, ..config }, ..current },
+    };
+    Ok((stored, Some(json)))
+}
+
+/// API webhook `id` as the store holds it now: its JSON and its parsed form.
+async fn current_stored(state: &AppState, id: &str) -> Result<(String, StoredWebhook), ApiError> {
+    let json = state
+        .store
+        .stored_webhook(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no webhook {id}")))?;
+    let stored = StoredWebhook::parse(&json).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored webhook {id}: {e:#}"))
+    })?;
+    Ok((json, stored))
+}
+
+fn changed_meanwhile(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "changed",
+        format!("webhook {id} was changed through another host meanwhile; read it again and retry"),
+    )
 }
 
 fn json_body<T>(body: JsonBody<T>) -> Result<T, ApiError> {
@@ -283,7 +316,7 @@ pub async fn create_webhook(
 }
 
 /// `PUT /v1/webhooks/{id}`: replaces a webhook created through the API.
-#[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookConfig, responses((status = 200, description = "Replaced", body = Object), (status = 409, description = "Defined in the config file", body = ErrorBody), (status = 422, description = "Invalid", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookConfig, responses((status = 200, description = "Replaced", body = Object), (status = 409, description = "Defined in the config file, or changed through another host meanwhile", body = ErrorBody), (status = 422, description = "Invalid", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn replace_webhook(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -337,17 +370,20 @@ pub async fn get_secret(State(state): State<AppState>, Path(id): Path<String>) -
 /// which keeps signing too during `delivery.secret_rotation_grace`. On a single host the new
 /// secret goes into `<data_dir>/secrets/<id>`; with a shared store into the database. Either
 /// way `GET /v1/webhooks/{id}/secret` shows it.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "Rotated; until when the previous secret signs", body = RotatedSecret), (status = 409, description = "The secret is in the config file", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "Rotated; until when the previous secret signs", body = RotatedSecret), (status = 409, description = "The secret is in the config file, or the webhook changed through another host meanwhile", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn rotate_secret(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     let grace = state.delivery.secret_rotation_grace;
     let failed =
         |e: anyhow::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rotation_failed", format!("{e:#}"));
     if state.shared_store {
-        let stored = webhook.rotated(grace);
+        let (json, current) = current_stored(&state, &id).await?;
+        let stored = crate::webhooks::Webhook::from_store(current, None).map_err(failed)?.rotated(grace);
         let previous_valid_until_ms = stored.previous_secret.as_ref().map_or(0, |p| p.expires_ms);
-        let rotated = crate::webhooks::Webhook::from_store(stored.clone(), &state.data_dir).map_err(failed)?;
-        state.store.put_webhook(&id, stored.to_json()).await.map_err(store_error)?;
+        let rotated = crate::webhooks::Webhook::from_store(stored.clone(), None).map_err(failed)?;
+        if !state.store.replace_webhook(&id, &json, stored.to_json()).await.map_err(store_error)? {
+            return Err(changed_meanwhile(&id));
+        }
         state.webhooks.upsert(rotated);
         tracing::info!(webhook = id, previous_valid_until_ms, "signing secret rotated (stored in the database)");
         return Ok(Json(RotatedSecret { id, secret_file: None, previous_valid_until_ms }).into_response());

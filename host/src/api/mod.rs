@@ -46,6 +46,14 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
+impl AppState {
+    /// Where webhooks without a `secret` in their definition keep it: files in the data dir
+    /// on a single host; `None` with a shared store, whose secrets are in the database.
+    pub fn secret_files(&self) -> Option<&std::path::Path> {
+        (!self.shared_store).then_some(self.data_dir.as_path())
+    }
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "hookwasm", description = "Webhook transformer host: ingest events, deliver them through Wasm plugins, operate it."),
@@ -218,11 +226,15 @@ async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) ->
 
 /// Adds to each plugin the sha256 every live host serves (`null` where a host lacks it) and
 /// whether they differ (`drift`); plugins that only other hosts have are listed as `absent`.
+/// If the reports cannot be read, each plugin says so in `hosts_error`.
 async fn add_hosts(state: &AppState, statuses: &mut Vec<serde_json::Value>) {
     let mut reports = match state.store.live_hosts(crate::presence::LIVE_WITHIN).await {
         Ok(reports) => reports,
         Err(error) => {
-            tracing::warn!(%error, "reading the other hosts' reports failed");
+            // Said, not left out: a missing `hosts` would read as "no drift".
+            for status in statuses.iter_mut() {
+                status["hosts_error"] = json!(format!("reading the other hosts' reports failed: {error:#}"));
+            }
             return;
         }
     };

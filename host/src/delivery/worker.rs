@@ -35,6 +35,8 @@ use crate::webhooks::{Webhook, Webhooks};
 /// How long a disabled webhook's deliveries wait before being looked at again.
 const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 /// Longest idle wait between claims when nothing is due.
+/// How soon a delivery for a webhook stored but not yet known here is tried again.
+const UNKNOWN_WEBHOOK_RECHECK: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const CLAIM_BATCH: usize = 256;
 
@@ -304,6 +306,16 @@ impl Worker {
             plugin_sha: None,
         };
         let Some(webhook) = self.webhooks.get(&delivery.webhook_id) else {
+            // A webhook another host sharing the store just created is in the database
+            // before it is in this host's copy: wait for it rather than give up on it.
+            let stored = self.store.stored_webhook(&delivery.webhook_id).await;
+            if !matches!(stored, Ok(None)) {
+                update.state =
+                    if delivery.transformed.is_some() { DeliveryState::Retrying } else { DeliveryState::Pending };
+                update.next_attempt_at_ms = now_ms() + UNKNOWN_WEBHOOK_RECHECK.as_millis() as i64;
+                update.reason = Some(format!("webhook `{}` is not known on this host yet", delivery.webhook_id));
+                return update;
+            }
             update.reason = Some(format!("webhook `{}` is no longer configured", delivery.webhook_id));
             return update;
         };

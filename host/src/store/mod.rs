@@ -375,6 +375,13 @@ pub trait Store: Send + Sync + 'static {
     /// Webhooks created through the API: (id, definition as JSON).
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>>;
 
+    /// Replaces webhook `id`'s definition if it is still `expected`; `false`, changing
+    /// nothing, if another host changed or deleted it since it was read.
+    async fn replace_webhook(&self, id: &str, expected: &str, definition: String) -> anyhow::Result<bool>;
+
+    /// One webhook created through the API (its definition as JSON), as stored now.
+    async fn stored_webhook(&self, id: &str) -> anyhow::Result<Option<String>>;
+
     /// Stores a new webhook created through the API; `false`, changing nothing, when the id
     /// is taken (by any host, at the same moment too).
     async fn create_webhook(&self, id: &str, definition: String) -> anyhow::Result<bool>;

@@ -24,7 +24,7 @@ macro_rules! store_suite {
             listings_carry_every_attempt,
             retention_deletes_only_final_deliveries_and_unreferenced_events,
             next_due_skips_deliveries_in_flight,
-            a_webhook_id_is_created_once,
+            a_webhook_is_created_once_and_replaced_only_as_read,
         );
     };
     (@tests $open:path; $($name:ident),* $(,)?) => {
@@ -277,15 +277,20 @@ pub async fn next_due_skips_deliveries_in_flight(store: &dyn Store) {
     assert_eq!(store.next_due_ms().await.unwrap(), None, "m1 is in flight: nothing for a claim to take");
 }
 
-/// Two creations of one id (two hosts at once): the first is kept, the second told so.
-pub async fn a_webhook_id_is_created_once(store: &dyn Store) {
+/// Two creations of one id (two hosts at once): the first is kept, the second told so. A
+/// replacement applies only over the definition it was computed from.
+pub async fn a_webhook_is_created_once_and_replaced_only_as_read(store: &dyn Store) {
     let (first, second) =
         tokio::join!(store.create_webhook("w", "first".into()), store.create_webhook("w", "second".into()));
     let (first, second) = (first.unwrap(), second.unwrap());
     assert!(first ^ second, "exactly one creation wins: {first} {second}");
     let kept = if first { "first" } else { "second" };
-    assert_eq!(store.stored_webhooks().await.unwrap(), vec![("w".to_string(), kept.to_string())]);
-    store.put_webhook("w", "replaced".into()).await.unwrap();
+    assert_eq!(store.stored_webhook("w").await.unwrap().as_deref(), Some(kept));
+    assert!(!store.replace_webhook("w", "stale", "lost".into()).await.unwrap());
+    assert!(store.replace_webhook("w", kept, "replaced".into()).await.unwrap());
     assert!(!store.create_webhook("w", "third".into()).await.unwrap());
-    assert_eq!(store.stored_webhooks().await.unwrap()[0].1, "replaced");
+    assert_eq!(store.stored_webhooks().await.unwrap(), vec![("w".to_string(), "replaced".to_string())]);
+    assert!(store.delete_webhook("w").await.unwrap());
+    assert!(!store.replace_webhook("w", "replaced", "back".into()).await.unwrap(), "a deleted webhook stays deleted");
+    assert_eq!(store.stored_webhook("w").await.unwrap(), None);
 }

@@ -34,6 +34,9 @@ mod embedded {
 
 /// Longest a new connection may take, unless `store.url` says otherwise (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the server may leave sent data unacknowledged, or an idle connection unprobed,
+/// before the connection counts as dead.
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest an operation waits for a pooled connection when all are busy.
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,6 +71,17 @@ impl PgStore {
             // An unreachable server must fail requests (503), not hang them.
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        if config.get_tcp_user_timeout().is_none() {
+            // Nor may a server that stopped answering hold a query (or this host's listener)
+            // for the kernel's default of many minutes.
+            config.tcp_user_timeout(DEAD_PEER_TIMEOUT);
+        }
+        if config.get_keepalives_idle() > DEAD_PEER_TIMEOUT {
+            config.keepalives_idle(DEAD_PEER_TIMEOUT);
+        }
+        // A 202 means committed: whatever the role or database says, commits wait for the WAL.
+        let options = format!("{} -c synchronous_commit=on", config.get_options().unwrap_or_default());
+        config.options(options.trim_start());
         migrate(&config).await?;
         let manager = Manager::from_config(
             config.clone(),
@@ -288,6 +302,18 @@ impl Store for PgStore {
         sql::put_webhook(&**self.client().await?, self.clock, id, &definition).await?;
         self.announce(Change::Webhooks);
         Ok(())
+    }
+
+    async fn replace_webhook(&self, id: &str, expected: &str, definition: String) -> anyhow::Result<bool> {
+        let replaced = sql::replace_webhook(&**self.client().await?, self.clock, id, expected, &definition).await?;
+        if replaced {
+            self.announce(Change::Webhooks);
+        }
+        Ok(replaced)
+    }
+
+    async fn stored_webhook(&self, id: &str) -> anyhow::Result<Option<String>> {
+        sql::stored_webhook(&**self.client().await?, id).await
     }
 
     async fn create_webhook(&self, id: &str, definition: String) -> anyhow::Result<bool> {

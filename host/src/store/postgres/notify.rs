@@ -80,27 +80,25 @@ pub fn listen(config: tokio_postgres::Config, own: String) -> ChangeSignals {
 }
 
 async fn listen_loop(config: tokio_postgres::Config, own: String, signals: ChangeSignals) {
-    let mut failures = 0u32;
+    // Warned once per outage, not once per second while the database is away.
+    let warned = AtomicBool::new(false);
     loop {
-        match listen_once(&config, &own, &signals).await {
-            Ok(()) => failures = 0,
-            Err(error) => {
-                failures += 1;
-                // Once per outage, not once per second while the database is away.
-                if failures == 1 {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "not hearing from other hosts; polling until reconnected"
-                    );
-                }
-            }
+        if let Err(error) = listen_once(&config, &own, &signals, &warned).await
+            && !warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(error = format!("{error:#}"), "not hearing from other hosts; polling until reconnected");
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }
 
 /// One listening connection, until it fails.
-async fn listen_once(config: &tokio_postgres::Config, own: &str, signals: &ChangeSignals) -> anyhow::Result<()> {
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    own: &str,
+    signals: &ChangeSignals,
+    warned: &AtomicBool,
+) -> anyhow::Result<()> {
     let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
     let (payloads, mut received) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -116,7 +114,9 @@ async fn listen_once(config: &tokio_postgres::Config, own: &str, signals: &Chang
         Ok(())
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    tracing::debug!("listening for other hosts' changes");
+    if warned.swap(false, Ordering::Relaxed) {
+        tracing::info!("hearing from other hosts again");
+    }
     // Whatever was announced while this host was not listening is seen now.
     signals.queue.notify_one();
     signals.webhooks.notify_one();

@@ -480,6 +480,26 @@ pub async fn put_webhook(db: &impl GenericClient, clock: Clock, id: &str, defini
     Ok(())
 }
 
+pub async fn replace_webhook(
+    db: &impl GenericClient,
+    clock: Clock,
+    id: &str,
+    expected: &str,
+    definition: &str,
+) -> anyhow::Result<bool> {
+    let replaced = db
+        .execute(
+            "UPDATE webhooks SET config = $3, updated_at = $4 WHERE id = $1 AND config = $2",
+            &[&id, &expected, &definition, &clock.now()],
+        )
+        .await?;
+    Ok(replaced == 1)
+}
+
+pub async fn stored_webhook(db: &impl GenericClient, id: &str) -> anyhow::Result<Option<String>> {
+    Ok(db.query_opt("SELECT config FROM webhooks WHERE id = $1", &[&id]).await?.map(|row| row.get(0)))
+}
+
 pub async fn create_webhook(db: &impl GenericClient, clock: Clock, id: &str, definition: &str) -> anyhow::Result<bool> {
     let inserted = db
         .execute(
@@ -491,6 +511,8 @@ pub async fn create_webhook(db: &impl GenericClient, clock: Clock, id: &str, def
 }
 
 pub async fn delete_webhook(db: &impl GenericClient, id: &str) -> anyhow::Result<bool> {
+    // Its runtime disable goes with it: a new webhook of that id starts enabled.
+    db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = $1", &[&id]).await?;
     Ok(db.execute("DELETE FROM webhooks WHERE id = $1", &[&id]).await? > 0)
 }
 
@@ -506,7 +528,12 @@ pub async fn disabled(db: &impl GenericClient) -> anyhow::Result<BTreeMap<String
         .collect()
 }
 
+/// Reports older than this are deleted: hosts without a `host_id` report under a new name
+/// each run, and a host killed with `kill -9` never removes its own.
+const FORGET_HOSTS_AFTER_MS: i64 = 3600 * 1000;
+
 pub async fn report_host(db: &impl GenericClient, clock: Clock, host: &str, plugins: &str) -> anyhow::Result<()> {
+    db.execute("DELETE FROM hosts WHERE seen_at < $1", &[&(clock.now() - FORGET_HOSTS_AFTER_MS)]).await?;
     db.execute(
         "INSERT INTO hosts (host, seen_at, plugins) VALUES ($1, $2, $3)
          ON CONFLICT (host) DO UPDATE SET seen_at = $2, plugins = $3",

@@ -73,6 +73,17 @@ async fn run(pool: Pool, clock: Clock, mut receiver: mpsc::Receiver<Write>) {
                     }
                 }
             }
+            Err(error) if unreachable(&error) => {
+                // Each write on its own would wait for the server again, one after the other.
+                let message = format!("{error:#}");
+                for write in batch.drain(..) {
+                    let failed = || anyhow::anyhow!("the database is unreachable: {message}");
+                    match write {
+                        Write::Ingest { reply, .. } => drop(reply.send(Err(failed()))),
+                        Write::Update { reply, .. } => drop(reply.send(Err(failed()))),
+                    }
+                }
+            }
             Err(error) => {
                 if batch.len() > 1 {
                     tracing::debug!(%error, writes = batch.len(), "a store batch failed; writing each on its own");
@@ -83,6 +94,15 @@ async fn run(pool: Pool, clock: Clock, mut receiver: mpsc::Receiver<Write>) {
             }
         }
     }
+}
+
+/// Whether `error` is the database being out of reach (no connection, or the connection
+/// lost), as opposed to a statement that failed.
+fn unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<deadpool_postgres::PoolError>().is_some()
+            || cause.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| e.is_closed())
+    })
 }
 
 enum Outcome {

@@ -207,6 +207,16 @@ impl Store for SqliteStore {
         self.writer.call(move |db| writes::put_webhook(db, &id, &definition)).await
     }
 
+    async fn replace_webhook(&self, id: &str, expected: &str, definition: String) -> anyhow::Result<bool> {
+        let (id, expected) = (id.to_string(), expected.to_string());
+        self.writer.call(move |db| writes::replace_webhook(db, &id, &expected, &definition)).await
+    }
+
+    async fn stored_webhook(&self, id: &str) -> anyhow::Result<Option<String>> {
+        let id = id.to_string();
+        self.readers.read(move |db| reads::stored_webhook(db, &id)).await
+    }
+
     async fn create_webhook(&self, id: &str, definition: String) -> anyhow::Result<bool> {
         let id = id.to_string();
         self.writer.call(move |db| writes::create_webhook(db, &id, &definition)).await

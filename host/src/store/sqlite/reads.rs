@@ -143,6 +143,11 @@ pub fn stored_webhooks(db: &Connection) -> anyhow::Result<Vec<(String, String)>>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub fn stored_webhook(db: &Connection, id: &str) -> anyhow::Result<Option<String>> {
+    let mut statement = db.prepare_cached("SELECT config FROM webhooks WHERE id = ?1")?;
+    Ok(statement.query_row([id], |row| row.get(0)).optional()?)
+}
+
 pub fn disabled(db: &Connection) -> anyhow::Result<BTreeMap<String, DisabledWebhook>> {
     let mut statement = db.prepare_cached("SELECT webhook_id, url, reason FROM disabled_webhooks")?;
     let rows =

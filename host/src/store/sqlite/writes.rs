@@ -310,6 +310,14 @@ pub fn put_webhook(db: &Connection, id: &str, definition: &str) -> anyhow::Resul
     Ok(())
 }
 
+pub fn replace_webhook(db: &Connection, id: &str, expected: &str, definition: &str) -> anyhow::Result<bool> {
+    let replaced = db.execute(
+        "UPDATE webhooks SET config = ?3, updated_at = ?4 WHERE id = ?1 AND config = ?2",
+        params![id, expected, definition, now_ms()],
+    )?;
+    Ok(replaced == 1)
+}
+
 pub fn create_webhook(db: &Connection, id: &str, definition: &str) -> anyhow::Result<bool> {
     let inserted = db.execute(
         "INSERT INTO webhooks (id, config, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
@@ -319,5 +327,7 @@ pub fn create_webhook(db: &Connection, id: &str, definition: &str) -> anyhow::Re
 }
 
 pub fn delete_webhook(db: &Connection, id: &str) -> anyhow::Result<bool> {
+    // Its runtime disable goes with it: a new webhook of that id starts enabled.
+    db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [id])?;
     Ok(db.execute("DELETE FROM webhooks WHERE id = ?1", [id])? > 0)
 }
