@@ -17,7 +17,9 @@
 //! Environment: `LOAD_EVENTS` (default 20000), `LOAD_CLIENTS` (64), `LOAD_RATE` (1000/s),
 //! `LOAD_SECONDS` (10), `RELOAD_ROUNDS` (20), `LOAD_PAIRS` (2: rounds of the four throughput
 //! runs, alternating: relay, no plugin, slack-notify steady, slack-notify reloading),
-//! `HOOKWASM_BIN` (another build of the host, to compare against).
+//! `HOOKWASM_BIN` (another build of the host, to compare against), `PIPELINE_RUNS` (default
+//! `throughput,slots,latency,reload`; `slots`: one webhook with the default `[delivery]`
+//! against `max_in_flight_per_webhook = 128`, alternating).
 
 use std::process::Command;
 use std::sync::Arc;
@@ -233,6 +235,20 @@ fn relay(receiver: String) {
     });
 }
 
+/// One webhook with slack-notify to a fast local receiver: a burst of `events` from `clients`
+/// producers, with the default `[delivery]` (16 requests in flight per webhook) or with
+/// `max_in_flight_per_webhook = 128`.
+async fn one_webhook(tuned: bool, events: usize, clients: usize) -> f64 {
+    let (receiver, arrivals) = start_receiver().await;
+    let slack = ("slack-notify", r#"{ base_url = "https://desk.example.com" }"#);
+    let delivery = if tuned { "max_in_flight_per_webhook = 128\n" } else { "" };
+    let host = Host::start_with(&receiver, Some(slack), delivery, |_| {});
+    let result = burst(&host, &arrivals, events, clients).await;
+    let setting = if tuned { "max_in_flight_per_webhook = 128" } else { "default [delivery]" };
+    println!("one webhook, slack-notify, {setting}: {events} events, {clients} clients: {}", result.summary(&host));
+    result.rate
+}
+
 fn main() {
     if let Ok(receiver) = std::env::var(RELAY_TO) {
         return relay(receiver);
@@ -240,7 +256,33 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     support::plugin_dir();
     let (events, clients) = (env("LOAD_EVENTS", 20_000) as usize, env("LOAD_CLIENTS", 64) as usize);
+    let runs = std::env::var("PIPELINE_RUNS").unwrap_or_else(|_| "throughput,slots,latency,reload".into());
+    let run = |name: &str| runs.split(',').any(|run| run == name);
     runtime.block_on(async {
+        if run("slots") {
+            let (mut default, mut tuned) = (Vec::new(), Vec::new());
+            for _ in 0..env("LOAD_PAIRS", 2) {
+                default.push(one_webhook(false, events, clients).await);
+                tuned.push(one_webhook(true, events, clients).await);
+            }
+            let mean = |runs: &[f64]| runs.iter().sum::<f64>() / runs.len() as f64;
+            println!(
+                "one webhook, default [delivery] against max_in_flight_per_webhook = 128, means of {} alternating runs: {:.0} against {:.0} events/s = {:.1}%",
+                default.len(),
+                mean(&default),
+                mean(&tuned),
+                mean(&default) / mean(&tuned) * 100.0
+            );
+        }
+        if !run("throughput") {
+            if run("latency") {
+                latency(env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10)).await;
+            }
+            if run("reload") {
+                reload_latency(env("RELOAD_ROUNDS", 20)).await;
+            }
+            return;
+        }
         // All runs alternate, so machine noise hits each alike.
         let (mut relayed, mut bare, mut steady, mut reloading) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..env("LOAD_PAIRS", 2) {
@@ -266,7 +308,11 @@ fn main() {
             mean(&steady),
             steady.len()
         );
-        latency(env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10)).await;
-        reload_latency(env("RELOAD_ROUNDS", 20)).await;
+        if run("latency") {
+            latency(env("LOAD_RATE", 1000), env("LOAD_SECONDS", 10)).await;
+        }
+        if run("reload") {
+            reload_latency(env("RELOAD_ROUNDS", 20)).await;
+        }
     });
 }

@@ -9,7 +9,7 @@ use hookwasm::store::postgres::throwaway::Database;
 use crate::host::{Answer, TestHost, TestReceiver, webhook};
 
 /// `[delivery]` for the local receiver, with a 1 s timeout: the lease a killed host leaves
-/// behind (twice the timeout plus 30 s) expires in 32 s.
+/// behind (five times the timeout plus 30 s) expires in 35 s.
 const DELIVERY: &str = "[delivery]\nallow_http = true\nallow_private_networks = true\nretry_schedule = [\"0s\", \"200ms\", \"200ms\", \"200ms\"]\ntimeout = \"1s\"\n";
 
 fn config(database: &Database) -> String {

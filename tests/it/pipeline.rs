@@ -318,12 +318,14 @@ async fn allowed_networks_are_trusted() {
     assert_eq!(delivery_for(&deliveries, "trusted")["state"], "delivered");
 }
 
+/// The slow webhook's deliveries queued behind its two requests on the wire hold none of the
+/// six global slots, so the fast webhook keeps four of them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_endpoint_does_not_delay_others() {
     let receiver = TestReceiver::start().await;
     receiver.script("/slow", &[], Answer { status: 200, retry_after: None, delay: Duration::from_secs(3) });
     let config = format!(
-        "{LOCAL_DELIVERY}max_in_flight_per_webhook = 2\n{}{}",
+        "{LOCAL_DELIVERY}max_in_flight_per_webhook = 2\nmax_in_flight = 6\n{}{}",
         webhook("slow", &receiver.url("/slow"), r#"["message.created"]"#, ""),
         webhook("fast", &receiver.url("/fast"), r#"["message.created"]"#, ""),
     );

@@ -5,9 +5,12 @@
 //! claim, no re-read of the event). Everything else (retries, deliveries ingested while the
 //! worker was full, leases a crash left behind) is claimed from the store by the loop.
 //!
-//! Concurrency is bounded globally (`max_in_flight`) and per webhook
-//! (`max_in_flight_per_webhook`) by the same slots on both paths: a claim skips webhooks at
-//! their bound, so a slow or dead endpoint only ever ties up its own slots.
+//! Concurrency is bounded globally (`max_in_flight` deliveries being worked on) and per
+//! webhook, by the same slots on both paths: `max_in_flight_per_webhook` requests on the
+//! wire, and [`PIPELINE_DEPTH`] times that many deliveries being worked on (transformed,
+//! waiting for the wire, sent, their results committed), so a webhook's requests do not wait
+//! on its plugin calls or its commits, and a claim skips webhooks at their bound: a slow or
+//! dead endpoint ties up only its own share of the slots.
 //!
 //! Ingest takes any free slot, so under sustained overload fresh events win the slots that
 //! free up and queued deliveries (retries among them) wait until the load drops. Leaving
@@ -39,6 +42,9 @@ const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 const UNKNOWN_WEBHOOK_RECHECK: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const CLAIM_BATCH: usize = 256;
+/// Deliveries of one webhook worked on at once, per request it may have on the wire: the
+/// others are being transformed or having their results committed meanwhile.
+pub const PIPELINE_DEPTH: usize = 4;
 
 pub struct Worker {
     store: Arc<dyn Store>,
@@ -49,7 +55,10 @@ pub struct Worker {
     owner: String,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// Deliveries being worked on, per webhook (at most [`Worker::per_webhook_bound`]).
     in_flight: Mutex<HashMap<String, usize>>,
+    /// Requests on the wire, per webhook (`max_in_flight_per_webhook` permits each).
+    on_wire: Mutex<HashMap<String, Arc<Semaphore>>>,
     slots: Arc<Semaphore>,
     /// Signalled when a slot frees up, for a claim loop that found every slot taken.
     freed: Notify,
@@ -82,8 +91,10 @@ impl Reservation {
     pub fn start(self, delivery: DueDelivery) {
         let worker = self.worker.clone();
         worker.tasks.spawn(async move {
-            self.worker.process(delivery).await;
-            drop(self);
+            let mut this = self;
+            let worker = this.worker.clone();
+            worker.process(delivery, &mut this.permit).await;
+            drop(this);
         });
     }
 }
@@ -144,15 +155,18 @@ impl Worker {
             owner,
             wake,
             in_flight: Mutex::default(),
+            on_wire: Mutex::default(),
             freed: Notify::new(),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
         })
     }
 
-    /// A lease comfortably longer than one delivery can take.
+    /// A lease comfortably longer than one delivery can take: waiting behind its webhook's
+    /// other deliveries for the wire (up to `PIPELINE_DEPTH - 1` timeouts), its own request,
+    /// and a timeout's worth and 30 s to spare.
     fn lease(&self) -> Duration {
-        self.config.timeout * 2 + Duration::from_secs(30)
+        self.config.timeout * (PIPELINE_DEPTH as u32 + 1) + Duration::from_secs(30)
     }
 
     /// Claims and processes deliveries until `shutdown` turns true, then lets in-flight
@@ -161,10 +175,14 @@ impl Worker {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
             let free = self.slots.available_permits().min(CLAIM_BATCH);
-            let claimed = if free == 0 {
+            let (busy, open) = self.webhook_slots();
+            // No more than the webhooks can start: a claim past a webhook's free slots would
+            // only be released again (plus one, for webhooks this host does not know).
+            let limit = free.min(open + 1);
+            let claimed = if limit == 0 {
                 Vec::new()
             } else {
-                match self.store.claim_due(&self.owner, free, self.busy_webhooks(), self.lease()).await {
+                match self.store.claim_due(&self.owner, limit, busy.clone(), self.lease()).await {
                     Ok(claimed) => claimed,
                     Err(error) => {
                         tracing::error!(%error, "claiming deliveries failed");
@@ -173,11 +191,14 @@ impl Worker {
                 }
             };
             if claimed.is_empty() {
-                let idle = self.idle_wait(free == 0).await;
+                // With a webhook at its bound, what is due may be its deliveries: wait for a
+                // slot to free rather than poll for them every millisecond.
+                let wait_for_slot = free == 0 || !busy.is_empty();
+                let idle = self.idle_wait(wait_for_slot).await;
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(idle) => {}
-                    _ = self.freed.notified(), if free == 0 => {}
+                    _ = self.freed.notified(), if wait_for_slot => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
@@ -216,13 +237,18 @@ impl Worker {
         }
     }
 
-    fn busy_webhooks(&self) -> Vec<String> {
+    /// The webhooks at their bound, and how many more deliveries the others can start.
+    fn webhook_slots(&self) -> (Vec<String>, usize) {
+        let bound = self.per_webhook_bound();
         let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        in_flight
+        let busy = in_flight.iter().filter(|(_, n)| **n >= bound).map(|(id, _)| id.clone()).collect();
+        let open = self
+            .webhooks
+            .all()
             .iter()
-            .filter(|(_, n)| **n >= self.config.max_in_flight_per_webhook)
-            .map(|(id, _)| id.clone())
-            .collect()
+            .map(|webhook| bound.saturating_sub(in_flight.get(&webhook.config.id).copied().unwrap_or(0)))
+            .sum();
+        (busy, open)
     }
 
     /// Takes a slot for a delivery to `webhook_id`, unless every slot, or every slot that
@@ -234,7 +260,7 @@ impl Worker {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let count = in_flight.entry(webhook_id.to_string()).or_default();
-        if *count >= self.config.max_in_flight_per_webhook {
+        if *count >= self.per_webhook_bound() {
             return None;
         }
         *count += 1;
@@ -243,6 +269,39 @@ impl Worker {
             Reservation { worker: self.clone(), webhook_id: webhook_id.to_string(), permit: Some(permit) };
         self.count_slots();
         Some(reservation)
+    }
+
+    fn per_webhook_bound(&self) -> usize {
+        self.config.max_in_flight_per_webhook * PIPELINE_DEPTH
+    }
+
+    /// The semaphore bounding `webhook_id`'s requests on the wire.
+    fn wire(&self, webhook_id: &str) -> Arc<Semaphore> {
+        let mut on_wire = self.on_wire.lock().unwrap_or_else(|e| e.into_inner());
+        let bound = self.config.max_in_flight_per_webhook;
+        on_wire.entry(webhook_id.to_string()).or_insert_with(|| Arc::new(Semaphore::new(bound))).clone()
+    }
+
+    /// A request slot of `webhook_id`. A delivery that has to wait for one gives its global
+    /// slot back meanwhile, so a slow endpoint's queue holds no more of the global slots than
+    /// its requests on the wire do.
+    async fn wait_for_wire(
+        &self,
+        webhook_id: &str,
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Option<OwnedSemaphorePermit> {
+        let wire = self.wire(webhook_id);
+        if let Ok(on_wire) = wire.clone().try_acquire_owned() {
+            return Some(on_wire);
+        }
+        if permit.take().is_some() {
+            self.count_slots();
+            self.freed.notify_one();
+        }
+        let on_wire = wire.acquire_owned().await.ok();
+        *permit = self.slots.clone().acquire_owned().await.ok();
+        self.count_slots();
+        on_wire
     }
 
     fn count_slots(&self) {
@@ -263,9 +322,11 @@ impl Worker {
         self.freed.notify_one();
     }
 
-    async fn process(&self, delivery: DueDelivery) {
+    /// Works on `delivery` under the global slot `permit` (given back while the delivery
+    /// waits for its webhook's wire).
+    async fn process(&self, delivery: DueDelivery, permit: &mut Option<OwnedSemaphorePermit>) {
         let id = delivery.id.clone();
-        let update = self.work(delivery).await;
+        let update = self.work(delivery, permit).await;
         if let Some(attempt) = &update.attempt {
             self.metrics.attempt(attempt.status, attempt.latency_ms as f64 / 1000.0);
         }
@@ -295,7 +356,7 @@ impl Worker {
         }
     }
 
-    async fn work(&self, delivery: DueDelivery) -> DeliveryUpdate {
+    async fn work(&self, delivery: DueDelivery, permit: &mut Option<OwnedSemaphorePermit>) -> DeliveryUpdate {
         let mut update = DeliveryUpdate {
             id: delivery.id.clone(),
             state: DeliveryState::Dead,
@@ -346,7 +407,9 @@ impl Worker {
             },
         };
 
+        let on_wire = self.wait_for_wire(&webhook.config.id, permit).await;
         let (_, result) = self.sign_and_send(&webhook, &delivery.id, &transformed).await;
+        drop(on_wire);
         let attempts_made = delivery.attempts + 1;
         tracing::debug!(delivery = delivery.id, webhook = webhook.config.id, event = delivery.event.id, status = ?result.status, latency_ms = result.latency.as_millis() as u64, error = ?result.error, attempt = attempts_made, "attempt");
         update.attempt = Some(Attempt {
