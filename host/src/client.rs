@@ -63,7 +63,17 @@ impl AdminClient {
                 shown["secret"] == secret.as_str()
             }
         };
-        let fields = ["url", "events", "plugin", "plugin_config", "headers", "enabled"];
+        let fields = [
+            "url",
+            "events",
+            "plugin",
+            "plugin_config",
+            "headers",
+            "enabled",
+            "timeout",
+            "retry_schedule",
+            "max_in_flight",
+        ];
         if same_secret && fields.iter().all(|field| current[field] == body[field]) {
             return Ok(Applied::Unchanged);
         }
@@ -260,9 +270,19 @@ pub fn render_webhooks(body: &Value) -> String {
     table(WEBHOOK_HEADER, rows)
 }
 
-/// `hookwasm webhooks show|enable|disable`.
+/// `hookwasm webhooks show|enable|disable`: the row, then the settings it overrides.
 pub fn render_webhook(webhook: &Value) -> String {
-    table(WEBHOOK_HEADER, vec![webhook_row(webhook)])
+    let mut out = table(WEBHOOK_HEADER, vec![webhook_row(webhook)]);
+    for key in ["timeout", "retry_schedule", "max_in_flight"] {
+        if !webhook[key].is_null() {
+            let value = match &webhook[key] {
+                Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+                other => text(other),
+            };
+            out += &format!("{key}: {value}\n");
+        }
+    }
+    out
 }
 
 const WEBHOOK_HEADER: &[&str] = &["ID", "ACTIVE", "URL", "EVENTS", "PLUGIN", "DISABLED BECAUSE"];

@@ -137,7 +137,32 @@ pub struct WebhookConfig {
     pub enabled: bool,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// This webhook's request timeout, e.g. "5s" (default `delivery.timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// This webhook's retry schedule, e.g. ["0s", "1m", "1h"] (default
+    /// `delivery.retry_schedule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_schedule: Option<Vec<String>>,
+    /// This webhook's requests on the wire at once, per host (default
+    /// `delivery.max_in_flight_per_webhook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
+
+/// A webhook's own delivery settings, where it overrides `[delivery]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookPolicy {
+    pub timeout: Option<Duration>,
+    pub retry_schedule: Option<Vec<Duration>>,
+    pub max_in_flight: Option<usize>,
+}
+
+/// The longest per-webhook `timeout`: past it a delivery's lease (five timeouts) would span
+/// most of an hour.
+const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// The most requests one webhook may have on the wire at once.
+const MAX_WEBHOOK_IN_FLIGHT: usize = 1024;
 
 fn enabled() -> bool {
     true
@@ -317,6 +342,7 @@ impl WebhookConfig {
         if let Some(secret) = &self.secret {
             Secret::parse(secret).map_err(|e| format!("`secret`: {e}"))?;
         }
+        self.policy()?;
         for (name, value) in &self.headers {
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || axum::http::HeaderValue::from_str(value).is_err()
@@ -328,6 +354,37 @@ impl WebhookConfig {
             }
         }
         Ok(())
+    }
+
+    /// The delivery settings this webhook overrides, parsed; the message names the field at
+    /// fault.
+    pub fn policy(&self) -> Result<WebhookPolicy, String> {
+        let parse = |field: &str, text: &str| {
+            humantime::parse_duration(text)
+                .map_err(|e| format!("`{field}` {text:?} is not a duration like \"5s\": {e}"))
+        };
+        let timeout = self.timeout.as_deref().map(|text| parse("timeout", text)).transpose()?;
+        if let Some(timeout) = timeout
+            && (timeout.is_zero() || timeout > MAX_WEBHOOK_TIMEOUT)
+        {
+            return Err(format!(
+                "`timeout` must be between 1ms and {}",
+                humantime::format_duration(MAX_WEBHOOK_TIMEOUT)
+            ));
+        }
+        let retry_schedule = match &self.retry_schedule {
+            Some(schedule) if schedule.is_empty() => return Err("`retry_schedule` needs at least one attempt".into()),
+            Some(schedule) => {
+                Some(schedule.iter().map(|text| parse("retry_schedule", text)).collect::<Result<_, _>>()?)
+            }
+            None => None,
+        };
+        if let Some(n) = self.max_in_flight
+            && !(1..=MAX_WEBHOOK_IN_FLIGHT).contains(&n)
+        {
+            return Err(format!("`max_in_flight` must be 1-{MAX_WEBHOOK_IN_FLIGHT}"));
+        }
+        Ok(WebhookPolicy { timeout, retry_schedule, max_in_flight: self.max_in_flight })
     }
 
     /// Whether this webhook subscribes to `event_type`.
@@ -426,6 +483,21 @@ mod tests {
             ),
             (
                 "[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a.b\"]\ncolor = 1\n",
+                vec![],
+                "webhooks[0]",
+            ),
+            (
+                "[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a.b\"]\ntimeout = \"soon\"\n",
+                vec![],
+                "webhooks[0]",
+            ),
+            (
+                "[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a.b\"]\nretry_schedule = []\n",
+                vec![],
+                "webhooks[0]",
+            ),
+            (
+                "[[webhooks]]\nid = \"a\"\nurl = \"https://x.example\"\nevents = [\"a.b\"]\nmax_in_flight = 0\n",
                 vec![],
                 "webhooks[0]",
             ),

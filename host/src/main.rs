@@ -136,6 +136,15 @@ enum WebhooksCommand {
         /// whsec_... (default: generated; `webhooks secret ID` prints it).
         #[arg(long, env = "HOOKWASM_WEBHOOK_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// Request timeout for this webhook, e.g. 5s (default: delivery.timeout).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Comma-separated retry delays, e.g. 0s,1m,1h (default: delivery.retry_schedule).
+        #[arg(long, value_delimiter = ',')]
+        retry_schedule: Option<Vec<String>>,
+        /// Requests on the wire at once (default: delivery.max_in_flight_per_webhook).
+        #[arg(long)]
+        max_in_flight: Option<usize>,
     },
     /// Create or replace the `[[webhooks]]` of a TOML file through the API (the way to load
     /// webhooks into a cluster on PostgreSQL); prints what it did to each.
@@ -540,17 +549,29 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
             };
             AdminRequest::TestWebhook(id, event)
         }
-        WebhooksCommand::Add { id, url, events, plugin, config, headers, secret } => {
-            AdminRequest::CreateWebhook(serde_json::json!({
-                "id": id,
-                "url": url,
-                "events": events,
-                "plugin": plugin,
-                "plugin_config": config.into_iter().collect::<BTreeMap<_, _>>(),
-                "headers": headers.into_iter().collect::<BTreeMap<_, _>>(),
-                "secret": secret,
-            }))
-        }
+        WebhooksCommand::Add {
+            id,
+            url,
+            events,
+            plugin,
+            config,
+            headers,
+            secret,
+            timeout,
+            retry_schedule,
+            max_in_flight,
+        } => AdminRequest::CreateWebhook(serde_json::json!({
+            "id": id,
+            "url": url,
+            "events": events,
+            "plugin": plugin,
+            "plugin_config": config.into_iter().collect::<BTreeMap<_, _>>(),
+            "headers": headers.into_iter().collect::<BTreeMap<_, _>>(),
+            "secret": secret,
+            "timeout": timeout,
+            "retry_schedule": retry_schedule,
+            "max_in_flight": max_in_flight,
+        })),
         WebhooksCommand::Apply { file } => return webhooks_apply(&file, args),
         WebhooksCommand::Secret { id } => AdminRequest::Secret(id),
         WebhooksCommand::Rm { id } => AdminRequest::DeleteWebhook(id),

@@ -37,6 +37,8 @@ pub struct Webhook {
     pub previous_expires_ms: Option<i64>,
     pub plugin_config: PluginConfig,
     pub headers: Vec<(String, String)>,
+    /// The delivery settings it overrides.
+    pub policy: crate::config::WebhookPolicy,
 }
 
 /// The current set of webhooks.
@@ -132,6 +134,7 @@ impl Webhook {
                 None => None,
             },
         };
+        let policy = config.policy().map_err(|e| anyhow::anyhow!("webhook {:?}: {e}", config.id))?;
         let previous_expires_ms = previous.map(|(secret, expires)| {
             secrets.push(secret);
             expires
@@ -142,6 +145,7 @@ impl Webhook {
             headers: config.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
             secrets,
             previous_expires_ms,
+            policy,
             config,
             source,
         })
@@ -387,6 +391,9 @@ mod tests {
             secret: Some(Secret::generate().expose()),
             enabled: true,
             headers: BTreeMap::new(),
+            timeout: None,
+            retry_schedule: None,
+            max_in_flight: None,
         };
         Webhook::resolve(config, Source::Api, Path::new("/nonexistent")).unwrap()
     }

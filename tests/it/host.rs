@@ -326,6 +326,14 @@ impl TestHost {
         answer["id"].as_str().unwrap().to_string()
     }
 
+    /// Posts an event of `event_type` with id `id` and empty data; returns its id.
+    pub async fn post_sample_like(&self, event_type: &str, id: &str) -> String {
+        let (status, answer) =
+            self.post_event(&format!(r#"{{"id": "{id}", "type": "{event_type}", "data": {{}}}}"#)).await;
+        assert_eq!(status, 202, "{answer}");
+        id.to_string()
+    }
+
     pub async fn metrics(&self) -> String {
         self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }

@@ -385,3 +385,46 @@ async fn slow_and_oversized_clients_are_cut_off() {
     assert!(read.is_ok(), "the slow client was never cut off");
     assert!(elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(15), "{elapsed:?}");
 }
+
+/// A webhook's own `retry_schedule`, `timeout` and `max_in_flight` override `[delivery]` for
+/// it alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhooks_own_delivery_settings_override_the_defaults() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/short", &[], Answer::status(500));
+    receiver.script("/long", &[], Answer::status(500));
+    receiver.script("/quick", &[], Answer { status: 200, retry_after: None, delay: Duration::from_secs(1) });
+    receiver.script("/one", &[], Answer { status: 200, retry_after: None, delay: Duration::from_millis(500) });
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("short", &receiver.url("/short"), r#"["a.fail"]"#, "retry_schedule = [\"0s\", \"100ms\"]"),
+        webhook("long", &receiver.url("/long"), r#"["a.fail"]"#, ""),
+        webhook("quick", &receiver.url("/quick"), r#"["a.slow"]"#, "timeout = \"200ms\"\nretry_schedule = [\"0s\"]"),
+        webhook("one", &receiver.url("/one"), r#"["a.one"]"#, "max_in_flight = 1"),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    let shown = host.get("/v1/webhooks/short").await;
+    assert_eq!(shown["retry_schedule"], serde_json::json!(["0s", "100ms"]), "{shown}");
+
+    let failing = host.post_sample_like("a.fail", "f").await;
+    let deliveries = host.settled_deliveries(&failing, Duration::from_secs(20)).await;
+    let short = delivery_for(&deliveries, "short");
+    assert_eq!(short["reason"], "gave up after 2 attempts", "{short}");
+    assert_eq!(delivery_for(&deliveries, "long")["reason"], "gave up after 4 attempts");
+
+    let slow = host.post_sample_like("a.slow", "s").await;
+    let deliveries = host.settled_deliveries(&slow, Duration::from_secs(20)).await;
+    let quick = delivery_for(&deliveries, "quick");
+    assert_eq!(quick["state"], "dead");
+    assert!(quick["attempts"][0]["error"].as_str().unwrap().contains("timed out after 200ms"), "{quick}");
+
+    for i in 0..3 {
+        host.post_sample_like("a.one", &format!("o{i}")).await;
+    }
+    let got = receiver.wait_for("/one", 3, Duration::from_secs(20)).await;
+    for pair in got.windows(2) {
+        let apart = pair[1].at.duration_since(pair[0].at);
+        assert!(apart >= Duration::from_millis(450), "two requests at once to a max_in_flight = 1 webhook: {apart:?}");
+    }
+}

@@ -76,8 +76,10 @@ impl Client {
         Ok(Client { http, policy, timeout })
     }
 
-    /// POSTs `outgoing` to `url`. Never fails: errors are part of the result.
-    pub async fn send(&self, url: &Uri, outgoing: &Outgoing) -> AttemptResult {
+    /// POSTs `outgoing` to `url` within `timeout` (the client's own when `None`). Never
+    /// fails: errors are part of the result.
+    pub async fn send(&self, url: &Uri, outgoing: &Outgoing, timeout: Option<Duration>) -> AttemptResult {
+        let timeout = timeout.unwrap_or(self.timeout);
         let started = Instant::now();
         let failed = |error: String| AttemptResult {
             status: None,
@@ -98,10 +100,10 @@ impl Client {
             Ok(request) => request,
             Err(error) => return failed(error),
         };
-        match tokio::time::timeout(self.timeout, self.exchange(request, started)).await {
+        match tokio::time::timeout(timeout, self.exchange(request, started)).await {
             Ok(Ok(result)) => result,
             Ok(Err(error)) => failed(error),
-            Err(_) => failed(format!("timed out after {:?} (delivery.timeout)", self.timeout)),
+            Err(_) => failed(format!("timed out after {timeout:?}")),
         }
     }
 

@@ -55,10 +55,10 @@ pub struct Worker {
     owner: String,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
-    /// Deliveries being worked on, per webhook (at most [`Worker::per_webhook_bound`]).
+    /// Deliveries being worked on, per webhook (at most `PIPELINE_DEPTH` times its wire bound).
     in_flight: Mutex<HashMap<String, usize>>,
-    /// Requests on the wire, per webhook (`max_in_flight_per_webhook` permits each).
-    on_wire: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Requests on the wire, per webhook: its bound and a semaphore of that many permits.
+    on_wire: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     slots: Arc<Semaphore>,
     /// Signalled when a slot frees up, for a claim loop that found every slot taken.
     freed: Notify,
@@ -164,9 +164,11 @@ impl Worker {
 
     /// A lease comfortably longer than one delivery can take: waiting behind its webhook's
     /// other deliveries for the wire (up to `PIPELINE_DEPTH - 1` timeouts), its own request,
-    /// and a timeout's worth and 30 s to spare.
+    /// and a timeout's worth and 30 s to spare, with the longest timeout of any webhook.
     fn lease(&self) -> Duration {
-        self.config.timeout * (PIPELINE_DEPTH as u32 + 1) + Duration::from_secs(30)
+        let webhooks = self.webhooks.all();
+        let longest = webhooks.iter().filter_map(|w| w.policy.timeout).fold(self.config.timeout, Duration::max);
+        longest * (PIPELINE_DEPTH as u32 + 1) + Duration::from_secs(30)
     }
 
     /// Claims and processes deliveries until `shutdown` turns true, then lets in-flight
@@ -239,16 +241,27 @@ impl Worker {
 
     /// The webhooks at their bound, and how many more deliveries the others can start.
     fn webhook_slots(&self) -> (Vec<String>, usize) {
-        let bound = self.per_webhook_bound();
+        let webhooks = self.webhooks.all();
         let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let busy = in_flight.iter().filter(|(_, n)| **n >= bound).map(|(id, _)| id.clone()).collect();
-        let open = self
-            .webhooks
-            .all()
+        let bound = |id: &str| {
+            let webhook = webhooks.iter().find(|w| w.config.id == id);
+            self.wire_bound(webhook.map(|w| &**w)) * PIPELINE_DEPTH
+        };
+        let busy = in_flight.iter().filter(|(id, n)| **n >= bound(id)).map(|(id, _)| id.clone()).collect();
+        let open = webhooks
             .iter()
-            .map(|webhook| bound.saturating_sub(in_flight.get(&webhook.config.id).copied().unwrap_or(0)))
+            .map(|webhook| {
+                let taken = in_flight.get(&webhook.config.id).copied().unwrap_or(0);
+                (self.wire_bound(Some(webhook)) * PIPELINE_DEPTH).saturating_sub(taken)
+            })
             .sum();
         (busy, open)
+    }
+
+    /// A webhook's requests on the wire at once: its own `max_in_flight`, else
+    /// `max_in_flight_per_webhook`.
+    fn wire_bound(&self, webhook: Option<&Webhook>) -> usize {
+        webhook.and_then(|w| w.policy.max_in_flight).unwrap_or(self.config.max_in_flight_per_webhook)
     }
 
     /// Takes a slot for a delivery to `webhook_id`, unless every slot, or every slot that
@@ -259,8 +272,9 @@ impl Worker {
         }
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let bound = self.wire_bound(self.webhooks.get(webhook_id).as_deref()) * PIPELINE_DEPTH;
         let count = in_flight.entry(webhook_id.to_string()).or_default();
-        if *count >= self.per_webhook_bound() {
+        if *count >= bound {
             return None;
         }
         *count += 1;
@@ -271,26 +285,28 @@ impl Worker {
         Some(reservation)
     }
 
-    fn per_webhook_bound(&self) -> usize {
-        self.config.max_in_flight_per_webhook * PIPELINE_DEPTH
-    }
-
-    /// The semaphore bounding `webhook_id`'s requests on the wire.
-    fn wire(&self, webhook_id: &str) -> Arc<Semaphore> {
+    /// The semaphore bounding `webhook`'s requests on the wire (a new one when its bound
+    /// changed: requests on the old one finish under the old bound).
+    fn wire(&self, webhook: &Webhook) -> Arc<Semaphore> {
+        let bound = self.wire_bound(Some(webhook));
         let mut on_wire = self.on_wire.lock().unwrap_or_else(|e| e.into_inner());
-        let bound = self.config.max_in_flight_per_webhook;
-        on_wire.entry(webhook_id.to_string()).or_insert_with(|| Arc::new(Semaphore::new(bound))).clone()
+        let entry =
+            on_wire.entry(webhook.config.id.clone()).or_insert_with(|| (bound, Arc::new(Semaphore::new(bound))));
+        if entry.0 != bound {
+            *entry = (bound, Arc::new(Semaphore::new(bound)));
+        }
+        entry.1.clone()
     }
 
-    /// A request slot of `webhook_id`. A delivery that has to wait for one gives its global
+    /// A request slot of `webhook`. A delivery that has to wait for one gives its global
     /// slot back meanwhile, so a slow endpoint's queue holds no more of the global slots than
     /// its requests on the wire do.
     async fn wait_for_wire(
         &self,
-        webhook_id: &str,
+        webhook: &Webhook,
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Option<OwnedSemaphorePermit> {
-        let wire = self.wire(webhook_id);
+        let wire = self.wire(webhook);
         if let Ok(on_wire) = wire.clone().try_acquire_owned() {
             return Some(on_wire);
         }
@@ -407,7 +423,7 @@ impl Worker {
             },
         };
 
-        let on_wire = self.wait_for_wire(&webhook.config.id, permit).await;
+        let on_wire = self.wait_for_wire(&webhook, permit).await;
         let (_, result) = self.sign_and_send(&webhook, &delivery.id, &transformed).await;
         drop(on_wire);
         let attempts_made = delivery.attempts + 1;
@@ -440,7 +456,7 @@ impl Worker {
             }
             Verdict::Retry => {
                 match retry::next_delay(
-                    &self.config.retry_schedule,
+                    webhook.policy.retry_schedule.as_deref().unwrap_or(&self.config.retry_schedule),
                     attempts_made,
                     result.retry_after,
                     self.config.max_retry_after,
@@ -509,7 +525,7 @@ impl Worker {
             &transformed.headers,
             transformed.body.clone(),
         );
-        let result = self.client.send(&webhook.url, &outgoing).await;
+        let result = self.client.send(&webhook.url, &outgoing, webhook.policy.timeout).await;
         (outgoing, result)
     }
 
