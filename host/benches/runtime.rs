@@ -1,7 +1,8 @@
 //! Per-event cost of the plugin runtime against the same transform compiled natively, and
 //! plugin load time: cold, a new version of known code, and from the precompiled cache.
 //!
-//! `cargo bench -p hookwasm --bench runtime` (figures in BENCHMARKS.md).
+//! `cargo bench -p hookwasm --bench runtime` (figures in BENCHMARKS.md); `-- filter` runs only
+//! the webhook filter's cost against the pass-through plugin.
 
 use std::sync::Arc;
 
@@ -85,19 +86,26 @@ fn load(c: &mut Criterion) {
 
 /// Native and wasm slack-notify in alternating blocks, so that the machine's drift (this VM's
 /// speed varies by ±30% over minutes) hits both alike; prints the median block's ratio.
+/// Microseconds per call of `run`, over a block of 500 calls.
+fn block(run: &dyn Fn()) -> f64 {
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        run();
+    }
+    started.elapsed().as_secs_f64() / 500.0 * 1e6
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn interleaved_ratio() {
     let runtime = Runtime::new(Limits::default(), None).unwrap();
     let slack = runtime.load_file("slack-notify", &support::plugin_path("slack-notify")).unwrap();
     let config = support::config(&SLACK_CONFIG);
     let event = support::sample("message.created").plugin_event();
     let native_event = native_event("message.created");
-    let block = |run: &dyn Fn()| {
-        let started = std::time::Instant::now();
-        for _ in 0..500 {
-            run();
-        }
-        started.elapsed().as_secs_f64() / 500.0 * 1e6
-    };
     let (mut native, mut wasm, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..60 {
         let n = block(&|| {
@@ -110,15 +118,40 @@ fn interleaved_ratio() {
         wasm.push(w);
         ratios.push(w / n);
     }
-    let median = |values: &mut Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
     println!(
         "interleaved slack-notify message.created (60 alternating blocks of 500): native {:.1} µs, wasm {:.1} µs, wasm/native {:.2}x (median of block ratios)",
         median(&mut native),
         median(&mut wasm),
         median(&mut ratios)
+    );
+}
+
+/// A webhook filter (the README's example) against the pass-through plugin, on the same
+/// event, in alternating blocks.
+fn filter_against_pass_through() {
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let pass = runtime.load_file("pass-through", &support::plugin_path("pass-through")).unwrap();
+    let empty = Arc::new(Default::default());
+    let event = support::sample("conversation.label_added");
+    let plugin_event = event.plugin_event();
+    let filter = hookwasm::filter::Filter::compile(
+        r#"data.conversation.priority == "normal" && "vip" in data.conversation.labels"#,
+    )
+    .unwrap();
+    assert_eq!(filter.matches(&event), Ok(true));
+    let (mut filtered, mut passed) = (Vec::new(), Vec::new());
+    for _ in 0..60 {
+        filtered.push(block(&|| {
+            std::hint::black_box(filter.matches(&event).unwrap());
+        }));
+        passed.push(block(&|| {
+            std::hint::black_box(pass.transform(&plugin_event, &empty).result.unwrap());
+        }));
+    }
+    println!(
+        "filter against pass-through, conversation.label_added (60 alternating blocks of 500): filter {:.1} µs, pass-through plugin {:.1} µs",
+        median(&mut filtered),
+        median(&mut passed)
     );
 }
 
@@ -140,6 +173,9 @@ fn main() {
         .collect();
     if filters.is_empty() || filters.iter().any(|f| "interleaved".contains(f.as_str())) {
         interleaved_ratio();
+    }
+    if filters.is_empty() || filters.iter().any(|f| "filter".contains(f.as_str())) {
+        filter_against_pass_through();
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

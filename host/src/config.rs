@@ -137,6 +137,10 @@ pub struct WebhookConfig {
     pub enabled: bool,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A CEL expression over the event (`id`, `type`, `timestamp`, `data`); only events it
+    /// is true for are delivered, e.g. `data.conversation.priority == "urgent"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// This webhook's request timeout, e.g. "5s" (default `delivery.timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -343,6 +347,9 @@ impl WebhookConfig {
             Secret::parse(secret).map_err(|e| format!("`secret`: {e}"))?;
         }
         self.policy()?;
+        if let Some(filter) = &self.filter {
+            crate::filter::Filter::compile(filter).map_err(|e| format!("`filter` {e}"))?;
+        }
         for (name, value) in &self.headers {
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || axum::http::HeaderValue::from_str(value).is_err()

@@ -30,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod devtools;
+pub mod filter;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

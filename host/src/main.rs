@@ -56,6 +56,22 @@ enum Command {
     /// Develop plugins locally: run, validate or scaffold one.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Try webhook filters locally.
+    #[command(subcommand)]
+    Filter(FilterCommand),
+}
+
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Evaluate a filter (a CEL expression) on an event envelope: prints `match` (exit 0),
+    /// `no match` (exit 1) or the error (exit 2).
+    Test {
+        /// The expression, e.g. 'data.conversation.priority == "urgent"'.
+        expression: String,
+        /// An event envelope file, or - for standard input.
+        #[arg(long)]
+        event: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -103,6 +119,40 @@ struct DeliveryFilterArgs {
     limit: Option<u32>,
 }
 
+#[derive(Args)]
+struct AddWebhookArgs {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    url: String,
+    /// Comma-separated event types or prefixes, e.g. message.created,conversation.*
+    #[arg(long, value_delimiter = ',', required = true)]
+    events: Vec<String>,
+    #[arg(long)]
+    plugin: Option<String>,
+    /// A plugin_config entry; repeat for more.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// An extra header; repeat for more.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    headers: Vec<(String, String)>,
+    /// whsec_... (default: generated; `webhooks secret ID` prints it).
+    #[arg(long, env = "HOOKWASM_WEBHOOK_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Deliver only events this CEL expression is true for, e.g. 'type == "message.created"'.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Request timeout for this webhook, e.g. 5s (default: delivery.timeout).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Comma-separated retry delays, e.g. 0s,1m,1h (default: delivery.retry_schedule).
+    #[arg(long, value_delimiter = ',')]
+    retry_schedule: Option<Vec<String>>,
+    /// Requests on the wire at once (default: delivery.max_in_flight_per_webhook).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+}
+
 #[derive(Subcommand)]
 enum WebhooksCommand {
     /// Every webhook (secrets are never shown).
@@ -117,35 +167,7 @@ enum WebhooksCommand {
         event: Option<PathBuf>,
     },
     /// Create a webhook (stored in the server's database; same rules as the config file).
-    Add {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        url: String,
-        /// Comma-separated event types or prefixes, e.g. message.created,conversation.*
-        #[arg(long, value_delimiter = ',', required = true)]
-        events: Vec<String>,
-        #[arg(long)]
-        plugin: Option<String>,
-        /// A plugin_config entry; repeat for more.
-        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-        config: Vec<(String, String)>,
-        /// An extra header; repeat for more.
-        #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_key_value)]
-        headers: Vec<(String, String)>,
-        /// whsec_... (default: generated; `webhooks secret ID` prints it).
-        #[arg(long, env = "HOOKWASM_WEBHOOK_SECRET", hide_env_values = true)]
-        secret: Option<String>,
-        /// Request timeout for this webhook, e.g. 5s (default: delivery.timeout).
-        #[arg(long)]
-        timeout: Option<String>,
-        /// Comma-separated retry delays, e.g. 0s,1m,1h (default: delivery.retry_schedule).
-        #[arg(long, value_delimiter = ',')]
-        retry_schedule: Option<Vec<String>>,
-        /// Requests on the wire at once (default: delivery.max_in_flight_per_webhook).
-        #[arg(long)]
-        max_in_flight: Option<usize>,
-    },
+    Add(Box<AddWebhookArgs>),
     /// Create or replace the `[[webhooks]]` of a TOML file through the API (the way to load
     /// webhooks into a cluster on PostgreSQL); prints what it did to each.
     Apply {
@@ -350,6 +372,28 @@ fn plugin_test(args: TestArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+fn filter_test(expression: &str, event: &Path) -> anyhow::Result<ExitCode> {
+    let filter = match hookwasm::filter::Filter::compile(expression) {
+        Ok(filter) => filter,
+        Err(error) => {
+            println!("error: the filter {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match filter.matches(&read_event(event)?) {
+        Ok(true) => println!("match"),
+        Ok(false) => {
+            println!("no match");
+            return Ok(ExitCode::from(1));
+        }
+        Err(error) => {
+            println!("error: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn plugin_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime(&args.runtime)?;
     let plugin = runtime.load_file(&devtools::plugin_name(&args.plugin), &args.plugin)?;
@@ -549,18 +593,21 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
             };
             AdminRequest::TestWebhook(id, event)
         }
-        WebhooksCommand::Add {
-            id,
-            url,
-            events,
-            plugin,
-            config,
-            headers,
-            secret,
-            timeout,
-            retry_schedule,
-            max_in_flight,
-        } => AdminRequest::CreateWebhook(serde_json::json!({
+        WebhooksCommand::Add(args) => {
+            let AddWebhookArgs {
+                id,
+                url,
+                events,
+                plugin,
+                config,
+                headers,
+                secret,
+                filter,
+                timeout,
+                retry_schedule,
+                max_in_flight,
+            } = *args;
+            AdminRequest::CreateWebhook(serde_json::json!({
             "id": id,
             "url": url,
             "events": events,
@@ -568,10 +615,12 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
             "plugin_config": config.into_iter().collect::<BTreeMap<_, _>>(),
             "headers": headers.into_iter().collect::<BTreeMap<_, _>>(),
             "secret": secret,
+            "filter": filter,
             "timeout": timeout,
             "retry_schedule": retry_schedule,
             "max_in_flight": max_in_flight,
-        })),
+            }))
+        }
         WebhooksCommand::Apply { file } => return webhooks_apply(&file, args),
         WebhooksCommand::Secret { id } => AdminRequest::Secret(id),
         WebhooksCommand::Rm { id } => AdminRequest::DeleteWebhook(id),
@@ -656,6 +705,7 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(args),
         Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
+        Command::Filter(FilterCommand::Test { expression, event }) => filter_test(&expression, &event),
     };
     match result {
         Ok(code) => code,

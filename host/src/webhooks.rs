@@ -39,6 +39,8 @@ pub struct Webhook {
     pub headers: Vec<(String, String)>,
     /// The delivery settings it overrides.
     pub policy: crate::config::WebhookPolicy,
+    /// Its `filter`, compiled.
+    pub filter: Option<crate::filter::Filter>,
 }
 
 /// The current set of webhooks.
@@ -135,6 +137,12 @@ impl Webhook {
             },
         };
         let policy = config.policy().map_err(|e| anyhow::anyhow!("webhook {:?}: {e}", config.id))?;
+        let filter = config
+            .filter
+            .as_deref()
+            .map(crate::filter::Filter::compile)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("webhook {:?}: `filter` {e}", config.id))?;
         let previous_expires_ms = previous.map(|(secret, expires)| {
             secrets.push(secret);
             expires
@@ -146,6 +154,7 @@ impl Webhook {
             secrets,
             previous_expires_ms,
             policy,
+            filter,
             config,
             source,
         })
@@ -394,6 +403,7 @@ mod tests {
             timeout: None,
             retry_schedule: None,
             max_in_flight: None,
+            filter: None,
         };
         Webhook::resolve(config, Source::Api, Path::new("/nonexistent")).unwrap()
     }

@@ -220,3 +220,19 @@ fn plugin_new_scaffolds_a_crate_that_tests_builds_and_runs() {
     assert_eq!(body["conversation"], "cnv_5Hq8Lm");
     assert_eq!(report["logs"][0]["message"], "reshaping evt_01JDX4M8Q2");
 }
+
+#[test]
+fn filter_test_prints_match_no_match_or_the_error() {
+    let event = crate::support::sample_path("conversation.label_added");
+    let event = event.to_str().unwrap();
+    let run = |expression: &str| {
+        let output = hookwasm(&["filter", "test", expression, "--event", event]);
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    assert_eq!(run(r#""vip" in data.conversation.labels"#), (Some(0), "match".into()));
+    assert_eq!(run(r#"data.conversation.priority == "urgent""#), (Some(1), "no match".into()));
+    let (code, out) = run("data.conversation.priority ==");
+    assert!(code == Some(2) && out.starts_with("error: the filter at line 1, column"), "{out}");
+    let (code, out) = run("data.nope.deeper == 1");
+    assert!(code == Some(2) && out.starts_with("error: "), "{out}");
+}

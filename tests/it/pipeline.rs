@@ -428,3 +428,46 @@ async fn a_webhooks_own_delivery_settings_override_the_defaults() {
         assert!(apart >= Duration::from_millis(450), "two requests at once to a max_in_flight = 1 webhook: {apart:?}");
     }
 }
+
+/// A webhook's `filter` runs before its plugin: events it is false for are `filtered` with
+/// the filter as the reason (and `events show` says which webhook's filter), the others go
+/// through the plugin; a broken expression is refused with its position.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_selects_events_before_the_plugin() {
+    let receiver = TestReceiver::start().await;
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook(
+            "vip",
+            &receiver.url("/vip"),
+            r#"["conversation.*"]"#,
+            &format!("{SLACK_NOTIFY}\nfilter = '\"vip\" in data.conversation.labels'"),
+        ),
+        webhook("all", &receiver.url("/all"), r#"["conversation.*"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &["slack-notify"]);
+    let vip = host.post_sample("conversation.label_added").await;
+    let plain = host.post_sample("conversation.created").await;
+
+    let deliveries = host.settled_deliveries(&vip, SETTLE).await;
+    assert_eq!(delivery_for(&deliveries, "vip")["state"], "delivered");
+    let sent = receiver.wait_for("/vip", 1, SETTLE).await;
+    assert!(sent[0].verified && sent[0].json()["text"].as_str().unwrap().contains("`vip`"), "through slack-notify");
+
+    let deliveries = host.settled_deliveries(&plain, SETTLE).await;
+    let rejected = delivery_for(&deliveries, "vip");
+    assert_eq!(rejected["state"], "filtered");
+    assert_eq!(rejected["reason"], "filter: did not match");
+    assert_eq!(delivery_for(&deliveries, "all")["state"], "delivered");
+    let explained = host.get(&format!("/v1/events/{plain}")).await;
+    let why = explained["webhooks"].as_array().unwrap().iter().find(|w| w["webhook"] == "vip").unwrap()["why"].clone();
+    assert_eq!(why, "rejected by its filter `\"vip\" in data.conversation.labels`: did not match", "{explained}");
+    assert_eq!(receiver.received("/vip").len(), 1, "the rejected event was not sent");
+
+    let broken = serde_json::json!({"id": "b", "url": receiver.url("/b"), "events": ["*"], "filter": "data.x == "});
+    let refused = host.http.post(host.url("/v1/webhooks")).json(&broken).send().await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("`filter` at line 1, column"), "{body}");
+}

@@ -37,7 +37,15 @@ pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) ->
             let why = match deliveries.iter().find(|d| &d.webhook_id == id) {
                 Some(delivery) => match (delivery.state, &delivery.reason) {
                     (DeliveryState::Delivered, _) => "delivered".to_string(),
-                    (DeliveryState::Filtered, Some(reason)) => format!("skipped by its plugin: {reason}"),
+                    (DeliveryState::Filtered, Some(reason)) => {
+                        match reason.strip_prefix(crate::delivery::worker::FILTER_REASON) {
+                            Some(why) => format!(
+                                "rejected by its filter `{}`:{why}",
+                                webhook.config.filter.as_deref().unwrap_or_default()
+                            ),
+                            None => format!("skipped by its plugin: {reason}"),
+                        }
+                    }
                     (DeliveryState::Held, Some(reason)) => format!("held: {reason}"),
                     (DeliveryState::Dead, reason) => {
                         let last = delivery.attempts.last().map(|a| match (a.status, &a.error) {
@@ -138,6 +146,7 @@ fn webhook_json(state: &AppState, webhook: &crate::webhooks::Webhook) -> serde_j
         "plugin": config.plugin,
         "plugin_config": config.plugin_config,
         "headers": config.headers,
+        "filter": config.filter,
         "timeout": config.timeout,
         "retry_schedule": config.retry_schedule,
         "max_in_flight": config.max_in_flight,

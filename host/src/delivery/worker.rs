@@ -406,6 +406,11 @@ impl Worker {
         }
         let (transformed, first_time) = match delivery.transformed.clone() {
             Some(transformed) => (transformed, false),
+            None if let Some(rejected) = filter_rejects(&webhook, &delivery.event) => {
+                update.state = DeliveryState::Filtered;
+                update.reason = Some(rejected);
+                return update;
+            }
             None => match self.transform(&webhook, &delivery.event, &delivery.id).await {
                 Transform::Send(transformed, _) => (transformed, true),
                 Transform::Filtered { reason, plugin_sha } => {
@@ -533,6 +538,9 @@ impl Worker {
     /// "send a test event" step of setting up a webhook. Reports each step.
     pub async fn test_send(&self, webhook: &Webhook, event: &Event) -> serde_json::Value {
         let msg_id = crate::model::new_id("msg_test");
+        if let Some(rejected) = filter_rejects(webhook, event) {
+            return serde_json::json!({ "action": "skip", "reason": rejected });
+        }
         let (transformed, action) = match self.transform(webhook, event, &msg_id).await {
             Transform::Send(transformed, action) => (transformed, action),
             Transform::Filtered { reason, plugin_sha } => {
@@ -559,6 +567,18 @@ impl Worker {
         })
     }
 }
+
+/// Why `webhook`'s filter rejects `event` (the reason recorded with the delivery), if it does.
+fn filter_rejects(webhook: &Webhook, event: &Event) -> Option<String> {
+    match webhook.filter.as_ref()?.matches(event) {
+        Ok(true) => None,
+        Ok(false) => Some(format!("{FILTER_REASON} did not match")),
+        Err(error) => Some(format!("{FILTER_REASON} failed on this event: {error}")),
+    }
+}
+
+/// How a delivery's reason starts when its webhook's filter rejected the event.
+pub const FILTER_REASON: &str = "filter:";
 
 fn envelope(event: &Event) -> Transformed {
     Transformed { body: event.envelope_json(), headers: Vec::new(), plugin_sha: None }

@@ -1,0 +1,179 @@
+//! Webhook filters without code: a CEL expression (the Common Expression Language) over the
+//! event's `id`, `type`, `timestamp` and `data`, compiled once when the webhook is loaded and
+//! evaluated before its plugin, for example
+//! `data.conversation.priority == "urgent" && "vip" in data.conversation.labels`.
+//!
+//! The cost of one evaluation is bounded by the expression and the event: expressions are at
+//! most [`MAX_LENGTH`] bytes, and a comprehension (`all`, `exists`, `exists_one`, `map`,
+//! `filter`) may not sit inside another, so an evaluation walks each list in the event at
+//! most a few times over, never once per element of another list.
+
+use crate::model::Event;
+
+/// The longest filter accepted, in bytes.
+pub const MAX_LENGTH: usize = 1024;
+
+thread_local! {
+    /// CEL's functions and macros: building them costs more than most evaluations, so each
+    /// thread builds them once and every evaluation adds its variables in a scope of its own.
+    static STANDARD_LIBRARY: cel::Context<'static, 'static> = cel::Context::default();
+}
+
+const COMPREHENSIONS: &[&str] = &["all", "exists", "exists_one", "map", "filter"];
+
+/// A compiled filter.
+pub struct Filter {
+    program: cel::Program,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Filter")
+    }
+}
+
+impl Filter {
+    /// Compiles `source`; the error names the line and column of the mistake.
+    pub fn compile(source: &str) -> Result<Filter, String> {
+        if source.trim().is_empty() {
+            return Err("the filter is empty".into());
+        }
+        if source.len() > MAX_LENGTH {
+            return Err(format!("the filter is {} bytes; at most {MAX_LENGTH}", source.len()));
+        }
+        let program = cel::Program::compile(source).map_err(|errors| {
+            let first = errors.errors.first();
+            match first {
+                Some(error) => format!("at line {}, column {}: {}", error.pos.0, error.pos.1 + 1, error.msg),
+                None => errors.to_string(),
+            }
+        })?;
+        if let Some(offset) = nested_comprehension(source) {
+            let (line, column) = line_and_column(source, offset);
+            return Err(format!(
+                "at line {line}, column {column}: a comprehension inside another one (its cost would grow with the \
+                 product of two lists); split the condition"
+            ));
+        }
+        Ok(Filter { program })
+    }
+
+    /// Whether `event` matches. An expression that does not evaluate to a boolean, or fails
+    /// on this event (a missing key: test for it with `has(data.x)`), is an error.
+    pub fn matches(&self, event: &Event) -> Result<bool, String> {
+        let data = cel::to_value(Json(&event.data)).map_err(|e| format!("the event's data: {e}"))?;
+        STANDARD_LIBRARY.with(|root| {
+            let mut context = root.new_inner_scope();
+            context.add_variable_from_value("id", event.id.as_str());
+            context.add_variable_from_value("type", event.event_type.as_str());
+            context.add_variable_from_value("timestamp", event.timestamp.as_str());
+            context.add_variable_from_value("data", data);
+            match self.program.execute(&context) {
+                Ok(cel::Value::Bool(matched)) => Ok(matched),
+                Ok(other) => Err(format!("the filter gave {other:?}, not true or false")),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    }
+}
+
+/// JSON text that serializes as the value it holds: turned into CEL's values as it is
+/// parsed, without building a `serde_json::Value` first.
+struct Json<'a>(&'a str);
+
+impl serde::Serialize for Json<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut json = serde_json::Deserializer::from_str(self.0);
+        serde_transcode::transcode(&mut json, serializer)
+    }
+}
+
+/// The byte offset of a comprehension inside another one's arguments, if any. String
+/// literals are skipped.
+fn nested_comprehension(source: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    // For each open parenthesis: whether it opened a comprehension's arguments.
+    let mut open: Vec<bool> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' => {
+                let before = &source[..i];
+                let name_start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |p| p + 1);
+                let is_method = before[..name_start].trim_end().ends_with('.');
+                let comprehension = is_method && COMPREHENSIONS.contains(&&before[name_start..]);
+                if comprehension && open.iter().any(|&inside| inside) {
+                    return Some(name_start);
+                }
+                open.push(comprehension);
+            }
+            b')' => {
+                open.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(data: &str) -> Event {
+        Event {
+            id: "evt_1".into(),
+            event_type: "conversation.updated".into(),
+            timestamp: "2026-12-01T10:00:00Z".into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn matches_on_the_event_fields_and_data() {
+        let filter =
+            Filter::compile(r#"data.conversation.priority == "urgent" && "vip" in data.conversation.labels"#).unwrap();
+        let urgent = event(r#"{"conversation": {"priority": "urgent", "labels": ["vip", "billing"]}}"#);
+        let low = event(r#"{"conversation": {"priority": "low", "labels": ["vip"]}}"#);
+        assert_eq!(filter.matches(&urgent), Ok(true));
+        assert_eq!(filter.matches(&low), Ok(false));
+        let by_type = Filter::compile(r#"type.startsWith("conversation.") && id == "evt_1""#).unwrap();
+        assert_eq!(by_type.matches(&low), Ok(true));
+        let labels = Filter::compile(r#"data.conversation.labels.exists(l, l == "billing")"#).unwrap();
+        assert_eq!(labels.matches(&urgent), Ok(true));
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_position() {
+        let error = Filter::compile("data.priority == ").unwrap_err();
+        assert!(error.starts_with("at line 1, column"), "{error}");
+        let error = Filter::compile("type == \"a\" &&\n  data.x.all(a, data.y.exists(b, b == a))").unwrap_err();
+        assert!(error.starts_with("at line 2, column 24: a comprehension inside another"), "{error}");
+        assert!(Filter::compile("").is_err());
+        assert!(Filter::compile(&"a".repeat(MAX_LENGTH + 1)).unwrap_err().contains("at most 1024"));
+        assert!(Filter::compile(r#"data.x.all(a, a == "y.exists(b, b)")"#).is_ok(), "inside a string");
+    }
+
+    #[test]
+    fn a_missing_key_or_a_non_boolean_is_an_error() {
+        let filter = Filter::compile("data.conversation.priority == \"urgent\"").unwrap();
+        assert!(filter.matches(&event("{}")).is_err());
+        let guarded = Filter::compile("has(data.conversation) && data.conversation.priority == \"urgent\"").unwrap();
+        assert_eq!(guarded.matches(&event("{}")), Ok(false));
+        assert!(Filter::compile("data").unwrap().matches(&event("{}")).unwrap_err().contains("not true or false"));
+    }
+}
