@@ -141,6 +141,10 @@ pub struct WebhookConfig {
     /// is true for are delivered, e.g. `data.conversation.priority == "urgent"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// At most this many requests per second or minute, e.g. "50/s" or "100/m": deliveries
+    /// wait for their turn, none is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
     /// This webhook's request timeout, e.g. "5s" (default `delivery.timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -154,9 +158,36 @@ pub struct WebhookConfig {
     pub max_in_flight: Option<usize>,
 }
 
+/// `rate_limit`: `requests` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: std::num::NonZeroU32,
+    pub per: Duration,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RateLimit, String> {
+        let invalid = || format!("`rate_limit` {text:?} is not like \"50/s\" or \"100/m\"");
+        let (count, unit) = text.trim().split_once('/').ok_or_else(invalid)?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            _ => return Err(invalid()),
+        };
+        let requests = count.trim().parse::<std::num::NonZeroU32>().map_err(|_| invalid())?;
+        if requests.get() > 1_000_000 {
+            return Err("`rate_limit` allows at most 1000000 requests per unit".into());
+        }
+        Ok(RateLimit { requests, per })
+    }
+}
+
 /// A webhook's own delivery settings, where it overrides `[delivery]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WebhookPolicy {
+    pub rate_limit: Option<RateLimit>,
     pub timeout: Option<Duration>,
     pub retry_schedule: Option<Vec<Duration>>,
     pub max_in_flight: Option<usize>,
@@ -391,7 +422,8 @@ impl WebhookConfig {
         {
             return Err(format!("`max_in_flight` must be 1-{MAX_WEBHOOK_IN_FLIGHT}"));
         }
-        Ok(WebhookPolicy { timeout, retry_schedule, max_in_flight: self.max_in_flight })
+        let rate_limit = self.rate_limit.as_deref().map(str::parse).transpose()?;
+        Ok(WebhookPolicy { rate_limit, timeout, retry_schedule, max_in_flight: self.max_in_flight })
     }
 
     /// Whether this webhook subscribes to `event_type`.

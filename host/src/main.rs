@@ -142,6 +142,9 @@ struct AddWebhookArgs {
     /// Deliver only events this CEL expression is true for, e.g. 'type == "message.created"'.
     #[arg(long)]
     filter: Option<String>,
+    /// At most this many requests per second or minute, e.g. 50/s or 100/m.
+    #[arg(long)]
+    rate_limit: Option<String>,
     /// Request timeout for this webhook, e.g. 5s (default: delivery.timeout).
     #[arg(long)]
     timeout: Option<String>,
@@ -603,6 +606,7 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
                 headers,
                 secret,
                 filter,
+                rate_limit,
                 timeout,
                 retry_schedule,
                 max_in_flight,
@@ -616,6 +620,7 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
             "headers": headers.into_iter().collect::<BTreeMap<_, _>>(),
             "secret": secret,
             "filter": filter,
+            "rate_limit": rate_limit,
             "timeout": timeout,
             "retry_schedule": retry_schedule,
             "max_in_flight": max_in_flight,

@@ -404,6 +404,7 @@ mod tests {
             retry_schedule: None,
             max_in_flight: None,
             filter: None,
+            rate_limit: None,
         };
         Webhook::resolve(config, Source::Api, Path::new("/nonexistent")).unwrap()
     }

@@ -471,3 +471,62 @@ async fn a_filter_selects_events_before_the_plugin() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("`filter` at line 1, column"), "{body}");
 }
+
+/// A `20/s` webhook gets 100 events over at least four seconds, at most a second's worth at
+/// once, every one of them; a webhook beside it is not slowed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_paces_its_webhook_only() {
+    let receiver = TestReceiver::start().await;
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("paced", &receiver.url("/paced"), r#"["a.b"]"#, "rate_limit = \"20/s\""),
+        webhook("free", &receiver.url("/free"), r#"["a.b"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        host.post_sample_like("a.b", &format!("r{i}")).await;
+    }
+    receiver.wait_for("/free", 100, Duration::from_secs(20)).await;
+    let free_took = started.elapsed();
+    let paced = receiver.wait_for("/paced", 100, Duration::from_secs(30)).await;
+    assert!(free_took < Duration::from_secs(3), "the other webhook was slowed: {free_took:?}");
+    let spread = paced[99].at.duration_since(paced[0].at);
+    assert!(spread >= Duration::from_millis(3800), "100 requests at 20/s with a burst of 20 took {spread:?}");
+    for (i, first) in paced.iter().enumerate() {
+        let in_a_second = paced[i..].iter().filter(|r| r.at.duration_since(first.at) < Duration::from_secs(1)).count();
+        assert!(in_a_second <= 41, "{in_a_second} requests within one second (burst 20 + 20/s)");
+    }
+    let ids: std::collections::HashSet<String> =
+        paced.iter().map(|r| r.json()["id"].as_str().unwrap().into()).collect();
+    assert_eq!(ids.len(), 100, "every event, once");
+}
+
+/// A 429 with `Retry-After: 2` holds that webhook back for two seconds; another webhook
+/// keeps going.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_holds_back_that_webhook_only() {
+    let receiver = TestReceiver::start().await;
+    let too_many = Answer { status: 429, retry_after: Some(2), delay: Duration::ZERO };
+    receiver.script("/busy", &[too_many], Answer::status(200));
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("busy", &receiver.url("/busy"), r#"["a.b"]"#, ""),
+        webhook("free", &receiver.url("/free"), r#"["a.b"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    host.post_sample_like("a.b", "first").await;
+    let refused = receiver.wait_for("/busy", 1, SETTLE).await[0].at;
+    for i in 0..5 {
+        host.post_sample_like("a.b", &format!("then-{i}")).await;
+    }
+    let free = receiver.wait_for("/free", 6, SETTLE).await;
+    assert!(free[5].at.duration_since(refused) < Duration::from_millis(1500), "the other webhook waited");
+    let busy = receiver.wait_for("/busy", 7, SETTLE).await;
+    for request in &busy[1..] {
+        let after = request.at.duration_since(refused);
+        assert!(after >= Duration::from_millis(1900), "sent {after:?} after a 429 asking for 2 s");
+    }
+}

@@ -147,6 +147,7 @@ fn webhook_json(state: &AppState, webhook: &crate::webhooks::Webhook) -> serde_j
         "plugin_config": config.plugin_config,
         "headers": config.headers,
         "filter": config.filter,
+        "rate_limit": config.rate_limit,
         "timeout": config.timeout,
         "retry_schedule": config.retry_schedule,
         "max_in_flight": config.max_in_flight,

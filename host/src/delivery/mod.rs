@@ -2,6 +2,7 @@
 //! the exact bytes, send, and record the attempt and the next state.
 
 pub mod client;
+pub mod pace;
 pub mod request;
 pub mod retry;
 pub mod sign;

@@ -26,6 +26,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::client::{AddressPolicy, AttemptResult, Client};
+use super::pace::Pace;
 use super::request::{self, Outgoing};
 use super::retry::{self, Verdict};
 use crate::config::DeliveryConfig;
@@ -41,6 +42,11 @@ const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 /// How soon a delivery for a webhook stored but not yet known here is tried again.
 const UNKNOWN_WEBHOOK_RECHECK: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Longest a delivery waits in its task for its webhook's turn (rate limit, 429 pause); a
+/// longer wait puts it back in the queue, due when the turn comes.
+const MAX_TURN_WAIT: Duration = Duration::from_secs(1);
+/// How long a webhook is held back after a 429 without `Retry-After`.
+const PAUSE_AFTER_429: Duration = Duration::from_secs(1);
 const CLAIM_BATCH: usize = 256;
 /// Deliveries of one webhook worked on at once, per request it may have on the wire: the
 /// others are being transformed or having their results committed meanwhile.
@@ -59,6 +65,8 @@ pub struct Worker {
     in_flight: Mutex<HashMap<String, usize>>,
     /// Requests on the wire, per webhook: its bound and a semaphore of that many permits.
     on_wire: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+    /// Per webhook: its rate limit and any pause its endpoint asked for.
+    paces: Mutex<HashMap<String, Arc<Pace>>>,
     slots: Arc<Semaphore>,
     /// Signalled when a slot frees up, for a claim loop that found every slot taken.
     freed: Notify,
@@ -156,6 +164,7 @@ impl Worker {
             wake,
             in_flight: Mutex::default(),
             on_wire: Mutex::default(),
+            paces: Mutex::default(),
             freed: Notify::new(),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
@@ -247,7 +256,13 @@ impl Worker {
             let webhook = webhooks.iter().find(|w| w.config.id == id);
             self.wire_bound(webhook.map(|w| &**w)) * PIPELINE_DEPTH
         };
-        let busy = in_flight.iter().filter(|(id, n)| **n >= bound(id)).map(|(id, _)| id.clone()).collect();
+        let mut busy: Vec<String> =
+            in_flight.iter().filter(|(id, n)| **n >= bound(id)).map(|(id, _)| id.clone()).collect();
+        // An endpoint that asked for a pause (429) gets no claims until it ends.
+        let paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
+        let paused: Vec<String> = paces.iter().filter(|(_, pace)| pace.paused()).map(|(id, _)| id.clone()).collect();
+        busy.extend(paused.into_iter().filter(|id| in_flight.get(id).is_none_or(|n| *n < bound(id))));
+        drop(paces);
         let open = webhooks
             .iter()
             .map(|webhook| {
@@ -298,6 +313,63 @@ impl Worker {
         entry.1.clone()
     }
 
+    /// `webhook`'s pace, made anew when its rate limit changed.
+    fn pace(&self, webhook: &Webhook) -> Arc<Pace> {
+        let limit = webhook.policy.rate_limit;
+        let mut paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
+        let pace = paces.entry(webhook.config.id.clone()).or_insert_with(|| Arc::new(Pace::new(limit)));
+        if pace.limit() != limit {
+            *pace = Arc::new(Pace::new(limit));
+        }
+        pace.clone()
+    }
+
+    /// Waits for `webhook`'s turn to send (its rate limit, a pause its endpoint asked for),
+    /// with the global slot given back meanwhile. A turn further off than [`MAX_TURN_WAIT`]
+    /// is `Err`: how long, and why, for the delivery to wait in the queue instead.
+    async fn take_turn(
+        &self,
+        webhook: &Webhook,
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), (Duration, String)> {
+        let pace = self.pace(webhook);
+        loop {
+            match pace.try_take() {
+                Ok(()) => break,
+                Err(wait) if wait <= MAX_TURN_WAIT => {
+                    self.give_back_slot(permit);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(wait) => {
+                    let why = match (pace.paused(), webhook.config.rate_limit.as_deref()) {
+                        (false, Some(limit)) => format!("waiting for its turn (rate_limit {limit})"),
+                        _ => "waiting: the endpoint answered 429 Too Many Requests".to_string(),
+                    };
+                    self.take_back_slot(permit).await;
+                    return Err((wait, why));
+                }
+            }
+        }
+        self.take_back_slot(permit).await;
+        Ok(())
+    }
+
+    /// Gives the global slot back while a delivery waits for something of its webhook's.
+    fn give_back_slot(&self, permit: &mut Option<OwnedSemaphorePermit>) {
+        if permit.take().is_some() {
+            self.count_slots();
+            self.freed.notify_one();
+        }
+    }
+
+    /// Takes a global slot again (if it was given back).
+    async fn take_back_slot(&self, permit: &mut Option<OwnedSemaphorePermit>) {
+        if permit.is_none() {
+            *permit = self.slots.clone().acquire_owned().await.ok();
+            self.count_slots();
+        }
+    }
+
     /// A request slot of `webhook`. A delivery that has to wait for one gives its global
     /// slot back meanwhile, so a slow endpoint's queue holds no more of the global slots than
     /// its requests on the wire do.
@@ -310,13 +382,9 @@ impl Worker {
         if let Ok(on_wire) = wire.clone().try_acquire_owned() {
             return Some(on_wire);
         }
-        if permit.take().is_some() {
-            self.count_slots();
-            self.freed.notify_one();
-        }
+        self.give_back_slot(permit);
         let on_wire = wire.acquire_owned().await.ok();
-        *permit = self.slots.clone().acquire_owned().await.ok();
-        self.count_slots();
+        self.take_back_slot(permit).await;
         on_wire
     }
 
@@ -404,13 +472,22 @@ impl Worker {
                 Some(self.webhooks.disabled_reason(&webhook).unwrap_or_else(|| "webhook is disabled".into()));
             return update;
         }
+        if delivery.transformed.is_none()
+            && let Some(rejected) = filter_rejects(&webhook, &delivery.event)
+        {
+            update.state = DeliveryState::Filtered;
+            update.reason = Some(rejected);
+            return update;
+        }
+        if let Err((wait, why)) = self.take_turn(&webhook, permit).await {
+            update.state =
+                if delivery.transformed.is_some() { DeliveryState::Retrying } else { DeliveryState::Pending };
+            update.next_attempt_at_ms = now_ms() + wait.as_millis() as i64;
+            update.reason = Some(why);
+            return update;
+        }
         let (transformed, first_time) = match delivery.transformed.clone() {
             Some(transformed) => (transformed, false),
-            None if let Some(rejected) = filter_rejects(&webhook, &delivery.event) => {
-                update.state = DeliveryState::Filtered;
-                update.reason = Some(rejected);
-                return update;
-            }
             None => match self.transform(&webhook, &delivery.event, &delivery.id).await {
                 Transform::Send(transformed, _) => (transformed, true),
                 Transform::Filtered { reason, plugin_sha } => {
@@ -460,6 +537,15 @@ impl Worker {
                 update.reason = Some(reason);
             }
             Verdict::Retry => {
+                if result.status == Some(429) {
+                    let pause = result.retry_after.unwrap_or(PAUSE_AFTER_429).min(self.config.max_retry_after);
+                    self.pace(&webhook).pause(pause);
+                    tracing::info!(
+                        webhook = webhook.config.id,
+                        pause_ms = pause.as_millis() as u64,
+                        "429: holding the webhook back"
+                    );
+                }
                 match retry::next_delay(
                     webhook.policy.retry_schedule.as_deref().unwrap_or(&self.config.retry_schedule),
                     attempts_made,
