@@ -70,6 +70,9 @@ impl AdminClient {
             "plugin_config",
             "headers",
             "enabled",
+            "filter",
+            "rate_limit",
+            "disable_after",
             "timeout",
             "retry_schedule",
             "max_in_flight",
@@ -273,7 +276,7 @@ pub fn render_webhooks(body: &Value) -> String {
 /// `hookwasm webhooks show|enable|disable`: the row, then the settings it overrides.
 pub fn render_webhook(webhook: &Value) -> String {
     let mut out = table(WEBHOOK_HEADER, vec![webhook_row(webhook)]);
-    for key in ["filter", "rate_limit", "timeout", "retry_schedule", "max_in_flight"] {
+    for key in ["filter", "rate_limit", "timeout", "retry_schedule", "max_in_flight", "disable_after"] {
         if !webhook[key].is_null() {
             let value = match &webhook[key] {
                 Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),

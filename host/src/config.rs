@@ -109,6 +109,9 @@ pub struct DeliveryConfig {
     pub max_retry_after: Duration,
     /// Deliveries waiting to go out (pending, retrying) past which ingest answers 503.
     pub max_backlog: u64,
+    /// A webhook whose every attempt has failed for this long is disabled.
+    #[serde(deserialize_with = "duration")]
+    pub disable_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +148,10 @@ pub struct WebhookConfig {
     /// wait for their turn, none is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<String>,
+    /// Disable this webhook once every attempt has failed for this long, e.g. "2d"
+    /// (default `delivery.disable_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_after: Option<String>,
     /// This webhook's request timeout, e.g. "5s" (default `delivery.timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -188,6 +195,7 @@ impl std::str::FromStr for RateLimit {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WebhookPolicy {
     pub rate_limit: Option<RateLimit>,
+    pub disable_after: Option<Duration>,
     pub timeout: Option<Duration>,
     pub retry_schedule: Option<Vec<Duration>>,
     pub max_in_flight: Option<usize>,
@@ -293,6 +301,9 @@ impl Config {
         }
         if self.store.pool == 0 {
             bail!("invalid config at `store.pool`: must be at least 1");
+        }
+        if self.delivery.disable_after < Duration::from_secs(1) {
+            bail!("invalid config at `delivery.disable_after`: must be at least 1s");
         }
         if self.delivery.max_backlog == 0 {
             bail!("invalid config at `delivery.max_backlog`: must be at least 1");
@@ -423,7 +434,11 @@ impl WebhookConfig {
             return Err(format!("`max_in_flight` must be 1-{MAX_WEBHOOK_IN_FLIGHT}"));
         }
         let rate_limit = self.rate_limit.as_deref().map(str::parse).transpose()?;
-        Ok(WebhookPolicy { rate_limit, timeout, retry_schedule, max_in_flight: self.max_in_flight })
+        let disable_after = self.disable_after.as_deref().map(|text| parse("disable_after", text)).transpose()?;
+        if disable_after.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err("`disable_after` must be at least 1s".into());
+        }
+        Ok(WebhookPolicy { rate_limit, disable_after, timeout, retry_schedule, max_in_flight: self.max_in_flight })
     }
 
     /// Whether this webhook subscribes to `event_type`.

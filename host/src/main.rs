@@ -145,6 +145,10 @@ struct AddWebhookArgs {
     /// At most this many requests per second or minute, e.g. 50/s or 100/m.
     #[arg(long)]
     rate_limit: Option<String>,
+    /// Disable the webhook once every attempt has failed this long (default:
+    /// delivery.disable_after).
+    #[arg(long)]
+    disable_after: Option<String>,
     /// Request timeout for this webhook, e.g. 5s (default: delivery.timeout).
     #[arg(long)]
     timeout: Option<String>,
@@ -607,6 +611,7 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
                 secret,
                 filter,
                 rate_limit,
+                disable_after,
                 timeout,
                 retry_schedule,
                 max_in_flight,
@@ -621,6 +626,7 @@ fn webhooks(command: WebhooksCommand, args: AdminArgs, json: bool) -> anyhow::Re
             "secret": secret,
             "filter": filter,
             "rate_limit": rate_limit,
+            "disable_after": disable_after,
             "timeout": timeout,
             "retry_schedule": retry_schedule,
             "max_in_flight": max_in_flight,

@@ -405,6 +405,7 @@ mod tests {
             max_in_flight: None,
             filter: None,
             rate_limit: None,
+            disable_after: None,
         };
         Webhook::resolve(config, Source::Api, Path::new("/nonexistent")).unwrap()
     }

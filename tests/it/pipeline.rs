@@ -530,3 +530,45 @@ async fn a_429_holds_back_that_webhook_only() {
         assert!(after >= Duration::from_millis(1900), "sent {after:?} after a 429 asking for 2 s");
     }
 }
+
+/// A webhook whose every attempt fails for its `disable_after` is disabled with the reason,
+/// its queued delivery waits (not lost), and `enable` brings it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_failing_for_disable_after_is_disabled_until_enabled() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/down", &[], Answer::status(503));
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook(
+            "down",
+            &receiver.url("/down"),
+            r#"["a.b"]"#,
+            "disable_after = \"2s\"\nretry_schedule = [\"0s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]",
+        ),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    let id = host.post_sample_like("a.b", "d1").await;
+    let deadline = std::time::Instant::now() + SETTLE;
+    let disabled = loop {
+        let shown = host.get("/v1/webhooks/down").await;
+        if shown["active"] == false {
+            break shown;
+        }
+        assert!(std::time::Instant::now() < deadline, "never disabled: {shown}\n{}", host.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = disabled["disabled_reason"].as_str().unwrap();
+    assert!(reason.starts_with("every attempt failed for 2s"), "{reason}");
+    let attempts = receiver.received("/down").len();
+    assert!((3..=5).contains(&attempts), "disabled after {attempts} attempts over about 2 s");
+    let delivery = host.get(&format!("/v1/events/{id}")).await["deliveries"][0].clone();
+    assert_eq!(delivery["state"], "retrying", "the queued delivery waits: {delivery}");
+    let (_, answer) = host.post_event(r#"{"id": "while-off", "type": "a.b", "data": {}}"#).await;
+    assert_eq!(answer["deliveries"], 0);
+
+    assert_eq!(host.http.post(host.url("/v1/webhooks/down/enable")).send().await.unwrap().status(), 200);
+    assert_eq!(host.get("/v1/webhooks/down").await["active"], true);
+    let (_, answer) = host.post_event(r#"{"id": "back-on", "type": "a.b", "data": {}}"#).await;
+    assert_eq!(answer["deliveries"], 1);
+}

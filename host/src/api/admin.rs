@@ -148,6 +148,7 @@ fn webhook_json(state: &AppState, webhook: &crate::webhooks::Webhook) -> serde_j
         "headers": config.headers,
         "filter": config.filter,
         "rate_limit": config.rate_limit,
+        "disable_after": config.disable_after,
         "timeout": config.timeout,
         "retry_schedule": config.retry_schedule,
         "max_in_flight": config.max_in_flight,
@@ -211,6 +212,7 @@ pub async fn enable_webhook(State(state): State<AppState>, Path(id): Path<String
     }
     state.store.enable_webhook(&id).await.map_err(store_error)?;
     state.webhooks.enable(&id);
+    state.worker.forget_failures(&id);
     Ok(Json(webhook_json(&state, &webhook)).into_response())
 }
 

@@ -67,6 +67,9 @@ pub struct Worker {
     on_wire: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     /// Per webhook: its rate limit and any pause its endpoint asked for.
     paces: Mutex<HashMap<String, Arc<Pace>>>,
+    /// Webhooks whose every attempt has failed, and since when (ms), as last read from the
+    /// store (which holds it across hosts and restarts).
+    failing: Mutex<HashMap<String, i64>>,
     slots: Arc<Semaphore>,
     /// Signalled when a slot frees up, for a claim loop that found every slot taken.
     freed: Notify,
@@ -165,6 +168,7 @@ impl Worker {
             in_flight: Mutex::default(),
             on_wire: Mutex::default(),
             paces: Mutex::default(),
+            failing: Mutex::default(),
             freed: Notify::new(),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
@@ -311,6 +315,55 @@ impl Worker {
             *entry = (bound, Arc::new(Semaphore::new(bound)));
         }
         entry.1.clone()
+    }
+
+    /// An operator enabled `webhook_id`: its failures so far no longer count.
+    pub fn forget_failures(&self, webhook_id: &str) {
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(webhook_id);
+    }
+
+    /// An attempt to `webhook` succeeded: it is not failing any more.
+    async fn note_success(&self, webhook: &Webhook) {
+        let was_failing = self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(&webhook.config.id).is_some();
+        if was_failing && let Err(error) = self.store.webhook_succeeded(&webhook.config.id).await {
+            tracing::warn!(webhook = webhook.config.id, %error, "recording that the webhook recovered failed");
+        }
+    }
+
+    /// An attempt to `webhook` failed. Once every attempt has failed for its `disable_after`
+    /// (on any host: the store keeps since when), it is disabled, as a `410 Gone` disables
+    /// it; its queued deliveries wait.
+    async fn note_failure(&self, webhook: &Webhook) {
+        let id = &webhook.config.id;
+        let limit = webhook.policy.disable_after.unwrap_or(self.config.disable_after);
+        let limit_ms = limit.as_millis() as i64;
+        let known = self.failing.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied();
+        if known.is_some_and(|since| now_ms() - since < limit_ms) {
+            return;
+        }
+        // First failure seen here, or due to be disabled: ask the store, which another host
+        // may have cleared meanwhile.
+        let since = match self.store.webhook_failed(id).await {
+            Ok(since) => since,
+            Err(error) => {
+                tracing::warn!(webhook = id, %error, "recording a failed attempt failed");
+                return;
+            }
+        };
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), since);
+        if now_ms() - since < limit_ms || !self.webhooks.is_active(webhook) {
+            return;
+        }
+        let since_text = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(since as u64));
+        let reason = format!(
+            "every attempt failed for {} (since {since_text}); webhook disabled",
+            humantime::format_duration(limit)
+        );
+        tracing::warn!(webhook = id, url = webhook.config.url, reason, "disabling the webhook");
+        self.webhooks.disable(webhook, &reason);
+        if let Err(error) = self.store.disable_webhook(id, &webhook.config.url, &reason).await {
+            tracing::error!(%error, "persisting the disabled webhook failed");
+        }
     }
 
     /// `webhook`'s pace, made anew when its rate limit changed.
@@ -520,7 +573,13 @@ impl Worker {
         if first_time {
             update.transformed = Some(transformed);
         }
-        match retry::verdict(result.status) {
+        let verdict = retry::verdict(result.status);
+        match verdict {
+            Verdict::Delivered => self.note_success(&webhook).await,
+            Verdict::Retry => self.note_failure(&webhook).await,
+            Verdict::Gone => {}
+        }
+        match verdict {
             Verdict::Delivered => update.state = DeliveryState::Delivered,
             Verdict::Gone => {
                 let reason = "endpoint answered 410 Gone; webhook disabled".to_string();

@@ -398,6 +398,13 @@ pub trait Store: Send + Sync + 'static {
     /// Webhooks disabled at runtime, by id.
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, DisabledWebhook>>;
 
+    /// Records that an attempt to `webhook_id` failed; returns since when every attempt to it
+    /// has failed (the first failure after its last success, on any host).
+    async fn webhook_failed(&self, webhook_id: &str) -> anyhow::Result<i64>;
+
+    /// Records that an attempt to `webhook_id` succeeded: it is no longer failing.
+    async fn webhook_succeeded(&self, webhook_id: &str) -> anyhow::Result<()>;
+
     /// Records that `host` is alive and serves `plugins` (hosts sharing a store; a store only
     /// one host uses keeps nothing).
     async fn report_host(&self, _host: &str, _plugins: &BTreeMap<String, Option<String>>) -> anyhow::Result<()> {

@@ -312,6 +312,14 @@ impl Store for PgStore {
         Ok(replaced)
     }
 
+    async fn webhook_failed(&self, webhook_id: &str) -> anyhow::Result<i64> {
+        sql::webhook_failed(&**self.client().await?, self.clock, webhook_id).await
+    }
+
+    async fn webhook_succeeded(&self, webhook_id: &str) -> anyhow::Result<()> {
+        sql::webhook_succeeded(&**self.client().await?, webhook_id).await
+    }
+
     async fn stored_webhook(&self, id: &str) -> anyhow::Result<Option<String>> {
         sql::stored_webhook(&**self.client().await?, id).await
     }

@@ -467,6 +467,24 @@ pub async fn disable_webhook(
 
 pub async fn enable_webhook(db: &impl GenericClient, webhook_id: &str) -> anyhow::Result<()> {
     db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = $1", &[&webhook_id]).await?;
+    db.execute("DELETE FROM failing_webhooks WHERE webhook_id = $1", &[&webhook_id]).await?;
+    Ok(())
+}
+
+/// Since when (on the host's clock) every attempt to `webhook_id` has failed.
+pub async fn webhook_failed(db: &impl GenericClient, clock: Clock, webhook_id: &str) -> anyhow::Result<i64> {
+    db.execute(
+        "INSERT INTO failing_webhooks (webhook_id, since) VALUES ($1, $2) ON CONFLICT (webhook_id) DO NOTHING",
+        &[&webhook_id, &clock.now()],
+    )
+    .await?;
+    let since: i64 =
+        db.query_one("SELECT since FROM failing_webhooks WHERE webhook_id = $1", &[&webhook_id]).await?.get(0);
+    Ok(clock.to_host(since))
+}
+
+pub async fn webhook_succeeded(db: &impl GenericClient, webhook_id: &str) -> anyhow::Result<()> {
+    db.execute("DELETE FROM failing_webhooks WHERE webhook_id = $1", &[&webhook_id]).await?;
     Ok(())
 }
 

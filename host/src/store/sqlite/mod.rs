@@ -212,6 +212,16 @@ impl Store for SqliteStore {
         self.writer.call(move |db| writes::replace_webhook(db, &id, &expected, &definition)).await
     }
 
+    async fn webhook_failed(&self, webhook_id: &str) -> anyhow::Result<i64> {
+        let id = webhook_id.to_string();
+        self.writer.call(move |db| writes::webhook_failed(db, &id)).await
+    }
+
+    async fn webhook_succeeded(&self, webhook_id: &str) -> anyhow::Result<()> {
+        let id = webhook_id.to_string();
+        self.writer.call(move |db| writes::webhook_succeeded(db, &id)).await
+    }
+
     async fn stored_webhook(&self, id: &str) -> anyhow::Result<Option<String>> {
         let id = id.to_string();
         self.readers.read(move |db| reads::stored_webhook(db, &id)).await

@@ -299,6 +299,20 @@ pub fn disable_webhook(db: &Connection, webhook_id: &str, url: &str, reason: &st
 
 pub fn enable_webhook(db: &Connection, webhook_id: &str) -> anyhow::Result<()> {
     db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [webhook_id])?;
+    db.execute("DELETE FROM failing_webhooks WHERE webhook_id = ?1", [webhook_id])?;
+    Ok(())
+}
+
+pub fn webhook_failed(db: &Connection, webhook_id: &str) -> anyhow::Result<i64> {
+    db.execute(
+        "INSERT INTO failing_webhooks (webhook_id, since) VALUES (?1, ?2) ON CONFLICT (webhook_id) DO NOTHING",
+        params![webhook_id, now_ms()],
+    )?;
+    Ok(db.query_row("SELECT since FROM failing_webhooks WHERE webhook_id = ?1", [webhook_id], |row| row.get(0))?)
+}
+
+pub fn webhook_succeeded(db: &Connection, webhook_id: &str) -> anyhow::Result<()> {
+    db.execute("DELETE FROM failing_webhooks WHERE webhook_id = ?1", [webhook_id])?;
     Ok(())
 }
 
