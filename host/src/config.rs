@@ -443,7 +443,10 @@ impl WebhookConfig {
 
     /// Whether this webhook subscribes to `event_type`.
     pub fn subscribes_to(&self, event_type: &str) -> bool {
-        self.events.iter().any(|pattern| match pattern.strip_suffix('*') {
+        // Operational events go only to webhooks that name them: `*` is the product's events.
+        let operational = event_type.starts_with(crate::ops::PREFIX);
+        let patterns = self.events.iter().filter(|pattern| !operational || pattern.starts_with(crate::ops::PREFIX));
+        patterns.into_iter().any(|pattern| match pattern.strip_suffix('*') {
             Some(prefix) => event_type.starts_with(prefix),
             None => pattern == event_type,
         })

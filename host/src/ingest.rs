@@ -117,6 +117,21 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
         }
     })?;
     let event = Event::parse_envelope(&bytes)?;
+    if event.event_type.starts_with(crate::ops::PREFIX) {
+        return Err(ApiError::invalid_field(
+            "type",
+            format!("event types starting with {:?} are hookwasm's own operational events", crate::ops::PREFIX),
+        ));
+    }
+    accept(&state, event).await
+}
+
+/// Stores `event` with one delivery per subscribed webhook and starts those the worker has
+/// slots for: the part of `POST /v1/events` after the request is read, shared with hookwasm's
+/// own operational events.
+pub async fn accept(state: &AppState, event: Event) -> Result<Response, ApiError> {
+    // `events_accepted` counts what producers posted.
+    let event_type_is_operational = event.event_type.starts_with(crate::ops::PREFIX);
     if state.backlog.is_full() {
         // A producer retrying an event that was stored still gets its duplicate answer.
         if let Ok(Some(_)) = state.store.event(&event.id).await {
@@ -153,7 +168,9 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
     let id = event.id.clone();
     match state.store.ingest(event, deliveries).await {
         Ok(IngestOutcome::Accepted { deliveries }) => {
-            state.metrics.events_accepted.inc();
+            if !event_type_is_operational {
+                state.metrics.events_accepted.inc();
+            }
             state.backlog.added(deliveries);
             if deliveries > handed_over.len() {
                 // Waiting for a slot: whichever host has one first sends them.

@@ -34,6 +34,7 @@ pub mod filter;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod plugins;
 pub mod presence;
 pub mod reload;

@@ -51,6 +51,7 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     pub config: std::sync::Mutex<Config>,
     pub config_path: Option<PathBuf>,
+    pub ops: crate::ops::Ops,
 }
 
 impl Reloader {
@@ -81,6 +82,8 @@ impl Reloader {
             }
             Ok(Reload::Failed(error)) => {
                 self.metrics.plugin_load(&name, false);
+                self.ops
+                    .emit(crate::ops::Happening::PluginLoadFailed { plugin: name.clone(), error: error.to_string() });
                 tracing::error!(
                 plugin = name,
                 file = %path.display(),

@@ -104,8 +104,12 @@ pub async fn run(
             .await
             .context("loading plugins")?
     };
+    let (ops, happenings) = crate::ops::Ops::new();
     for (name, result) in &loaded {
         metrics.plugin_load(name, result.is_ok());
+        if let Err(error) = result {
+            ops.emit(crate::ops::Happening::PluginLoadFailed { plugin: name.clone(), error: error.to_string() });
+        }
     }
 
     let wake = Arc::new(Notify::new());
@@ -121,6 +125,7 @@ pub async fn run(
         wake.clone(),
         metrics.clone(),
         owner,
+        ops.clone(),
     )?);
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));
@@ -144,6 +149,7 @@ pub async fn run(
         metrics: metrics.clone(),
         config: std::sync::Mutex::new(config.clone()),
         config_path,
+        ops,
     });
     let watch_task = reload::spawn(
         reloader,
@@ -169,6 +175,19 @@ pub async fn run(
         admin_token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };
+    let ops_state = state.clone();
+    tokio::spawn(crate::ops::run(happenings, crate::ops::COALESCE, move |event| {
+        let state = ops_state.clone();
+        async move {
+            let (id, event_type) = (event.id.clone(), event.event_type.clone());
+            match crate::ingest::accept(&state, event).await {
+                Ok(_) => tracing::debug!(event = id, event_type, "operational event stored"),
+                Err(error) => {
+                    tracing::warn!(event = id, event_type, error = error.message, "operational event not stored")
+                }
+            }
+        }
+    }));
     let address = listener.local_addr()?;
     if config.server.admin_token.is_none() {
         tracing::warn!(%address, "no admin_token configured: the admin API answers loopback clients only");

@@ -572,3 +572,39 @@ async fn a_webhook_failing_for_disable_after_is_disabled_until_enabled() {
     let (_, answer) = host.post_event(r#"{"id": "back-on", "type": "a.b", "data": {}}"#).await;
     assert_eq!(answer["deliveries"], 1);
 }
+
+/// hookwasm's own `hookwasm.*` events reach webhooks subscribed to them, signed like any
+/// other; `*` does not include them; producers cannot post them.
+#[tokio::test(flavor = "multi_thread")]
+async fn operational_events_reach_webhooks_subscribed_to_them() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/gone", &[], Answer::status(410));
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("gone", &receiver.url("/gone"), r#"["a.b"]"#, ""),
+        webhook("ops", &receiver.url("/ops"), r#"["hookwasm.*"]"#, ""),
+        webhook("all", &receiver.url("/all"), r#"["*"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    host.post_sample_like("a.b", "to-gone").await;
+    let got = receiver.wait_for("/ops", 2, SETTLE).await;
+    let mut types: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
+    types.sort();
+    assert_eq!(types, ["hookwasm.delivery.dead", "hookwasm.webhook.disabled"]);
+    for request in &got {
+        assert!(request.verified, "signed like any other delivery");
+        assert_eq!(request.json()["data"]["webhook"], "gone");
+    }
+    let dead = got.iter().find(|r| r.json()["type"] == "hookwasm.delivery.dead").unwrap().json();
+    assert_eq!(dead["data"]["event"], "to-gone");
+    assert_eq!(dead["data"]["count"], 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all: Vec<String> =
+        receiver.received("/all").iter().map(|r| r.json()["type"].as_str().unwrap().into()).collect();
+    assert_eq!(all, ["a.b"], "`*` is the product's events only");
+
+    let (status, body) = host.post_event(r#"{"type": "hookwasm.webhook.disabled", "data": {}}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "type");
+}

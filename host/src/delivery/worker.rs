@@ -70,6 +70,7 @@ pub struct Worker {
     /// Webhooks whose every attempt has failed, and since when (ms), as last read from the
     /// store (which holds it across hosts and restarts).
     failing: Mutex<HashMap<String, i64>>,
+    ops: crate::ops::Ops,
     slots: Arc<Semaphore>,
     /// Signalled when a slot frees up, for a claim loop that found every slot taken.
     freed: Notify,
@@ -140,6 +141,7 @@ enum SendAction {
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)] // each is a separate collaborator, named at the call
     pub fn new(
         store: Arc<dyn Store>,
         webhooks: Arc<Webhooks>,
@@ -148,6 +150,7 @@ impl Worker {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
         owner: String,
+        ops: crate::ops::Ops,
     ) -> anyhow::Result<Worker> {
         Ok(Worker {
             metrics,
@@ -169,6 +172,7 @@ impl Worker {
             on_wire: Mutex::default(),
             paces: Mutex::default(),
             failing: Mutex::default(),
+            ops,
             freed: Notify::new(),
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
@@ -323,17 +327,30 @@ impl Worker {
     }
 
     /// An attempt to `webhook` succeeded: it is not failing any more.
-    async fn note_success(&self, webhook: &Webhook) {
-        let was_failing = self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(&webhook.config.id).is_some();
-        if was_failing && let Err(error) = self.store.webhook_succeeded(&webhook.config.id).await {
+    async fn note_success(&self, webhook: &Webhook, operational: bool) {
+        let failing_since = self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(&webhook.config.id);
+        let Some(failing_since_ms) = failing_since else { return };
+        if let Err(error) = self.store.webhook_succeeded(&webhook.config.id).await {
             tracing::warn!(webhook = webhook.config.id, %error, "recording that the webhook recovered failed");
         }
+        if !operational {
+            let webhook = webhook.config.id.clone();
+            self.ops.emit(crate::ops::Happening::WebhookRecovered { webhook, failing_since_ms });
+        }
+    }
+
+    fn emit_disabled(&self, webhook: &Webhook, reason: &str) {
+        self.ops.emit(crate::ops::Happening::WebhookDisabled {
+            webhook: webhook.config.id.clone(),
+            url: webhook.config.url.clone(),
+            reason: reason.to_string(),
+        });
     }
 
     /// An attempt to `webhook` failed. Once every attempt has failed for its `disable_after`
     /// (on any host: the store keeps since when), it is disabled, as a `410 Gone` disables
     /// it; its queued deliveries wait.
-    async fn note_failure(&self, webhook: &Webhook) {
+    async fn note_failure(&self, webhook: &Webhook, operational: bool) {
         let id = &webhook.config.id;
         let limit = webhook.policy.disable_after.unwrap_or(self.config.disable_after);
         let limit_ms = limit.as_millis() as i64;
@@ -363,6 +380,9 @@ impl Worker {
         self.webhooks.disable(webhook, &reason);
         if let Err(error) = self.store.disable_webhook(id, &webhook.config.url, &reason).await {
             tracing::error!(%error, "persisting the disabled webhook failed");
+        }
+        if !operational {
+            self.emit_disabled(webhook, &reason);
         }
     }
 
@@ -463,7 +483,23 @@ impl Worker {
     /// waits for its webhook's wire).
     async fn process(&self, delivery: DueDelivery, permit: &mut Option<OwnedSemaphorePermit>) {
         let id = delivery.id.clone();
+        let (webhook_id, event_id) = (delivery.webhook_id.clone(), delivery.event.id.clone());
+        let operational = delivery.event.event_type.starts_with(crate::ops::PREFIX);
         let update = self.work(delivery, permit).await;
+        // Deliveries of operational events never cause more of them.
+        if !operational {
+            let (delivery, event, reason) = (id.clone(), event_id, update.reason.clone().unwrap_or_default());
+            let webhook = webhook_id;
+            match update.state {
+                DeliveryState::Dead => {
+                    self.ops.emit(crate::ops::Happening::DeliveryDead { webhook, delivery, event, reason })
+                }
+                DeliveryState::Held => {
+                    self.ops.emit(crate::ops::Happening::DeliveryHeld { webhook, delivery, event, reason })
+                }
+                _ => {}
+            }
+        }
         if let Some(attempt) = &update.attempt {
             self.metrics.attempt(attempt.status, attempt.latency_ms as f64 / 1000.0);
         }
@@ -574,9 +610,10 @@ impl Worker {
             update.transformed = Some(transformed);
         }
         let verdict = retry::verdict(result.status);
+        let operational = delivery.event.event_type.starts_with(crate::ops::PREFIX);
         match verdict {
-            Verdict::Delivered => self.note_success(&webhook).await,
-            Verdict::Retry => self.note_failure(&webhook).await,
+            Verdict::Delivered => self.note_success(&webhook, operational).await,
+            Verdict::Retry => self.note_failure(&webhook, operational).await,
             Verdict::Gone => {}
         }
         match verdict {
@@ -591,6 +628,9 @@ impl Worker {
                 self.webhooks.disable(&webhook, &reason);
                 if let Err(error) = self.store.disable_webhook(&webhook.config.id, &webhook.config.url, &reason).await {
                     tracing::error!(%error, "persisting the disabled webhook failed");
+                }
+                if !operational {
+                    self.emit_disabled(&webhook, &reason);
                 }
                 update.state = DeliveryState::Dead;
                 update.reason = Some(reason);
@@ -749,6 +789,7 @@ mod tests {
             Arc::default(),
             Arc::default(),
             "worker".into(),
+            crate::ops::Ops::new().0,
         );
         Arc::new(worker.unwrap())
     }
