@@ -24,6 +24,11 @@ const COMPREHENSIONS: &[&str] = &["all", "exists", "exists_one", "map", "filter"
 /// A compiled filter.
 pub struct Filter {
     program: cel::Program,
+    /// The parts of `data` the expression reads: only those are turned into CEL's values.
+    reads: Reads,
+    /// Which of the event's fields it names (`id`, `type`, `timestamp`, `data`): only those
+    /// become variables.
+    variables: [bool; 4],
 }
 
 impl std::fmt::Debug for Filter {
@@ -55,19 +60,30 @@ impl Filter {
                  product of two lists); split the condition"
             ));
         }
-        Ok(Filter { program })
+        let references = program.references();
+        let variables = ["id", "type", "timestamp", "data"].map(|name| references.has_variable(name));
+        Ok(Filter { reads: reads_of_data(source), variables, program })
     }
 
     /// Whether `event` matches. An expression that does not evaluate to a boolean, or fails
     /// on this event (a missing key: test for it with `has(data.x)`), is an error.
     pub fn matches(&self, event: &Event) -> Result<bool, String> {
-        let data = cel::to_value(Json(&event.data)).map_err(|e| format!("the event's data: {e}"))?;
+        let [id, event_type, timestamp, data] = self.variables;
+        let data = if data { Some(self.data(event)?) } else { None };
         STANDARD_LIBRARY.with(|root| {
             let mut context = root.new_inner_scope();
-            context.add_variable_from_value("id", event.id.as_str());
-            context.add_variable_from_value("type", event.event_type.as_str());
-            context.add_variable_from_value("timestamp", event.timestamp.as_str());
-            context.add_variable_from_value("data", data);
+            if id {
+                context.add_variable_from_value("id", event.id.as_str());
+            }
+            if event_type {
+                context.add_variable_from_value("type", event.event_type.as_str());
+            }
+            if timestamp {
+                context.add_variable_from_value("timestamp", event.timestamp.as_str());
+            }
+            if let Some(data) = data {
+                context.add_variable_from_value("data", data);
+            }
             match self.program.execute(&context) {
                 Ok(cel::Value::Bool(matched)) => Ok(matched),
                 Ok(other) => Err(format!("the filter gave {other:?}, not true or false")),
@@ -75,6 +91,96 @@ impl Filter {
             }
         })
     }
+}
+
+/// What of a JSON value an expression reads: all of it, or some of its fields.
+#[derive(Debug, Clone, PartialEq)]
+enum Reads {
+    Whole,
+    Fields(std::collections::BTreeMap<String, Reads>),
+}
+
+impl Reads {
+    /// Marks `path` (field names from here) as read whole.
+    fn add(&mut self, path: &[&str]) {
+        let Reads::Fields(fields) = self else { return };
+        match path {
+            [] => *self = Reads::Whole,
+            [first, rest @ ..] => {
+                fields.entry(first.to_string()).or_insert_with(|| Reads::Fields(Default::default())).add(rest)
+            }
+        }
+    }
+}
+
+/// The parts of `data` that `source` reads, from its `data.a.b` paths outside string
+/// literals. A path followed by a call or an index is read whole from its last field before
+/// the call (`data.labels.exists(...)` reads `labels`); `data` used any other way is read
+/// whole.
+fn reads_of_data(source: &str) -> Reads {
+    let bytes = source.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut reads = Reads::Fields(Default::default());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'd' if source[i..].starts_with("data")
+                && (i == 0 || !is_ident(bytes[i - 1]) && bytes[i - 1] != b'.')
+                && !bytes.get(i + 4).is_some_and(|&b| is_ident(b)) =>
+            {
+                let mut path = Vec::new();
+                let mut end = i + 4;
+                while bytes.get(end) == Some(&b'.') {
+                    let start = end + 1;
+                    let mut stop = start;
+                    while stop < bytes.len() && is_ident(bytes[stop]) {
+                        stop += 1;
+                    }
+                    if stop == start {
+                        break;
+                    }
+                    path.push(&source[start..stop]);
+                    end = stop;
+                }
+                let next = source[end..].trim_start().as_bytes().first().copied();
+                if next == Some(b'(') {
+                    path.pop();
+                }
+                if path.is_empty() {
+                    return Reads::Whole;
+                }
+                reads.add(&path);
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    reads
+}
+
+/// The parts of the JSON `raw` that `reads` names, as a JSON value; fields absent from
+/// `raw` stay absent.
+fn prune(raw: &serde_json::value::RawValue, reads: &Reads) -> Result<serde_json::Value, serde_json::Error> {
+    let Reads::Fields(wanted) = reads else { return serde_json::from_str(raw.get()) };
+    let Ok(object) = serde_json::from_str::<std::collections::HashMap<String, &serde_json::value::RawValue>>(raw.get())
+    else {
+        // Not an object: the expression will find no fields in it, whole or pruned.
+        return serde_json::from_str(raw.get());
+    };
+    let mut kept = serde_json::Map::new();
+    for (name, reads) in wanted {
+        if let Some(value) = object.get(name) {
+            kept.insert(name.clone(), prune(value, reads)?);
+        }
+    }
+    Ok(serde_json::Value::Object(kept))
 }
 
 /// JSON text that serializes as the value it holds: turned into CEL's values as it is
@@ -85,6 +191,22 @@ impl serde::Serialize for Json<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut json = serde_json::Deserializer::from_str(self.0);
         serde_transcode::transcode(&mut json, serializer)
+    }
+}
+
+impl Filter {
+    /// The parts of the event's data the expression reads, as CEL's values.
+    fn data(&self, event: &Event) -> Result<cel::Value, String> {
+        let data = match &self.reads {
+            Reads::Whole => cel::to_value(Json(&event.data)),
+            fields => {
+                let raw: &serde_json::value::RawValue =
+                    serde_json::from_str(&event.data).map_err(|e| format!("the event's data is not JSON: {e}"))?;
+                cel::to_value(prune(raw, fields).map_err(|e| format!("the event's data is not JSON: {e}"))?)
+            }
+        }
+        .map_err(|e| format!("the event's data: {e}"))?;
+        Ok(data)
     }
 }
 
@@ -166,6 +288,33 @@ mod tests {
         assert!(Filter::compile("").is_err());
         assert!(Filter::compile(&"a".repeat(MAX_LENGTH + 1)).unwrap_err().contains("at most 1024"));
         assert!(Filter::compile(r#"data.x.all(a, a == "y.exists(b, b)")"#).is_ok(), "inside a string");
+    }
+
+    #[test]
+    fn only_the_fields_an_expression_reads_are_converted() {
+        let reads = reads_of_data(
+            r#"data.conversation.priority == "urgent" && "vip" in data.conversation.labels && data.x.exists(a, a > 1) && has(data.y.z) && "data.no" != """#,
+        );
+        let fields =
+            |pairs: Vec<(&str, Reads)>| Reads::Fields(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let expected = fields(vec![
+            ("conversation", fields(vec![("labels", Reads::Whole), ("priority", Reads::Whole)])),
+            ("x", Reads::Whole),
+            ("y", fields(vec![("z", Reads::Whole)])),
+        ]);
+        assert_eq!(reads, expected);
+        assert_eq!(reads_of_data("data.size() > 2"), Reads::Whole);
+        assert_eq!(reads_of_data("data == {}"), Reads::Whole);
+        assert_eq!(reads_of_data(r#"data["a"] == 1"#), Reads::Whole);
+        let pruned = prune(
+            serde_json::from_str(
+                r#"{"conversation": {"priority": "urgent", "labels": ["vip"], "big": [1, 2]}, "y": 3}"#,
+            )
+            .unwrap(),
+            &expected,
+        )
+        .unwrap();
+        assert_eq!(pruned, serde_json::json!({"conversation": {"priority": "urgent", "labels": ["vip"]}, "y": 3}));
     }
 
     #[test]
