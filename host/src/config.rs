@@ -204,6 +204,9 @@ pub struct WebhookPolicy {
 /// The longest per-webhook `timeout`: past it a delivery's lease (five timeouts) would span
 /// most of an hour.
 const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest retry delay or `disable_after` accepted: past it the arithmetic on times would
+/// overflow, and "never" is what is meant.
+const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The most requests one webhook may have on the wire at once.
 const MAX_WEBHOOK_IN_FLIGHT: usize = 1024;
 
@@ -302,8 +305,11 @@ impl Config {
         if self.store.pool == 0 {
             bail!("invalid config at `store.pool`: must be at least 1");
         }
-        if self.delivery.disable_after < Duration::from_secs(1) {
-            bail!("invalid config at `delivery.disable_after`: must be at least 1s");
+        if self.delivery.disable_after < Duration::from_secs(1) || self.delivery.disable_after > MAX_DELAY {
+            bail!("invalid config at `delivery.disable_after`: must be between 1s and 365d");
+        }
+        if self.delivery.retry_schedule.iter().any(|delay| *delay > MAX_DELAY) {
+            bail!("invalid config at `delivery.retry_schedule`: delays must be at most 365d");
         }
         if self.delivery.max_backlog == 0 {
             bail!("invalid config at `delivery.max_backlog`: must be at least 1");
@@ -421,13 +427,16 @@ impl WebhookConfig {
                 humantime::format_duration(MAX_WEBHOOK_TIMEOUT)
             ));
         }
-        let retry_schedule = match &self.retry_schedule {
+        let retry_schedule: Option<Vec<Duration>> = match &self.retry_schedule {
             Some(schedule) if schedule.is_empty() => return Err("`retry_schedule` needs at least one attempt".into()),
             Some(schedule) => {
                 Some(schedule.iter().map(|text| parse("retry_schedule", text)).collect::<Result<_, _>>()?)
             }
             None => None,
         };
+        if retry_schedule.iter().flatten().any(|delay| *delay > MAX_DELAY) {
+            return Err("`retry_schedule` delays must be at most 365d".into());
+        }
         if let Some(n) = self.max_in_flight
             && !(1..=MAX_WEBHOOK_IN_FLIGHT).contains(&n)
         {
@@ -435,8 +444,8 @@ impl WebhookConfig {
         }
         let rate_limit = self.rate_limit.as_deref().map(str::parse).transpose()?;
         let disable_after = self.disable_after.as_deref().map(|text| parse("disable_after", text)).transpose()?;
-        if disable_after.is_some_and(|d| d < Duration::from_secs(1)) {
-            return Err("`disable_after` must be at least 1s".into());
+        if disable_after.is_some_and(|d| d < Duration::from_secs(1) || d > MAX_DELAY) {
+            return Err("`disable_after` must be between 1s and 365d".into());
         }
         Ok(WebhookPolicy { rate_limit, disable_after, timeout, retry_schedule, max_in_flight: self.max_in_flight })
     }

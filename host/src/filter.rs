@@ -114,53 +114,45 @@ impl Reads {
 }
 
 /// The parts of `data` that `source` reads, from its `data.a.b` paths outside string
-/// literals. A path followed by a call or an index is read whole from its last field before
+/// literals and comments. A path followed by a call or an index is read whole from its last field before
 /// the call (`data.labels.exists(...)` reads `labels`); `data` used any other way is read
 /// whole.
 fn reads_of_data(source: &str) -> Reads {
-    let bytes = source.as_bytes();
+    let code = code_only(source);
+    let bytes = code.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut reads = Reads::Fields(Default::default());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            quote @ (b'"' | b'\'') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
-            }
-            b'd' if source[i..].starts_with("data")
-                && (i == 0 || !is_ident(bytes[i - 1]) && bytes[i - 1] != b'.')
-                && !bytes.get(i + 4).is_some_and(|&b| is_ident(b)) =>
-            {
-                let mut path = Vec::new();
-                let mut end = i + 4;
-                while bytes.get(end) == Some(&b'.') {
-                    let start = end + 1;
-                    let mut stop = start;
-                    while stop < bytes.len() && is_ident(bytes[stop]) {
-                        stop += 1;
-                    }
-                    if stop == start {
-                        break;
-                    }
-                    path.push(&source[start..stop]);
-                    end = stop;
-                }
-                let next = source[end..].trim_start().as_bytes().first().copied();
-                if next == Some(b'(') {
-                    path.pop();
-                }
-                if path.is_empty() {
-                    return Reads::Whole;
-                }
-                reads.add(&path);
-                i = end;
-            }
-            _ => i += 1,
+        let starts_data = code[i..].starts_with("data")
+            && (i == 0 || !is_ident(bytes[i - 1]) && bytes[i - 1] != b'.')
+            && !bytes.get(i + 4).is_some_and(|&b| is_ident(b));
+        if !starts_data {
+            i += 1;
+            continue;
         }
+        let mut path = Vec::new();
+        let mut end = i + 4;
+        while bytes.get(end) == Some(&b'.') {
+            let start = end + 1;
+            let mut stop = start;
+            while stop < bytes.len() && is_ident(bytes[stop]) {
+                stop += 1;
+            }
+            if stop == start {
+                break;
+            }
+            path.push(&code[start..stop]);
+            end = stop;
+        }
+        if code[end..].trim_start().starts_with('(') {
+            path.pop();
+        }
+        if path.is_empty() {
+            return Reads::Whole;
+        }
+        reads.add(&path);
+        i = end;
     }
     reads
 }
@@ -210,23 +202,60 @@ impl Filter {
     }
 }
 
-/// The byte offset of a comprehension inside another one's arguments, if any. String
-/// literals are skipped.
-fn nested_comprehension(source: &str) -> Option<usize> {
+/// `source` with string literals and comments blanked and any other non-ASCII byte made a
+/// space: the same offsets, only code left, safe to slice anywhere.
+fn code_only(source: &str) -> String {
     let bytes = source.as_bytes();
-    // For each open parenthesis: whether it opened a comprehension's arguments.
-    let mut open: Vec<bool> = Vec::new();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut code = bytes.to_vec();
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            quote @ (b'"' | b'\'') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+        let end = if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |n| i + n)
+        } else if matches!(bytes[i], b'"' | b'\'') {
+            // A literal, maybe raw (`r'...'`, no escapes) or triple-quoted.
+            let prefix = bytes[..i].iter().rev().take_while(|b| matches!(b, b'r' | b'R' | b'b' | b'B')).count();
+            let standalone = i == prefix || !is_ident(bytes[i - prefix - 1]);
+            let raw = standalone && bytes[i - prefix..i].iter().any(|b| matches!(b, b'r' | b'R'));
+            let quote = bytes[i];
+            let triple = bytes.get(i + 1) == Some(&quote) && bytes.get(i + 2) == Some(&quote);
+            let mut j = i + if triple { 3 } else { 1 };
+            while j < bytes.len() {
+                if !raw && bytes[j] == b'\\' {
+                    j += 2;
+                } else if triple && bytes[j..].starts_with(&[quote, quote, quote]) {
+                    j += 3;
+                    break;
+                } else if !triple && bytes[j] == quote {
+                    j += 1;
+                    break;
+                } else {
+                    j += 1;
                 }
             }
+            j.min(bytes.len())
+        } else {
+            if !bytes[i].is_ascii() {
+                code[i] = b' ';
+            }
+            i += 1;
+            continue;
+        };
+        code[i..end].fill(b' ');
+        i = end;
+    }
+    String::from_utf8(code).expect("only ASCII is left")
+}
+
+/// The byte offset of a comprehension inside another one's arguments, if any.
+fn nested_comprehension(source: &str) -> Option<usize> {
+    let code = code_only(source);
+    // For each open parenthesis: whether it opened a comprehension's arguments.
+    let mut open: Vec<bool> = Vec::new();
+    for (i, byte) in code.bytes().enumerate() {
+        match byte {
             b'(' => {
-                let before = &source[..i];
+                let before = code[..i].trim_end();
                 let name_start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |p| p + 1);
                 let is_method = before[..name_start].trim_end().ends_with('.');
                 let comprehension = is_method && COMPREHENSIONS.contains(&&before[name_start..]);
@@ -240,7 +269,6 @@ fn nested_comprehension(source: &str) -> Option<usize> {
             }
             _ => {}
         }
-        i += 1;
     }
     None
 }
@@ -288,6 +316,9 @@ mod tests {
         assert!(Filter::compile("").is_err());
         assert!(Filter::compile(&"a".repeat(MAX_LENGTH + 1)).unwrap_err().contains("at most 1024"));
         assert!(Filter::compile(r#"data.x.all(a, a == "y.exists(b, b)")"#).is_ok(), "inside a string");
+        let spaced = Filter::compile("data.a.all (x, data.b.exists (y, y == x))").unwrap_err();
+        assert!(spaced.contains("a comprehension inside another"), "{spaced}");
+        assert!(Filter::compile("data.x == 1 // café(\n").is_ok(), "non-ASCII in a comment");
     }
 
     #[test]
@@ -306,6 +337,9 @@ mod tests {
         assert_eq!(reads_of_data("data.size() > 2"), Reads::Whole);
         assert_eq!(reads_of_data("data == {}"), Reads::Whole);
         assert_eq!(reads_of_data(r#"data["a"] == 1"#), Reads::Whole);
+        let commented = "// don't send tests\ndata.env != 'test' && r'C:\\' != data.drive && '''it's''' != data.x";
+        let whole = |names: &[&str]| Reads::Fields(names.iter().map(|name| (name.to_string(), Reads::Whole)).collect());
+        assert_eq!(reads_of_data(commented), whole(&["drive", "env", "x"]));
         let pruned = prune(
             serde_json::from_str(
                 r#"{"conversation": {"priority": "urgent", "labels": ["vip"], "big": [1, 2]}, "y": 3}"#,

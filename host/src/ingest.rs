@@ -132,7 +132,8 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
 pub async fn accept(state: &AppState, event: Event) -> Result<Response, ApiError> {
     // `events_accepted` counts what producers posted.
     let event_type_is_operational = event.event_type.starts_with(crate::ops::PREFIX);
-    if state.backlog.is_full() {
+    // Operational events report trouble, often exactly when the backlog is full.
+    if state.backlog.is_full() && !event_type_is_operational {
         // A producer retrying an event that was stored still gets its duplicate answer.
         if let Ok(Some(_)) = state.store.event(&event.id).await {
             state.metrics.events_duplicate.inc();

@@ -119,7 +119,15 @@ where
     loop {
         tokio::select! {
             happening = happenings.recv() => {
-                let Some(happening) = happening else { break };
+                let Some(happening) = happening else {
+                    // Every sender is gone: what the open windows counted goes out now.
+                    for (_, (_, count, latest)) in windows.drain() {
+                        if let Some(latest) = latest {
+                            ingest(latest.into_event(count)).await;
+                        }
+                    }
+                    break;
+                };
                 let Some(webhook) = happening.coalesced_per().map(String::from) else {
                     ingest(happening.into_event(1)).await;
                     continue;

@@ -347,10 +347,13 @@ impl Webhooks {
     }
 
     /// Disables a webhook at runtime; it stays disabled until its URL changes.
-    pub fn disable(&self, webhook: &Webhook, reason: &str) {
+    /// Returns whether it was not disabled already (for its current URL).
+    pub fn disable(&self, webhook: &Webhook, reason: &str) -> bool {
         let mut disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
-        disabled.insert(webhook.config.id.clone(), (webhook.config.url.clone(), reason.to_string()));
+        let entry = (webhook.config.url.clone(), reason.to_string());
+        let previous = disabled.insert(webhook.config.id.clone(), entry);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        previous.is_none_or(|(url, _)| url != webhook.config.url)
     }
 
     /// Clears a runtime disable. Returns whether there was one.

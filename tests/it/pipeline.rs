@@ -608,3 +608,29 @@ async fn operational_events_reach_webhooks_subscribed_to_them() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "type");
 }
+
+/// Failures recorded before a restart do not count once the webhook has delivered again: a
+/// later failure starts a new count instead of disabling it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_success_after_a_restart_clears_the_failures_before_it() {
+    let receiver = TestReceiver::start().await;
+    receiver.script("/w", &[Answer::status(500), Answer::status(200), Answer::status(500)], Answer::status(500));
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("w", &receiver.url("/w"), r#"["a.b"]"#, "disable_after = \"2s\"\nretry_schedule = [\"0s\", \"1h\"]"),
+    ]
+    .concat();
+    let mut host = TestHost::start(&config, &[]);
+    host.post_sample_like("a.b", "fails-before-restart").await;
+    receiver.wait_for("/w", 1, SETTLE).await;
+    host.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    host.spawn();
+    host.post_sample_like("a.b", "delivers").await;
+    receiver.wait_for("/w", 2, SETTLE).await;
+    host.post_sample_like("a.b", "fails-again").await;
+    receiver.wait_for("/w", 3, SETTLE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shown = host.get("/v1/webhooks/w").await;
+    assert_eq!(shown["active"], true, "disabled by failures older than its last success: {shown}");
+}

@@ -254,6 +254,11 @@ async fn save_webhook(state: &AppState, config: WebhookConfig, create: bool) -> 
     if !saved {
         return Err(if create { exists(id) } else { changed_meanwhile(id) });
     }
+    // A new URL is a new endpoint: the old one's failures do not count against it.
+    let url_changed = state.webhooks.get(&webhook.config.id).is_some_and(|old| old.config.url != webhook.config.url);
+    if url_changed && let Err(error) = state.store.webhook_succeeded(&webhook.config.id).await {
+        tracing::warn!(webhook = webhook.config.id, %error, "clearing the old URL's failures failed");
+    }
     let body = webhook_json(state, &webhook);
     state.webhooks.upsert(webhook);
     Ok(Json(body).into_response())

@@ -16,6 +16,8 @@ pub struct Pace {
     limit: Option<RateLimit>,
     limiter: Option<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<Instant>>,
+    /// When the rate limit said the next turn would be, at its last refusal.
+    next_turn: Mutex<Option<Instant>>,
 }
 
 impl Pace {
@@ -29,7 +31,7 @@ impl Pace {
                 .allow_burst(NonZeroU32::new(burst as u32).unwrap_or(NonZeroU32::MIN));
             DefaultDirectRateLimiter::direct(quota)
         });
-        Pace { limit, limiter, paused_until: Mutex::new(None) }
+        Pace { limit, limiter, paused_until: Mutex::new(None), next_turn: Mutex::new(None) }
     }
 
     /// The limit this pace was built for.
@@ -47,19 +49,37 @@ impl Pace {
         }
         match &self.limiter {
             None => Ok(()),
-            Some(limiter) => {
-                limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-            }
+            Some(limiter) => limiter.check().map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                *self.next_turn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + wait);
+                wait
+            }),
         }
     }
 
     /// Whether the endpoint asked to be left alone for now.
     pub fn paused(&self) -> bool {
-        self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| until > Instant::now())
+        !self.paused_for().is_zero()
+    }
+
+    /// How long the pause the endpoint asked for still lasts.
+    pub fn paused_for(&self) -> Duration {
+        let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.map(|until| until.saturating_duration_since(Instant::now())).unwrap_or_default()
+    }
+
+    /// Whether no request may go for longer than `limit`: a pause, or the rate limit's next
+    /// turn as its last refusal said.
+    pub fn held_back_beyond(&self, limit: Duration) -> bool {
+        let next_turn = *self.next_turn.lock().unwrap_or_else(|e| e.into_inner());
+        self.paused_for() > limit || next_turn.is_some_and(|at| at.saturating_duration_since(Instant::now()) > limit)
     }
 
     /// Holds every request back for `duration` (the endpoint answered 429).
     pub fn pause(&self, duration: Duration) {
+        if duration.is_zero() {
+            return;
+        }
         let until = Instant::now() + duration;
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         if paused.is_none_or(|current| current < until) {

@@ -42,9 +42,13 @@ const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 /// How soon a delivery for a webhook stored but not yet known here is tried again.
 const UNKNOWN_WEBHOOK_RECHECK: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often a loop with a webhook at its bound (or held back) looks for other work.
+const SATURATED_POLL: Duration = Duration::from_millis(100);
 /// Longest a delivery waits in its task for its webhook's turn (rate limit, 429 pause); a
 /// longer wait puts it back in the queue, due when the turn comes.
 const MAX_TURN_WAIT: Duration = Duration::from_secs(1);
+/// How often, at most, a delivering webhook's failure record is cleared in the store.
+const CLEAR_FAILURES_EVERY: Duration = Duration::from_secs(10);
 /// How long a webhook is held back after a 429 without `Retry-After`.
 const PAUSE_AFTER_429: Duration = Duration::from_secs(1);
 const CLAIM_BATCH: usize = 256;
@@ -70,6 +74,8 @@ pub struct Worker {
     /// Webhooks whose every attempt has failed, and since when (ms), as last read from the
     /// store (which holds it across hosts and restarts).
     failing: Mutex<HashMap<String, i64>>,
+    /// When this host last told the store a webhook delivered.
+    cleared: Mutex<HashMap<String, std::time::Instant>>,
     ops: crate::ops::Ops,
     slots: Arc<Semaphore>,
     /// Signalled when a slot frees up, for a claim loop that found every slot taken.
@@ -172,6 +178,7 @@ impl Worker {
             on_wire: Mutex::default(),
             paces: Mutex::default(),
             failing: Mutex::default(),
+            cleared: Mutex::default(),
             ops,
             freed: Notify::new(),
             tasks: TaskTracker::new(),
@@ -248,7 +255,9 @@ impl Worker {
 
     async fn idle_wait(&self, saturated: bool) -> Duration {
         if saturated {
-            return IDLE_POLL;
+            // What is due may be only the busy webhooks' deliveries; a freed slot wakes the
+            // loop sooner, and others' retries wait at most this long.
+            return SATURATED_POLL;
         }
         match self.store.next_due_ms().await {
             Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
@@ -268,7 +277,8 @@ impl Worker {
             in_flight.iter().filter(|(id, n)| **n >= bound(id)).map(|(id, _)| id.clone()).collect();
         // An endpoint that asked for a pause (429) gets no claims until it ends.
         let paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
-        let paused: Vec<String> = paces.iter().filter(|(_, pace)| pace.paused()).map(|(id, _)| id.clone()).collect();
+        let paused: Vec<String> =
+            paces.iter().filter(|(_, pace)| pace.held_back_beyond(MAX_TURN_WAIT)).map(|(id, _)| id.clone()).collect();
         busy.extend(paused.into_iter().filter(|id| in_flight.get(id).is_none_or(|n| *n < bound(id))));
         drop(paces);
         let open = webhooks
@@ -308,10 +318,12 @@ impl Worker {
         Some(reservation)
     }
 
-    /// The semaphore bounding `webhook`'s requests on the wire (a new one when its bound
-    /// changed: requests on the old one finish under the old bound).
+    /// The semaphore bounding `webhook`'s requests on the wire, sized for the webhook as it is
+    /// now (not as a delivery's older copy has it): made anew once when its bound changed,
+    /// requests on the old one finishing under the old bound.
     fn wire(&self, webhook: &Webhook) -> Arc<Semaphore> {
-        let bound = self.wire_bound(Some(webhook));
+        let current = self.webhooks.get(&webhook.config.id);
+        let bound = self.wire_bound(Some(current.as_deref().unwrap_or(webhook)));
         let mut on_wire = self.on_wire.lock().unwrap_or_else(|e| e.into_inner());
         let entry =
             on_wire.entry(webhook.config.id.clone()).or_insert_with(|| (bound, Arc::new(Semaphore::new(bound))));
@@ -328,14 +340,25 @@ impl Worker {
 
     /// An attempt to `webhook` succeeded: it is not failing any more.
     async fn note_success(&self, webhook: &Webhook, operational: bool) {
-        let failing_since = self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(&webhook.config.id);
-        let Some(failing_since_ms) = failing_since else { return };
-        if let Err(error) = self.store.webhook_succeeded(&webhook.config.id).await {
-            tracing::warn!(webhook = webhook.config.id, %error, "recording that the webhook recovered failed");
+        let id = &webhook.config.id;
+        let failing_since = self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        // Failures recorded by another host, or by this one before a restart, are cleared
+        // too, at most every CLEAR_FAILURES_EVERY per webhook: not a write per delivery.
+        let clear = failing_since.is_some() || {
+            let mut cleared = self.cleared.lock().unwrap_or_else(|e| e.into_inner());
+            let due = cleared.get(id).is_none_or(|at| at.elapsed() >= CLEAR_FAILURES_EVERY);
+            if due {
+                cleared.insert(id.clone(), std::time::Instant::now());
+            }
+            due
+        };
+        if clear && let Err(error) = self.store.webhook_succeeded(id).await {
+            tracing::warn!(webhook = id, %error, "recording that the webhook delivered failed");
         }
-        if !operational {
-            let webhook = webhook.config.id.clone();
-            self.ops.emit(crate::ops::Happening::WebhookRecovered { webhook, failing_since_ms });
+        if let Some(failing_since_ms) = failing_since
+            && !operational
+        {
+            self.ops.emit(crate::ops::Happening::WebhookRecovered { webhook: id.clone(), failing_since_ms });
         }
     }
 
@@ -350,7 +373,7 @@ impl Worker {
     /// An attempt to `webhook` failed. Once every attempt has failed for its `disable_after`
     /// (on any host: the store keeps since when), it is disabled, as a `410 Gone` disables
     /// it; its queued deliveries wait.
-    async fn note_failure(&self, webhook: &Webhook, operational: bool) {
+    async fn note_failure(&self, webhook: &Webhook) {
         let id = &webhook.config.id;
         let limit = webhook.policy.disable_after.unwrap_or(self.config.disable_after);
         let limit_ms = limit.as_millis() as i64;
@@ -376,23 +399,26 @@ impl Worker {
             "every attempt failed for {} (since {since_text}); webhook disabled",
             humantime::format_duration(limit)
         );
+        if !self.webhooks.disable(webhook, &reason) {
+            return;
+        }
         tracing::warn!(webhook = id, url = webhook.config.url, reason, "disabling the webhook");
-        self.webhooks.disable(webhook, &reason);
         if let Err(error) = self.store.disable_webhook(id, &webhook.config.url, &reason).await {
             tracing::error!(%error, "persisting the disabled webhook failed");
         }
-        if !operational {
-            self.emit_disabled(webhook, &reason);
-        }
+        self.emit_disabled(webhook, &reason);
     }
 
-    /// `webhook`'s pace, made anew when its rate limit changed.
+    /// `webhook`'s pace, made anew (keeping any pause) when its current rate limit changed.
     fn pace(&self, webhook: &Webhook) -> Arc<Pace> {
-        let limit = webhook.policy.rate_limit;
+        let current = self.webhooks.get(&webhook.config.id);
+        let limit = current.as_deref().unwrap_or(webhook).policy.rate_limit;
         let mut paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
         let pace = paces.entry(webhook.config.id.clone()).or_insert_with(|| Arc::new(Pace::new(limit)));
         if pace.limit() != limit {
-            *pace = Arc::new(Pace::new(limit));
+            let renewed = Pace::new(limit);
+            renewed.pause(pace.paused_for());
+            *pace = Arc::new(renewed);
         }
         pace.clone()
     }
@@ -406,12 +432,15 @@ impl Worker {
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), (Duration, String)> {
         let pace = self.pace(webhook);
+        let mut waited = Duration::ZERO;
         loop {
             match pace.try_take() {
                 Ok(()) => break,
-                Err(wait) if wait <= MAX_TURN_WAIT => {
+                // In all, never longer than MAX_TURN_WAIT: the lease allows for no more.
+                Err(wait) if waited + wait <= MAX_TURN_WAIT => {
                     self.give_back_slot(permit);
                     tokio::time::sleep(wait).await;
+                    waited += wait;
                 }
                 Err(wait) => {
                     let why = match (pace.paused(), webhook.config.rate_limit.as_deref()) {
@@ -595,6 +624,16 @@ impl Worker {
         };
 
         let on_wire = self.wait_for_wire(&webhook, permit).await;
+        // The endpoint may have asked for a pause (429) while this one waited for the wire.
+        if self.pace(&webhook).paused() {
+            update.state = DeliveryState::Retrying;
+            update.next_attempt_at_ms = now_ms() + self.pace(&webhook).paused_for().as_millis() as i64;
+            update.reason = Some("waiting: the endpoint answered 429 Too Many Requests".into());
+            if first_time {
+                update.transformed = Some(transformed);
+            }
+            return update;
+        }
         let (_, result) = self.sign_and_send(&webhook, &delivery.id, &transformed).await;
         drop(on_wire);
         let attempts_made = delivery.attempts + 1;
@@ -613,7 +652,7 @@ impl Worker {
         let operational = delivery.event.event_type.starts_with(crate::ops::PREFIX);
         match verdict {
             Verdict::Delivered => self.note_success(&webhook, operational).await,
-            Verdict::Retry => self.note_failure(&webhook, operational).await,
+            Verdict::Retry => self.note_failure(&webhook).await,
             Verdict::Gone => {}
         }
         match verdict {
@@ -625,11 +664,13 @@ impl Worker {
                     url = webhook.config.url,
                     "410 Gone: disabling the webhook"
                 );
-                self.webhooks.disable(&webhook, &reason);
+                let newly = self.webhooks.disable(&webhook, &reason);
                 if let Err(error) = self.store.disable_webhook(&webhook.config.id, &webhook.config.url, &reason).await {
                     tracing::error!(%error, "persisting the disabled webhook failed");
                 }
-                if !operational {
+                // Once per disable, whatever the delivery carried: a disabled webhook gets no
+                // more deliveries, so this cannot loop.
+                if newly {
                     self.emit_disabled(&webhook, &reason);
                 }
                 update.state = DeliveryState::Dead;

@@ -531,6 +531,7 @@ pub async fn create_webhook(db: &impl GenericClient, clock: Clock, id: &str, def
 pub async fn delete_webhook(db: &impl GenericClient, id: &str) -> anyhow::Result<bool> {
     // Its runtime disable goes with it: a new webhook of that id starts enabled.
     db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = $1", &[&id]).await?;
+    db.execute("DELETE FROM failing_webhooks WHERE webhook_id = $1", &[&id]).await?;
     Ok(db.execute("DELETE FROM webhooks WHERE id = $1", &[&id]).await? > 0)
 }
 

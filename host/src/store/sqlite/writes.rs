@@ -343,5 +343,6 @@ pub fn create_webhook(db: &Connection, id: &str, definition: &str) -> anyhow::Re
 pub fn delete_webhook(db: &Connection, id: &str) -> anyhow::Result<bool> {
     // Its runtime disable goes with it: a new webhook of that id starts enabled.
     db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [id])?;
+    db.execute("DELETE FROM failing_webhooks WHERE webhook_id = ?1", [id])?;
     Ok(db.execute("DELETE FROM webhooks WHERE id = ?1", [id])? > 0)
 }
