@@ -158,21 +158,81 @@ fn reads_of_data(source: &str) -> Reads {
 }
 
 /// The parts of the JSON `raw` that `reads` names, as a JSON value; fields absent from
-/// `raw` stay absent.
+/// `raw` stay absent, and the others are skipped without being built.
 fn prune(raw: &serde_json::value::RawValue, reads: &Reads) -> Result<serde_json::Value, serde_json::Error> {
-    let Reads::Fields(wanted) = reads else { return serde_json::from_str(raw.get()) };
-    let Ok(object) = serde_json::from_str::<std::collections::HashMap<String, &serde_json::value::RawValue>>(raw.get())
-    else {
-        // Not an object: the expression will find no fields in it, whole or pruned.
-        return serde_json::from_str(raw.get());
-    };
-    let mut kept = serde_json::Map::new();
-    for (name, reads) in wanted {
-        if let Some(value) = object.get(name) {
-            kept.insert(name.clone(), prune(value, reads)?);
+    use serde::de::DeserializeSeed;
+    let mut json = serde_json::Deserializer::from_str(raw.get());
+    let value = Pruned(reads).deserialize(&mut json)?;
+    json.end()?;
+    Ok(value)
+}
+
+/// Deserializes a JSON value keeping only what a [`Reads`] names.
+struct Pruned<'r>(&'r Reads);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pruned<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<serde_json::Value, D::Error> {
+        match self.0 {
+            Reads::Whole => serde::Deserialize::deserialize(deserializer),
+            Reads::Fields(_) => deserializer.deserialize_any(self),
         }
     }
-    Ok(serde_json::Value::Object(kept))
+}
+
+impl<'de> serde::de::Visitor<'de> for Pruned<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<serde_json::Value, A::Error> {
+        let Reads::Fields(wanted) = self.0 else { unreachable!("only fields are visited") };
+        let mut kept = serde_json::Map::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match wanted.get(key.as_ref()) {
+                Some(reads) => {
+                    let value = map.next_value_seed(Pruned(reads))?;
+                    kept.insert(key.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(serde_json::Value::Object(kept))
+    }
+
+    // Not an object: the expression finds no fields in it, whole or pruned.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<serde_json::Value, A::Error> {
+        serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::String(value.to_string()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Bool(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<serde_json::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<serde_json::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
 }
 
 /// JSON text that serializes as the value it holds: turned into CEL's values as it is
