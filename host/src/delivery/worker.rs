@@ -268,27 +268,19 @@ impl Worker {
     /// The webhooks at their bound, and how many more deliveries the others can start.
     fn webhook_slots(&self) -> (Vec<String>, usize) {
         let webhooks = self.webhooks.all();
+        let bound = |webhook: Option<&Webhook>| self.wire_bound(webhook) * PIPELINE_DEPTH;
+        let bounds: HashMap<&str, usize> = webhooks.iter().map(|w| (w.config.id.as_str(), bound(Some(w)))).collect();
         let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let bound = |id: &str| {
-            let webhook = webhooks.iter().find(|w| w.config.id == id);
-            self.wire_bound(webhook.map(|w| &**w)) * PIPELINE_DEPTH
-        };
-        let mut busy: Vec<String> =
-            in_flight.iter().filter(|(id, n)| **n >= bound(id)).map(|(id, _)| id.clone()).collect();
-        // An endpoint that asked for a pause (429) gets no claims until it ends.
+        let at_bound = |id: &str, n: usize| n >= bounds.get(id).copied().unwrap_or_else(|| bound(None));
+        let mut busy: std::collections::BTreeSet<String> =
+            in_flight.iter().filter(|(id, n)| at_bound(id, **n)).map(|(id, _)| id.clone()).collect();
+        // An endpoint held back (a 429 pause, a far rate-limit turn) gets no claims meanwhile.
         let paces = self.paces.lock().unwrap_or_else(|e| e.into_inner());
-        let paused: Vec<String> =
-            paces.iter().filter(|(_, pace)| pace.held_back_beyond(MAX_TURN_WAIT)).map(|(id, _)| id.clone()).collect();
-        busy.extend(paused.into_iter().filter(|id| in_flight.get(id).is_none_or(|n| *n < bound(id))));
+        busy.extend(paces.iter().filter(|(_, pace)| pace.held_back_beyond(MAX_TURN_WAIT)).map(|(id, _)| id.clone()));
         drop(paces);
-        let open = webhooks
-            .iter()
-            .map(|webhook| {
-                let taken = in_flight.get(&webhook.config.id).copied().unwrap_or(0);
-                (self.wire_bound(Some(webhook)) * PIPELINE_DEPTH).saturating_sub(taken)
-            })
-            .sum();
-        (busy, open)
+        let open =
+            bounds.iter().map(|(id, bound)| bound.saturating_sub(in_flight.get(*id).copied().unwrap_or(0))).sum();
+        (busy.into_iter().collect(), open)
     }
 
     /// A webhook's requests on the wire at once: its own `max_in_flight`, else
@@ -429,9 +421,9 @@ impl Worker {
     async fn take_turn(
         &self,
         webhook: &Webhook,
+        pace: &Pace,
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), (Duration, String)> {
-        let pace = self.pace(webhook);
         let mut waited = Duration::ZERO;
         loop {
             match pace.try_take() {
@@ -597,7 +589,8 @@ impl Worker {
             update.reason = Some(rejected);
             return update;
         }
-        if let Err((wait, why)) = self.take_turn(&webhook, permit).await {
+        let pace = self.pace(&webhook);
+        if let Err((wait, why)) = self.take_turn(&webhook, &pace, permit).await {
             update.state =
                 if delivery.transformed.is_some() { DeliveryState::Retrying } else { DeliveryState::Pending };
             update.next_attempt_at_ms = now_ms() + wait.as_millis() as i64;
@@ -625,9 +618,9 @@ impl Worker {
 
         let on_wire = self.wait_for_wire(&webhook, permit).await;
         // The endpoint may have asked for a pause (429) while this one waited for the wire.
-        if self.pace(&webhook).paused() {
+        if pace.paused() {
             update.state = DeliveryState::Retrying;
-            update.next_attempt_at_ms = now_ms() + self.pace(&webhook).paused_for().as_millis() as i64;
+            update.next_attempt_at_ms = now_ms() + pace.paused_for().as_millis() as i64;
             update.reason = Some("waiting: the endpoint answered 429 Too Many Requests".into());
             if first_time {
                 update.transformed = Some(transformed);
@@ -679,7 +672,7 @@ impl Worker {
             Verdict::Retry => {
                 if result.status == Some(429) {
                     let pause = result.retry_after.unwrap_or(PAUSE_AFTER_429).min(self.config.max_retry_after);
-                    self.pace(&webhook).pause(pause);
+                    pace.pause(pause);
                     tracing::info!(
                         webhook = webhook.config.id,
                         pause_ms = pause.as_millis() as u64,
