@@ -20,7 +20,7 @@ use crate::reload::{self, Reloader};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, retention};
-use crate::webhooks::{Source, StoredWebhook, Webhook, Webhooks};
+use crate::webhooks::{Source, Webhook, Webhooks};
 
 /// Runs the server on `listener` until `shutdown` resolves, then stops taking events,
 /// lets in-flight deliveries finish (or releases them) and returns. `config_path` is watched
@@ -62,30 +62,8 @@ pub async fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let shared_store = config.store.backend == StoreBackend::Postgres;
     let secret_files = (!shared_store).then_some(data_dir.as_path());
-    for (id, definition) in store.stored_webhooks().await? {
-        // One bad row (say, written by a newer binary) must not keep the host from starting;
-        // that webhook's deliveries wait, never lost, until it can be read.
-        let resolved = StoredWebhook::parse(&definition).and_then(|stored| Webhook::from_store(stored, secret_files));
-        let webhook = match resolved {
-            Ok(webhook) => webhook,
-            Err(error) => {
-                tracing::error!(
-                    webhook = id,
-                    error = format!("{error:#}"),
-                    "a stored webhook cannot be read; it is left out"
-                );
-                continue;
-            }
-        };
-        if webhooks.iter().any(|w| w.config.id == webhook.config.id) {
-            tracing::error!(
-                webhook = id,
-                "a webhook created through the API has the id of one in the config file; the config file's wins"
-            );
-            continue;
-        }
-        webhooks.push(webhook);
-    }
+    let config_ids = webhooks.iter().map(|w| w.config.id.clone()).collect();
+    webhooks.extend(crate::webhooks::from_stored_rows(&store.stored_webhooks().await?, &config_ids, secret_files));
     let webhooks = Arc::new(Webhooks::new(webhooks, disabled));
     for webhook in webhooks.all().iter() {
         if let Some(reason) = webhooks.disabled_reason(webhook) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use crate::store::{ChangeSignals, DisabledWebhook, Store};
-use crate::webhooks::{Source, StoredWebhook, Webhook, Webhooks};
+use crate::webhooks::{Source, Webhooks};
 
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
@@ -68,19 +68,7 @@ pub async fn run(
 fn apply(webhooks: &Webhooks, generation: u64, (stored, disabled): &Snapshot) -> bool {
     let from_config: HashSet<String> =
         webhooks.all().iter().filter(|w| w.source == Source::Config).map(|w| w.config.id.clone()).collect();
-    let mut api = Vec::new();
-    for (id, definition) in stored {
-        if from_config.contains(id) {
-            continue;
-        }
-        let resolved = StoredWebhook::parse(definition).and_then(|stored| Webhook::from_store(stored, None));
-        match resolved {
-            Ok(webhook) => api.push(webhook),
-            Err(error) => {
-                tracing::error!(webhook = id, error = %format!("{error:#}"), "a webhook stored by another host is not valid here")
-            }
-        }
-    }
+    let api = crate::webhooks::from_stored_rows(stored, &from_config, None);
     let disabled = disabled.iter().map(|(id, d)| (id.clone(), (d.url.clone(), d.reason.clone()))).collect();
     webhooks.replace_from_store(generation, api, disabled)
 }

@@ -92,6 +92,38 @@ impl StoredWebhook {
     }
 }
 
+/// The webhooks created through the API, from the store's `(id, definition)` rows, ready to
+/// use. A row that cannot be read (say, written by a newer binary) is logged and left out:
+/// that webhook's deliveries wait, never lost, until it can be read. So is one whose id is in
+/// `config_ids`: the config file's webhook wins.
+pub fn from_stored_rows(
+    rows: &[(String, String)],
+    config_ids: &std::collections::HashSet<String>,
+    secret_files: Option<&Path>,
+) -> Vec<Webhook> {
+    let mut webhooks = Vec::new();
+    for (id, definition) in rows {
+        if config_ids.contains(id) {
+            tracing::error!(
+                webhook = id,
+                "a webhook created through the API has the id of one in the config file; the config file's wins"
+            );
+            continue;
+        }
+        match StoredWebhook::parse(definition).and_then(|stored| Webhook::from_store(stored, secret_files)) {
+            Ok(webhook) => webhooks.push(webhook),
+            Err(error) => {
+                tracing::error!(
+                    webhook = id,
+                    error = format!("{error:#}"),
+                    "a stored webhook cannot be read; it is left out"
+                )
+            }
+        }
+    }
+    webhooks
+}
+
 impl Webhook {
     /// Builds a webhook, taking its secret from the config, else from
     /// `<data_dir>/secrets/<id>`, else generating one and writing it there (mode 0600).
