@@ -63,21 +63,7 @@ impl AdminClient {
                 shown["secret"] == secret.as_str()
             }
         };
-        let fields = [
-            "url",
-            "events",
-            "plugin",
-            "plugin_config",
-            "headers",
-            "enabled",
-            "filter",
-            "rate_limit",
-            "disable_after",
-            "timeout",
-            "retry_schedule",
-            "max_in_flight",
-        ];
-        if same_secret && fields.iter().all(|field| current[field] == body[field]) {
+        if same_secret && WebhookConfig::SHOWN_FIELDS.iter().all(|field| current[field] == body[field]) {
             return Ok(Applied::Unchanged);
         }
         self.request(reqwest::Method::PUT, &path, Some(&body)).await?;

@@ -356,6 +356,24 @@ impl Config {
 }
 
 impl WebhookConfig {
+    /// Every field of a definition but `secret`: what `GET /v1/webhooks/{id}` shows of it
+    /// (`null` where unset), and what `hookwasm webhooks apply` compares.
+    pub const SHOWN_FIELDS: &[&str] = &[
+        "id",
+        "url",
+        "events",
+        "plugin",
+        "plugin_config",
+        "headers",
+        "enabled",
+        "filter",
+        "rate_limit",
+        "disable_after",
+        "timeout",
+        "retry_schedule",
+        "max_in_flight",
+    ];
+
     /// Checks the entry against the delivery rules; the message names the field at fault.
     pub fn validate(&self, delivery: &DeliveryConfig) -> Result<(), String> {
         if self.id.is_empty()
@@ -521,6 +539,24 @@ mod tests {
         let config = load("", &[("HOOKWASM_STORE_RETENTION", "36h")]).unwrap();
         assert_eq!(config.store.retention, Duration::from_secs(36 * 3600));
         assert_eq!(config.delivery.max_backlog, 1_000_000);
+    }
+
+    /// What the API shows of a webhook is every field of its definition but its secret.
+    #[test]
+    fn shown_fields_are_the_definition_but_its_secret() {
+        let full: WebhookConfig = serde_json::from_value(serde_json::json!({
+            "id": "a", "url": "https://x.example", "events": ["a.b"], "plugin": "p", "plugin_config": {},
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "enabled": true, "headers": {}, "filter": "true",
+            "rate_limit": "1/s", "disable_after": "1d", "timeout": "1s", "retry_schedule": ["0s"], "max_in_flight": 1,
+        }))
+        .unwrap();
+        let serialized = serde_json::to_value(&full).unwrap();
+        let mut fields: Vec<&str> = serialized.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.retain(|field| *field != "secret");
+        let mut shown = WebhookConfig::SHOWN_FIELDS.to_vec();
+        fields.sort();
+        shown.sort();
+        assert_eq!(fields, shown);
     }
 
     #[test]

@@ -138,26 +138,17 @@ pub async fn replay(
 
 /// A webhook as operators see it: never its secret.
 fn webhook_json(state: &AppState, webhook: &crate::webhooks::Webhook) -> serde_json::Value {
-    let config = &webhook.config;
-    json!({
-        "id": config.id,
-        "url": config.url,
-        "events": config.events,
-        "plugin": config.plugin,
-        "plugin_config": config.plugin_config,
-        "headers": config.headers,
-        "filter": config.filter,
-        "rate_limit": config.rate_limit,
-        "disable_after": config.disable_after,
-        "timeout": config.timeout,
-        "retry_schedule": config.retry_schedule,
-        "max_in_flight": config.max_in_flight,
-        "enabled": config.enabled,
+    let definition = serde_json::to_value(&webhook.config).unwrap_or_default();
+    let mut shown = json!({
         "active": state.webhooks.is_active(webhook),
         "disabled_reason": state.webhooks.disabled_reason(webhook),
         "source": webhook.source,
         "read_only": webhook.source == crate::webhooks::Source::Config,
-    })
+    });
+    for field in WebhookConfig::SHOWN_FIELDS {
+        shown[*field] = definition.get(*field).cloned().unwrap_or_default();
+    }
+    shown
 }
 
 fn find_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webhooks::Webhook>, ApiError> {
