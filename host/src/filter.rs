@@ -8,6 +8,9 @@
 //! `filter`) may not sit inside another, so an evaluation walks each list in the event at
 //! most a few times over, never once per element of another list.
 
+use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt};
+use cel::common::value::Val;
+
 use crate::model::Event;
 
 /// The longest filter accepted, in bytes.
@@ -82,7 +85,7 @@ impl Filter {
                 context.add_variable_from_value("timestamp", event.timestamp.as_str());
             }
             if let Some(data) = data {
-                context.add_variable_from_value("data", data);
+                context.add_variable_as_val("data", data);
             }
             match self.program.execute(&context) {
                 Ok(cel::Value::Bool(matched)) => Ok(matched),
@@ -157,108 +160,86 @@ fn reads_of_data(source: &str) -> Reads {
     reads
 }
 
-/// The parts of the JSON `raw` that `reads` names, as a JSON value; fields absent from
-/// `raw` stay absent, and the others are skipped without being built.
-fn prune(raw: &serde_json::value::RawValue, reads: &Reads) -> Result<serde_json::Value, serde_json::Error> {
-    use serde::de::DeserializeSeed;
-    let mut json = serde_json::Deserializer::from_str(raw.get());
-    let value = Pruned(reads).deserialize(&mut json)?;
-    json.end()?;
-    Ok(value)
-}
-
-/// Deserializes a JSON value keeping only what a [`Reads`] names.
-struct Pruned<'r>(&'r Reads);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Pruned<'_> {
-    type Value = serde_json::Value;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<serde_json::Value, D::Error> {
-        match self.0 {
-            Reads::Whole => serde::Deserialize::deserialize(deserializer),
-            Reads::Fields(_) => deserializer.deserialize_any(self),
-        }
+impl Filter {
+    /// The parts of the event's data the expression reads, as CEL's runtime values, built
+    /// while the JSON is parsed: nothing it does not name is built at all.
+    fn data(&self, event: &Event) -> Result<Box<dyn Val>, String> {
+        use serde::de::DeserializeSeed;
+        let mut json = serde_json::Deserializer::from_str(&event.data);
+        let value = CelValue(&self.reads).deserialize(&mut json).and_then(|value| json.end().map(|()| value));
+        value.map_err(|e| format!("the event's data is not JSON: {e}"))
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Pruned<'_> {
-    type Value = serde_json::Value;
+/// Deserializes a JSON value into CEL's runtime values, keeping only what a [`Reads`] names:
+/// fields absent from the JSON stay absent, and the others are skipped without being built.
+struct CelValue<'r>(&'r Reads);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CelValue<'_> {
+    type Value = Box<dyn Val>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Box<dyn Val>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CelValue<'_> {
+    type Value = Box<dyn Val>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("JSON")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<serde_json::Value, A::Error> {
-        let Reads::Fields(wanted) = self.0 else { unreachable!("only fields are visited") };
-        let mut kept = serde_json::Map::new();
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Box<dyn Val>, A::Error> {
+        let mut kept = std::collections::HashMap::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match wanted.get(key.as_ref()) {
-                Some(reads) => {
-                    let value = map.next_value_seed(Pruned(reads))?;
-                    kept.insert(key.into_owned(), value);
-                }
-                None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
+            let reads = match self.0 {
+                Reads::Whole => &Reads::Whole,
+                Reads::Fields(wanted) => match wanted.get(key.as_ref()) {
+                    Some(reads) => reads,
+                    None => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    }
+                },
+            };
+            let value = map.next_value_seed(CelValue(reads))?;
+            kept.insert(CelMapKey::from(key.into_owned()), value);
         }
-        Ok(serde_json::Value::Object(kept))
+        Ok(Box::new(CelMap::from(kept)))
     }
 
-    // Not an object: the expression finds no fields in it, whole or pruned.
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<serde_json::Value, A::Error> {
-        serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<serde_json::Value, E> {
-        Ok(serde_json::Value::String(value.to_string()))
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<serde_json::Value, E> {
-        Ok(serde_json::Value::Bool(value))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<serde_json::Value, E> {
-        Ok(value.into())
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<serde_json::Value, E> {
-        Ok(value.into())
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<serde_json::Value, E> {
-        Ok(serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number))
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<serde_json::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-}
-
-/// JSON text that serializes as the value it holds: turned into CEL's values as it is
-/// parsed, without building a `serde_json::Value` first.
-struct Json<'a>(&'a str);
-
-impl serde::Serialize for Json<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut json = serde_json::Deserializer::from_str(self.0);
-        serde_transcode::transcode(&mut json, serializer)
-    }
-}
-
-impl Filter {
-    /// The parts of the event's data the expression reads, as CEL's values.
-    fn data(&self, event: &Event) -> Result<cel::Value, String> {
-        let data = match &self.reads {
-            Reads::Whole => cel::to_value(Json(&event.data)),
-            fields => {
-                let raw: &serde_json::value::RawValue =
-                    serde_json::from_str(&event.data).map_err(|e| format!("the event's data is not JSON: {e}"))?;
-                cel::to_value(prune(raw, fields).map_err(|e| format!("the event's data is not JSON: {e}"))?)
-            }
+    // An expression names no fields inside a list's elements, so they are kept whole.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Box<dyn Val>, A::Error> {
+        let mut elements = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(element) = seq.next_element_seed(CelValue(&Reads::Whole))? {
+            elements.push(element);
         }
-        .map_err(|e| format!("the event's data: {e}"))?;
-        Ok(data)
+        Ok(Box::new(CelList::from(elements)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Box<dyn Val>, E> {
+        Ok(Box::new(CelString::from(value.to_string())))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Box<dyn Val>, E> {
+        Ok(Box::new(CelBool::from(value)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Box<dyn Val>, E> {
+        Ok(Box::new(CelInt::from(value)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Box<dyn Val>, E> {
+        Ok(Box::new(CelUInt::from(value)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Box<dyn Val>, E> {
+        Ok(Box::new(CelDouble::from(value)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Box<dyn Val>, E> {
+        Ok(Box::new(CelNull))
     }
 }
 
@@ -365,6 +346,13 @@ mod tests {
         assert_eq!(by_type.matches(&low), Ok(true));
         let labels = Filter::compile(r#"data.conversation.labels.exists(l, l == "billing")"#).unwrap();
         assert_eq!(labels.matches(&urgent), Ok(true));
+        let whole =
+            Filter::compile(r#"data.size() == 2 && data["n"] > 1 && data.x.y[1] == -2.5 && data.z == null"#).unwrap();
+        let numbers = event(r#"{"n": 3, "x": {"y": [true, -2.5]}, "z": null}"#);
+        assert_eq!(whole.matches(&numbers), Ok(false), "three fields, not two");
+        let whole =
+            Filter::compile(r#"data.size() == 3 && data["n"] > 1 && data.x.y[1] == -2.5 && data.z == null"#).unwrap();
+        assert_eq!(whole.matches(&numbers), Ok(true));
     }
 
     #[test]
@@ -400,15 +388,15 @@ mod tests {
         let commented = "// don't send tests\ndata.env != 'test' && r'C:\\' != data.drive && '''it's''' != data.x";
         let whole = |names: &[&str]| Reads::Fields(names.iter().map(|name| (name.to_string(), Reads::Whole)).collect());
         assert_eq!(reads_of_data(commented), whole(&["drive", "env", "x"]));
-        let pruned = prune(
-            serde_json::from_str(
-                r#"{"conversation": {"priority": "urgent", "labels": ["vip"], "big": [1, 2]}, "y": 3}"#,
-            )
-            .unwrap(),
-            &expected,
-        )
-        .unwrap();
-        assert_eq!(pruned, serde_json::json!({"conversation": {"priority": "urgent", "labels": ["vip"]}, "y": 3}));
+        let parse = |json: &str, reads: &Reads| {
+            use serde::de::DeserializeSeed;
+            CelValue(reads).deserialize(&mut serde_json::Deserializer::from_str(json)).unwrap()
+        };
+        let pruned =
+            parse(r#"{"conversation": {"priority": "urgent", "labels": ["vip"], "big": [1, 2]}, "y": 3}"#, &expected);
+        let kept = parse(r#"{"conversation": {"priority": "urgent", "labels": ["vip"]}, "y": 3}"#, &Reads::Whole);
+        assert!(pruned.equals(kept.as_ref()), "{pruned:?}");
+        assert!(!pruned.equals(parse(r#"{"conversation": {"priority": "urgent"}, "y": 3}"#, &Reads::Whole).as_ref()));
     }
 
     #[test]
