@@ -141,11 +141,26 @@ pub struct DeliveryQuery {
     pub before: Option<String>,
     /// Page size for listings (default 50, at most 500).
     pub limit: Option<u32>,
+    /// Transformed by the plugin version whose sha256 starts with this (hex).
+    #[serde(default, deserialize_with = "sha256_prefix")]
+    pub plugin_sha: Option<String>,
+}
+
+/// A sha256 or a prefix of one: hex digits, lower-cased.
+fn sha256_prefix<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let Some(prefix) = Option::<String>::deserialize(deserializer)? else { return Ok(None) };
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(serde::de::Error::custom(format!(
+            "plugin_sha {prefix:?} is not a sha256 or a prefix of one (hex)"
+        )));
+    }
+    Ok(Some(prefix.to_ascii_lowercase()))
 }
 
 impl From<DeliveryQuery> for store::DeliveryFilter {
     fn from(query: DeliveryQuery) -> store::DeliveryFilter {
-        let DeliveryQuery { id, webhook, state, event_type, event_id, since_ms, until_ms, before, limit } = query;
+        let DeliveryQuery { id, webhook, state, event_type, event_id, since_ms, until_ms, before, limit, plugin_sha } =
+            query;
         store::DeliveryFilter {
             id,
             webhook,
@@ -156,6 +171,7 @@ impl From<DeliveryQuery> for store::DeliveryFilter {
             until_ms,
             before,
             limit,
+            plugin_sha,
         }
     }
 }

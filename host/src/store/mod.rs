@@ -185,6 +185,8 @@ pub struct DeliveryFilter {
     pub until_ms: Option<i64>,
     /// Only deliveries older than this delivery id (listings are newest first).
     pub before: Option<String>,
+    /// Transformed by a plugin version whose sha256 starts with this (lower-case hex).
+    pub plugin_sha: Option<String>,
     /// Page size for listings (default 50, at most [`MAX_PAGE`]).
     pub limit: Option<u32>,
 }
@@ -210,6 +212,7 @@ impl DeliveryFilter {
             ("d.created_at >= ?", self.since_ms.map(FilterValue::Integer)),
             ("d.created_at < ?", self.until_ms.map(FilterValue::Integer)),
             ("d.id < ?", text(&self.before)),
+            ("d.plugin_sha LIKE ?", self.plugin_sha.as_ref().map(|prefix| FilterValue::Text(format!("{prefix}%")))),
         ]
         .into_iter()
         .filter_map(|(condition, value)| Some((condition, value?)))
@@ -277,6 +280,37 @@ pub struct HostReport {
     pub plugins: BTreeMap<String, Option<String>>,
 }
 
+/// A stored plugin version, without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginVersion {
+    pub plugin: String,
+    pub sha256: String,
+    pub size: u64,
+    /// On this host's clock.
+    pub uploaded_at_ms: i64,
+    /// `file`, or how the API caller was admitted.
+    pub uploaded_by: String,
+}
+
+/// Which versions of a plugin serve, on every host sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginActivation {
+    pub plugin: String,
+    /// The version serving every delivery not given to the canary.
+    pub sha256: String,
+    pub canary: Option<Canary>,
+}
+
+/// A version served to a share of a plugin's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    pub sha256: String,
+    /// 1 to 99.
+    pub percent: u8,
+    /// On this host's clock.
+    pub since_ms: i64,
+}
+
 /// A change other hosts sharing the store should hear about now rather than at their next
 /// poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +319,8 @@ pub enum Change {
     Queue,
     /// A webhook was created, replaced, deleted, disabled or enabled.
     Webhooks,
+    /// A plugin's serving version or canary changed.
+    Plugins,
 }
 
 /// Signalled when another host announces a [`Change`] (and after the listening connection
@@ -294,6 +330,7 @@ pub enum Change {
 pub struct ChangeSignals {
     pub queue: std::sync::Arc<tokio::sync::Notify>,
     pub webhooks: std::sync::Arc<tokio::sync::Notify>,
+    pub plugins: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
@@ -407,6 +444,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that `host` is alive and serves `plugins` (hosts sharing a store; a store only
     /// one host uses keeps nothing).
+    /// Stores a plugin version (a version already stored is left as it was: returns false),
+    /// then deletes the plugin's versions beyond the newest `keep`, except those serving.
+    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>, keep: usize) -> anyhow::Result<bool>;
+
+    /// A plugin's stored versions, newest first.
+    async fn plugin_versions(&self, plugin: &str) -> anyhow::Result<Vec<PluginVersion>>;
+
+    /// A stored version's component bytes.
+    async fn plugin_wasm(&self, plugin: &str, sha256: &str) -> anyhow::Result<Option<Vec<u8>>>;
+
+    /// Every plugin's serving versions.
+    async fn plugin_activations(&self) -> anyhow::Result<Vec<PluginActivation>>;
+
+    /// Makes `activation` the plugin's serving versions.
+    async fn activate_plugin(&self, activation: PluginActivation) -> anyhow::Result<()>;
+
+    /// Ends the plugin's canary if it is `canary_sha256`, leaving the serving version alone;
+    /// whether it was (so one host of several acts on a rollback).
+    async fn end_canary(&self, plugin: &str, canary_sha256: &str) -> anyhow::Result<bool>;
+
+    /// Stops serving the plugin (its file was removed); its versions stay stored.
+    async fn deactivate_plugin(&self, plugin: &str) -> anyhow::Result<()>;
+
+    /// The newest events delivered (or to be delivered) to `webhook_id`, newest first: at
+    /// most `limit`, and none received before `since_ms`.
+    async fn webhook_events(
+        &self,
+        webhook_id: &str,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<EventRecord>>;
+
     async fn report_host(&self, _host: &str, _plugins: &BTreeMap<String, Option<String>>) -> anyhow::Result<()> {
         Ok(())
     }

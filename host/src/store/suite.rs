@@ -25,6 +25,8 @@ macro_rules! store_suite {
             retention_deletes_only_final_deliveries_and_unreferenced_events,
             next_due_skips_deliveries_in_flight,
             a_webhook_is_created_once_and_replaced_only_as_read,
+            plugin_versions_are_kept_newest_first_and_serving_ones_never_pruned,
+            stored_events_of_a_webhook_come_newest_first,
         );
     };
     (@tests $open:path; $($name:ident),* $(,)?) => {
@@ -293,4 +295,58 @@ pub async fn a_webhook_is_created_once_and_replaced_only_as_read(store: &dyn Sto
     assert!(store.delete_webhook("w").await.unwrap());
     assert!(!store.replace_webhook("w", "replaced", "back".into()).await.unwrap(), "a deleted webhook stays deleted");
     assert_eq!(store.stored_webhook("w").await.unwrap(), None);
+}
+
+fn version(sha256: &str, uploaded_at_ms: i64) -> PluginVersion {
+    PluginVersion { plugin: "p".into(), sha256: sha256.into(), size: 0, uploaded_at_ms, uploaded_by: "file".into() }
+}
+
+/// Versions are stored once by content, listed newest first, pruned to the newest `keep`
+/// except the versions serving; a canary ends only if it is still the one named.
+pub async fn plugin_versions_are_kept_newest_first_and_serving_ones_never_pruned(store: &dyn Store) {
+    let now = now_ms();
+    assert!(store.put_plugin_version(version("a", now - 3000), b"wasm a".to_vec(), 2).await.unwrap());
+    assert!(!store.put_plugin_version(version("a", now), b"wasm a".to_vec(), 2).await.unwrap(), "stored once");
+    store.activate_plugin(PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: None }).await.unwrap();
+    assert!(store.put_plugin_version(version("b", now - 2000), b"wasm b".to_vec(), 2).await.unwrap());
+    assert!(store.put_plugin_version(version("c", now - 1000), b"wasm c".to_vec(), 2).await.unwrap());
+    assert!(store.put_plugin_version(version("d", now), b"wasm d".to_vec(), 2).await.unwrap());
+    let listed: Vec<(String, u64)> =
+        store.plugin_versions("p").await.unwrap().into_iter().map(|v| (v.sha256, v.size)).collect();
+    assert_eq!(listed, [("d".into(), 6), ("c".into(), 6), ("a".into(), 6)], "b pruned; a serves, so it stays");
+    assert_eq!(store.plugin_wasm("p", "a").await.unwrap().as_deref(), Some(&b"wasm a"[..]));
+    assert_eq!(store.plugin_wasm("p", "b").await.unwrap(), None);
+    assert!(store.plugin_versions("other").await.unwrap().is_empty());
+
+    let canary = Canary { sha256: "d".into(), percent: 10, since_ms: now };
+    let with_canary = PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: Some(canary) };
+    store.activate_plugin(with_canary.clone()).await.unwrap();
+    let read = store.plugin_activations().await.unwrap();
+    assert_eq!(read.len(), 1);
+    let read_canary = read[0].canary.as_ref().expect("the canary is stored");
+    assert_eq!((read_canary.sha256.as_str(), read_canary.percent), ("d", 10));
+    assert!((read_canary.since_ms - now).abs() < 1000, "since is on this host's clock");
+    assert!(!store.end_canary("p", "c").await.unwrap(), "not the canary");
+    assert!(store.end_canary("p", "d").await.unwrap());
+    assert!(!store.end_canary("p", "d").await.unwrap(), "ended once");
+    assert_eq!(
+        store.plugin_activations().await.unwrap(),
+        [PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: None }]
+    );
+    store.deactivate_plugin("p").await.unwrap();
+    assert!(store.plugin_activations().await.unwrap().is_empty());
+}
+
+pub async fn stored_events_of_a_webhook_come_newest_first(store: &dyn Store) {
+    for (event_id, delivery_id) in [("e1", "m1"), ("e2", "m2"), ("e3", "m3")] {
+        store.ingest(event(event_id), vec![delivery(delivery_id)]).await.unwrap();
+    }
+    store
+        .ingest(event("e4"), vec![NewDelivery { id: "m4".into(), webhook_id: "other".into(), lease: None }])
+        .await
+        .unwrap();
+    let ids = |events: Vec<EventRecord>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.webhook_events("w", None, 2).await.unwrap()), ["e3", "e2"]);
+    assert_eq!(ids(store.webhook_events("other", None, 10).await.unwrap()), ["e4"]);
+    assert!(store.webhook_events("w", Some(now_ms() + 60_000), 10).await.unwrap().is_empty());
 }

@@ -24,7 +24,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use super::{
     Change, ChangeSignals, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery,
-    EventCursor, EventRecord, Expired, HostReport, IngestOutcome, MAX_PAGE, NewDelivery, QueueStats, Store, StoreError,
+    EventCursor, EventRecord, Expired, HostReport, IngestOutcome, MAX_PAGE, NewDelivery, PluginActivation,
+    PluginVersion, QueueStats, Store, StoreError,
 };
 use crate::model::Event;
 
@@ -292,6 +293,51 @@ impl Store for PgStore {
         sql::disable_webhook(&**self.client().await?, self.clock, webhook_id, url, reason).await?;
         self.announce(Change::Webhooks);
         Ok(())
+    }
+
+    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>, keep: usize) -> anyhow::Result<bool> {
+        sql::put_plugin_version(&**self.client().await?, self.clock, &version, &wasm, keep).await
+    }
+
+    async fn plugin_versions(&self, plugin: &str) -> anyhow::Result<Vec<PluginVersion>> {
+        sql::plugin_versions(&**self.client().await?, self.clock, plugin).await
+    }
+
+    async fn plugin_wasm(&self, plugin: &str, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        sql::plugin_wasm(&**self.client().await?, plugin, sha256).await
+    }
+
+    async fn plugin_activations(&self) -> anyhow::Result<Vec<PluginActivation>> {
+        sql::plugin_activations(&**self.client().await?, self.clock).await
+    }
+
+    async fn activate_plugin(&self, activation: PluginActivation) -> anyhow::Result<()> {
+        sql::activate_plugin(&**self.client().await?, self.clock, &activation).await?;
+        self.announce(Change::Plugins);
+        Ok(())
+    }
+
+    async fn end_canary(&self, plugin: &str, canary_sha256: &str) -> anyhow::Result<bool> {
+        let ended = sql::end_canary(&**self.client().await?, self.clock, plugin, canary_sha256).await?;
+        if ended {
+            self.announce(Change::Plugins);
+        }
+        Ok(ended)
+    }
+
+    async fn deactivate_plugin(&self, plugin: &str) -> anyhow::Result<()> {
+        sql::deactivate_plugin(&**self.client().await?, plugin).await?;
+        self.announce(Change::Plugins);
+        Ok(())
+    }
+
+    async fn webhook_events(
+        &self,
+        webhook_id: &str,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<EventRecord>> {
+        sql::webhook_events(&**self.client().await?, self.clock, webhook_id, since_ms, limit).await
     }
 
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>> {

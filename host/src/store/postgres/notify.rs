@@ -23,21 +23,21 @@ fn name(change: Change) -> &'static str {
     match change {
         Change::Queue => "queue",
         Change::Webhooks => "webhooks",
+        Change::Plugins => "plugins",
     }
 }
 
 /// Sends this store's announcements.
 pub struct Announcer {
     /// Pending per kind of change, in [`Change`] order.
-    pending: [AtomicBool; 2],
+    pending: [AtomicBool; 3],
     kick: Notify,
 }
 
 impl Announcer {
     /// Starts the task that sends announcements as `sender` over connections from `pool`.
     pub fn start(pool: Pool, sender: String) -> Arc<Announcer> {
-        let announcer =
-            Arc::new(Announcer { pending: [AtomicBool::new(false), AtomicBool::new(false)], kick: Notify::new() });
+        let announcer = Arc::new(Announcer { pending: Default::default(), kick: Notify::new() });
         tokio::spawn(announcer.clone().send_loop(pool, sender));
         announcer
     }
@@ -51,7 +51,7 @@ impl Announcer {
         loop {
             self.kick.notified().await;
             tokio::time::sleep(COALESCE).await;
-            for change in [Change::Queue, Change::Webhooks] {
+            for change in [Change::Queue, Change::Webhooks, Change::Plugins] {
                 if !self.pending[change as usize].swap(false, Ordering::AcqRel) {
                     continue;
                 }
@@ -120,6 +120,7 @@ async fn listen_once(
     // Whatever was announced while this host was not listening is seen now.
     signals.queue.notify_one();
     signals.webhooks.notify_one();
+    signals.plugins.notify_one();
     while let Some(payload) = received.recv().await {
         let Some((change, sender)) = payload.split_once(' ') else { continue };
         if sender == own {
@@ -128,6 +129,7 @@ async fn listen_once(
         match change {
             "queue" => signals.queue.notify_one(),
             "webhooks" => signals.webhooks.notify_one(),
+            "plugins" => signals.plugins.notify_one(),
             _ => {}
         }
     }

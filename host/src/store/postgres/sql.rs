@@ -9,8 +9,9 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::model::Event;
 use crate::store::{
-    Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery, EventCursor,
-    EventRecord, Expired, FilterValue, IngestOutcome, NewDelivery, QueueStats, Transformed,
+    Attempt, Canary, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery,
+    EventCursor, EventRecord, Expired, FilterValue, IngestOutcome, NewDelivery, PluginActivation, PluginVersion,
+    QueueStats, Transformed,
 };
 
 use super::clock::Clock;
@@ -580,4 +581,162 @@ pub async fn live_hosts(
         )
         .await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, clock.to_host(row.try_get(1)?), row.try_get(2)?))).collect()
+}
+
+pub async fn put_plugin_version(
+    db: &impl GenericClient,
+    clock: Clock,
+    version: &PluginVersion,
+    wasm: &[u8],
+    keep: usize,
+) -> anyhow::Result<bool> {
+    let inserted = db
+        .execute(
+            "INSERT INTO plugin_versions (plugin, sha256, wasm, size, uploaded_at, uploaded_by)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plugin, sha256) DO NOTHING",
+            &[
+                &version.plugin,
+                &version.sha256,
+                &wasm,
+                &(wasm.len() as i64),
+                &clock.to_database(version.uploaded_at_ms),
+                &version.uploaded_by,
+            ],
+        )
+        .await?;
+    db.execute(
+        "DELETE FROM plugin_versions WHERE plugin = $1
+           AND sha256 NOT IN (SELECT sha256 FROM plugin_versions WHERE plugin = $1
+                              ORDER BY uploaded_at DESC, sha256 LIMIT $2)
+           AND sha256 NOT IN (SELECT sha256 FROM plugin_activations WHERE plugin = $1
+                              UNION SELECT canary_sha256 FROM plugin_activations
+                              WHERE plugin = $1 AND canary_sha256 IS NOT NULL)",
+        &[&version.plugin, &(keep as i64)],
+    )
+    .await?;
+    Ok(inserted == 1)
+}
+
+pub async fn plugin_versions(
+    db: &impl GenericClient,
+    clock: Clock,
+    plugin: &str,
+) -> anyhow::Result<Vec<PluginVersion>> {
+    let rows = db
+        .query(
+            "SELECT plugin, sha256, size, uploaded_at, uploaded_by FROM plugin_versions WHERE plugin = $1
+             ORDER BY uploaded_at DESC, sha256",
+            &[&plugin],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PluginVersion {
+                plugin: row.try_get(0)?,
+                sha256: row.try_get(1)?,
+                size: row.try_get::<_, i64>(2)? as u64,
+                uploaded_at_ms: clock.to_host(row.try_get(3)?),
+                uploaded_by: row.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn plugin_wasm(db: &impl GenericClient, plugin: &str, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let row =
+        db.query_opt("SELECT wasm FROM plugin_versions WHERE plugin = $1 AND sha256 = $2", &[&plugin, &sha256]).await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+pub async fn plugin_activations(db: &impl GenericClient, clock: Clock) -> anyhow::Result<Vec<PluginActivation>> {
+    let rows = db
+        .query(
+            "SELECT plugin, sha256, canary_sha256, canary_percent, canary_since FROM plugin_activations ORDER BY plugin",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let canary =
+                match (row.try_get::<_, Option<String>>(2)?, row.try_get::<_, Option<i32>>(3)?, row.try_get(4)?) {
+                    (Some(sha256), Some(percent), Some(since)) => {
+                        Some(Canary { sha256, percent: percent.clamp(0, 100) as u8, since_ms: clock.to_host(since) })
+                    }
+                    _ => None,
+                };
+            Ok(PluginActivation { plugin: row.try_get(0)?, sha256: row.try_get(1)?, canary })
+        })
+        .collect()
+}
+
+pub async fn activate_plugin(
+    db: &impl GenericClient,
+    clock: Clock,
+    activation: &PluginActivation,
+) -> anyhow::Result<()> {
+    let canary = activation.canary.as_ref();
+    db.execute(
+        "INSERT INTO plugin_activations (plugin, sha256, canary_sha256, canary_percent, canary_since, changed_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (plugin) DO UPDATE SET sha256 = $2, canary_sha256 = $3, canary_percent = $4,
+           canary_since = $5, changed_at = $6",
+        &[
+            &activation.plugin,
+            &activation.sha256,
+            &canary.map(|c| c.sha256.as_str()),
+            &canary.map(|c| i32::from(c.percent)),
+            &canary.map(|c| clock.to_database(c.since_ms)),
+            &clock.now(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn end_canary(
+    db: &impl GenericClient,
+    clock: Clock,
+    plugin: &str,
+    canary_sha256: &str,
+) -> anyhow::Result<bool> {
+    let ended = db
+        .execute(
+            "UPDATE plugin_activations SET canary_sha256 = NULL, canary_percent = NULL, canary_since = NULL,
+             changed_at = $3 WHERE plugin = $1 AND canary_sha256 = $2",
+            &[&plugin, &canary_sha256, &clock.now()],
+        )
+        .await?;
+    Ok(ended == 1)
+}
+
+pub async fn deactivate_plugin(db: &impl GenericClient, plugin: &str) -> anyhow::Result<()> {
+    db.execute("DELETE FROM plugin_activations WHERE plugin = $1", &[&plugin]).await?;
+    Ok(())
+}
+
+pub async fn webhook_events(
+    db: &impl GenericClient,
+    clock: Clock,
+    webhook_id: &str,
+    since_ms: Option<i64>,
+    limit: u32,
+) -> anyhow::Result<Vec<EventRecord>> {
+    let rows = db
+        .query(
+            "SELECT e.id, e.type, e.timestamp, e.received_at, e.data FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.webhook_id = $1 AND e.received_at >= $2 ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
+            &[&webhook_id, &since_ms.map_or(i64::MIN, |since| clock.to_database(since)), &i64::from(limit)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EventRecord {
+                id: row.try_get(0)?,
+                event_type: row.try_get(1)?,
+                timestamp: row.try_get(2)?,
+                received_at_ms: row.try_get(3)?,
+                data: serde_json::value::RawValue::from_string(row.try_get(4)?)?,
+            })
+        })
+        .collect()
 }

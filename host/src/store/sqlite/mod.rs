@@ -29,7 +29,7 @@ use self::reader::Readers;
 use self::writer::Writer;
 use super::{
     DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery, EventCursor,
-    EventRecord, Expired, IngestOutcome, MAX_PAGE, NewDelivery, QueueStats, Store,
+    EventRecord, Expired, IngestOutcome, MAX_PAGE, NewDelivery, PluginActivation, PluginVersion, QueueStats, Store,
 };
 use crate::model::Event;
 
@@ -196,6 +196,48 @@ impl Store for SqliteStore {
     async fn disable_webhook(&self, webhook_id: &str, url: &str, reason: &str) -> anyhow::Result<()> {
         let (webhook_id, url, reason) = (webhook_id.to_string(), url.to_string(), reason.to_string());
         self.writer.call(move |db| writes::disable_webhook(db, &webhook_id, &url, &reason)).await
+    }
+
+    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>, keep: usize) -> anyhow::Result<bool> {
+        self.writer.call(move |db| writes::put_plugin_version(db, &version, &wasm, keep)).await
+    }
+
+    async fn plugin_versions(&self, plugin: &str) -> anyhow::Result<Vec<PluginVersion>> {
+        let plugin = plugin.to_string();
+        self.readers.read(move |db| reads::plugin_versions(db, &plugin)).await
+    }
+
+    async fn plugin_wasm(&self, plugin: &str, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let (plugin, sha256) = (plugin.to_string(), sha256.to_string());
+        self.readers.read(move |db| reads::plugin_wasm(db, &plugin, &sha256)).await
+    }
+
+    async fn plugin_activations(&self) -> anyhow::Result<Vec<PluginActivation>> {
+        self.readers.read(reads::plugin_activations).await
+    }
+
+    async fn activate_plugin(&self, activation: PluginActivation) -> anyhow::Result<()> {
+        self.writer.call(move |db| writes::activate_plugin(db, &activation)).await
+    }
+
+    async fn end_canary(&self, plugin: &str, canary_sha256: &str) -> anyhow::Result<bool> {
+        let (plugin, canary_sha256) = (plugin.to_string(), canary_sha256.to_string());
+        self.writer.call(move |db| writes::end_canary(db, &plugin, &canary_sha256)).await
+    }
+
+    async fn deactivate_plugin(&self, plugin: &str) -> anyhow::Result<()> {
+        let plugin = plugin.to_string();
+        self.writer.call(move |db| writes::deactivate_plugin(db, &plugin)).await
+    }
+
+    async fn webhook_events(
+        &self,
+        webhook_id: &str,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<EventRecord>> {
+        let webhook_id = webhook_id.to_string();
+        self.readers.read(move |db| reads::webhook_events(db, &webhook_id, since_ms, limit)).await
     }
 
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>> {

@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::store::{
-    Attempt, DeliveryFilter, DeliveryRecord, DeliveryState, DisabledWebhook, EventRecord, FilterValue, QueueStats,
-    now_ms,
+    Attempt, Canary, DeliveryFilter, DeliveryRecord, DeliveryState, DisabledWebhook, EventRecord, FilterValue,
+    PluginActivation, PluginVersion, QueueStats, now_ms,
 };
 
 /// A `state` column as a [`DeliveryState`]; a value this binary does not know is an error,
@@ -153,4 +153,61 @@ pub fn disabled(db: &Connection) -> anyhow::Result<BTreeMap<String, DisabledWebh
     let rows =
         statement.query_map([], |row| Ok((row.get(0)?, DisabledWebhook { url: row.get(1)?, reason: row.get(2)? })))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn plugin_versions(db: &Connection, plugin: &str) -> anyhow::Result<Vec<PluginVersion>> {
+    let mut statement = db.prepare_cached(
+        "SELECT plugin, sha256, size, uploaded_at, uploaded_by FROM plugin_versions WHERE plugin = ?1
+         ORDER BY uploaded_at DESC, rowid DESC",
+    )?;
+    let rows = statement.query_map([plugin], |row| {
+        Ok(PluginVersion {
+            plugin: row.get(0)?,
+            sha256: row.get(1)?,
+            size: row.get::<_, i64>(2)? as u64,
+            uploaded_at_ms: row.get(3)?,
+            uploaded_by: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn plugin_wasm(db: &Connection, plugin: &str, sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut statement = db.prepare_cached("SELECT wasm FROM plugin_versions WHERE plugin = ?1 AND sha256 = ?2")?;
+    Ok(statement.query_row([plugin, sha256], |row| row.get(0)).optional()?)
+}
+
+pub fn plugin_activations(db: &Connection) -> anyhow::Result<Vec<PluginActivation>> {
+    let mut statement = db.prepare_cached(
+        "SELECT plugin, sha256, canary_sha256, canary_percent, canary_since FROM plugin_activations ORDER BY plugin",
+    )?;
+    let rows = statement.query_map([], |row| {
+        let canary = match (row.get::<_, Option<String>>(2)?, row.get::<_, Option<u8>>(3)?, row.get(4)?) {
+            (Some(sha256), Some(percent), Some(since_ms)) => Some(Canary { sha256, percent, since_ms }),
+            _ => None,
+        };
+        Ok(PluginActivation { plugin: row.get(0)?, sha256: row.get(1)?, canary })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn webhook_events(
+    db: &Connection,
+    webhook_id: &str,
+    since_ms: Option<i64>,
+    limit: u32,
+) -> anyhow::Result<Vec<EventRecord>> {
+    let mut statement = db.prepare_cached(
+        "SELECT e.id, e.type, e.timestamp, e.received_at, e.data FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.webhook_id = ?1 AND e.received_at >= ?2 ORDER BY d.created_at DESC, d.id DESC LIMIT ?3",
+    )?;
+    let rows = statement.query_map(params![webhook_id, since_ms.unwrap_or(i64::MIN), limit], |row| {
+        Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?))
+    })?;
+    rows.map(|row| {
+        let (id, event_type, timestamp, received_at_ms, data) = row?;
+        let data = serde_json::value::RawValue::from_string(data)?;
+        Ok(EventRecord { id, event_type, timestamp, received_at_ms, data })
+    })
+    .collect()
 }

@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::reads::filter_sql;
 use crate::model::Event;
 use crate::store::{
-    DeliveryFilter, DeliveryUpdate, DueDelivery, EventCursor, Expired, IngestOutcome, NewDelivery, Transformed, now_ms,
+    DeliveryFilter, DeliveryUpdate, DueDelivery, EventCursor, Expired, IngestOutcome, NewDelivery, PluginActivation,
+    PluginVersion, Transformed, now_ms,
 };
 
 const EXCERPT_BYTES: usize = 512;
@@ -345,4 +346,53 @@ pub fn delete_webhook(db: &Connection, id: &str) -> anyhow::Result<bool> {
     db.execute("DELETE FROM disabled_webhooks WHERE webhook_id = ?1", [id])?;
     db.execute("DELETE FROM failing_webhooks WHERE webhook_id = ?1", [id])?;
     Ok(db.execute("DELETE FROM webhooks WHERE id = ?1", [id])? > 0)
+}
+
+pub fn put_plugin_version(db: &Connection, version: &PluginVersion, wasm: &[u8], keep: usize) -> anyhow::Result<bool> {
+    let inserted = db.execute(
+        "INSERT INTO plugin_versions (plugin, sha256, wasm, size, uploaded_at, uploaded_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (plugin, sha256) DO NOTHING",
+        params![version.plugin, version.sha256, wasm, wasm.len() as i64, version.uploaded_at_ms, version.uploaded_by],
+    )?;
+    db.execute(
+        "DELETE FROM plugin_versions WHERE plugin = ?1
+           AND sha256 NOT IN (SELECT sha256 FROM plugin_versions WHERE plugin = ?1
+                              ORDER BY uploaded_at DESC, rowid DESC LIMIT ?2)
+           AND sha256 NOT IN (SELECT sha256 FROM plugin_activations WHERE plugin = ?1
+                              UNION SELECT canary_sha256 FROM plugin_activations
+                              WHERE plugin = ?1 AND canary_sha256 IS NOT NULL)",
+        params![version.plugin, keep as i64],
+    )?;
+    Ok(inserted == 1)
+}
+
+pub fn activate_plugin(db: &Connection, activation: &PluginActivation) -> anyhow::Result<()> {
+    let canary = activation.canary.as_ref();
+    db.execute(
+        "INSERT OR REPLACE INTO plugin_activations
+         (plugin, sha256, canary_sha256, canary_percent, canary_since, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            activation.plugin,
+            activation.sha256,
+            canary.map(|c| &c.sha256),
+            canary.map(|c| c.percent),
+            canary.map(|c| c.since_ms),
+            now_ms()
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn end_canary(db: &Connection, plugin: &str, canary_sha256: &str) -> anyhow::Result<bool> {
+    let ended = db.execute(
+        "UPDATE plugin_activations SET canary_sha256 = NULL, canary_percent = NULL, canary_since = NULL,
+         changed_at = ?3 WHERE plugin = ?1 AND canary_sha256 = ?2",
+        params![plugin, canary_sha256, now_ms()],
+    )?;
+    Ok(ended == 1)
+}
+
+pub fn deactivate_plugin(db: &Connection, plugin: &str) -> anyhow::Result<()> {
+    db.execute("DELETE FROM plugin_activations WHERE plugin = ?1", [plugin])?;
+    Ok(())
 }
