@@ -4,7 +4,9 @@
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use crate::api::types::{DeployedVersion, PluginActivation, PluginVersions};
 use crate::config::WebhookConfig;
+use crate::dryrun::{Decision, DryRunReport};
 
 /// A running server's base URL and admin token.
 pub struct AdminClient {
@@ -27,6 +29,12 @@ impl AdminClient {
             Some(body) => request.header("content-type", "application/json").body(body.to_string()),
         };
         self.send(request).await
+    }
+
+    /// Sends a WebAssembly component as the body of `method path`.
+    pub async fn send_component(&self, method: reqwest::Method, path: &str, wasm: Vec<u8>) -> anyhow::Result<Value> {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        self.send(request.header("content-type", "application/wasm").body(wasm)).await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -304,4 +312,129 @@ pub fn render_test(outcome: &Value) -> String {
         out += &format!("{}\n", text(&request["body"]));
     }
     out
+}
+
+fn short(sha256: &str) -> &str {
+    &sha256[..sha256.len().min(12)]
+}
+
+/// `hookwasm plugins deploy`.
+pub fn render_deployed(deployed: &DeployedVersion) -> String {
+    let stored = if deployed.new { "stored" } else { "already stored" };
+    let serving = if deployed.activated { "serving now" } else { "not serving (activate it with `plugins activate`)" };
+    format!("{} {} ({} bytes): {stored}, {serving}\n", deployed.plugin, deployed.sha256, deployed.size)
+}
+
+/// `hookwasm plugins versions`.
+pub fn render_versions(versions: &PluginVersions) -> String {
+    let rows = versions
+        .versions
+        .iter()
+        .map(|v| {
+            let serves = match (v.serving, v.canary_percent) {
+                (true, _) => "serving".to_string(),
+                (false, Some(percent)) => format!("canary {percent}%"),
+                (false, None) => "-".into(),
+            };
+            vec![
+                v.sha256.clone(),
+                serves,
+                v.size.to_string(),
+                time(&Value::from(v.uploaded_at_ms)),
+                v.uploaded_by.clone(),
+            ]
+        })
+        .collect();
+    table(&["SHA256", "SERVES", "BYTES", "UPLOADED AT", "UPLOADED BY"], rows)
+}
+
+/// `hookwasm plugins activate|promote`.
+pub fn render_activation(activation: &PluginActivation) -> String {
+    let mut out = format!("{} serving {}\n", activation.plugin, activation.sha256);
+    if let Some(canary) = &activation.canary {
+        out += &format!("canary {} on {}% of deliveries\n", canary.sha256, canary.percent);
+    }
+    out
+}
+
+/// `hookwasm plugins diff`: the summary, then the first `show` changed events.
+pub fn render_dry_run(report: &DryRunReport, show: usize, colour: bool) -> String {
+    let paint = |code: &str, text: &str| if colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() };
+    let summary = &report.summary;
+    let mut out = format!(
+        "{}: serving {} against candidate {}, {} stored events of {}\n",
+        report.plugin,
+        short(&report.serving),
+        short(&report.candidate),
+        summary.events,
+        if report.webhooks.is_empty() { "no webhook".to_string() } else { report.webhooks.join(", ") }
+    );
+    out += &format!(
+        "  same {}  body changed {}  action changed {}  new errors {}  errors fixed {}\n",
+        summary.same,
+        summary.body_changed,
+        summary.action_changed,
+        if summary.new_errors > 0 { paint("31;1", &summary.new_errors.to_string()) } else { "0".into() },
+        summary.errors_fixed
+    );
+    out += &format!(
+        "  time per event: {:.1} µs serving, {:.1} µs candidate\n",
+        summary.serving_us_per_event, summary.candidate_us_per_event
+    );
+    let changed = summary.events - summary.same;
+    for change in report.changes.iter().take(show) {
+        let kind =
+            serde_json::to_value(change.kind).ok().and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
+        out += &format!("\n{} {} ({}) to {}\n", paint("1", &kind), change.event_id, change.event_type, change.webhook);
+        if change.serving != change.candidate || change.kind != crate::dryrun::ChangeKind::BodyChanged {
+            out +=
+                &format!("  serving:   {}\n  candidate: {}\n", decision(&change.serving), decision(&change.candidate));
+        }
+        for op in change.body_patch.as_ref().and_then(Value::as_array).into_iter().flatten() {
+            let path = op["path"].as_str().unwrap_or_default();
+            let value = || op["value"].to_string();
+            out += &match op["op"].as_str().unwrap_or_default() {
+                "add" => paint("32", &format!("  + {path}: {}", value())),
+                "remove" => paint("31", &format!("  - {path}")),
+                "replace" => paint("33", &format!("  ~ {path}: {}", value())),
+                other => format!("  {other} {path} {}", op),
+            };
+            out += "\n";
+        }
+        if let Some([serving, candidate]) = &change.body_text {
+            out += &paint("31", &format!("  - {serving}"));
+            out += "\n";
+            out += &paint("32", &format!("  + {candidate}"));
+            out += "\n";
+        }
+        for header in &change.headers {
+            let (before, after) =
+                (header.serving.as_deref().unwrap_or("(none)"), header.candidate.as_deref().unwrap_or("(none)"));
+            out += &paint("33", &format!("  header {}: {before} -> {after}", header.name));
+            out += "\n";
+        }
+    }
+    let printed = report.changes.len().min(show) as u64;
+    if changed > printed {
+        out += &format!(
+            "\n{} more changed events (--show N prints more, --json prints up to {})\n",
+            changed - printed,
+            crate::dryrun::MAX_LISTED
+        );
+    }
+    out
+}
+
+fn decision(decision: &Decision) -> String {
+    match decision {
+        Decision::Deliver { body_bytes, headers } => {
+            format!(
+                "deliver {body_bytes} bytes{}",
+                if headers.is_empty() { String::new() } else { format!(", {} headers", headers.len()) }
+            )
+        }
+        Decision::Pass => "pass (the envelope)".into(),
+        Decision::Skip { reason } => format!("skip: {reason}"),
+        Decision::Error { error } => format!("error: {error}"),
+    }
 }

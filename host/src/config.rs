@@ -123,6 +123,13 @@ pub struct PluginLimitsConfig {
     pub output_kib: usize,
     pub max_concurrent: u32,
     pub max_file_mib: usize,
+    /// Stored versions kept per plugin (those serving are always kept).
+    pub keep_versions: usize,
+    /// A canary is rolled back when its share of held deliveries exceeds the serving
+    /// version's by more than this (0.05: five percentage points) ...
+    pub canary_max_extra_held: f64,
+    /// ... once it has transformed at least this many deliveries.
+    pub canary_min_calls: u64,
 }
 
 /// One `[[webhooks]]` entry (and the body of `POST /v1/webhooks`).
@@ -279,6 +286,15 @@ impl Config {
         }
         if self.delivery.max_in_flight == 0 || self.delivery.max_in_flight_per_webhook == 0 {
             bail!("invalid config at `delivery.max_in_flight`: must be at least 1");
+        }
+        if self.plugins.keep_versions == 0 {
+            bail!("invalid config at `plugins.keep_versions`: must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.plugins.canary_max_extra_held) {
+            bail!("invalid config at `plugins.canary_max_extra_held`: must be between 0 and 1 (a share of deliveries)");
+        }
+        if self.plugins.canary_min_calls == 0 {
+            bail!("invalid config at `plugins.canary_min_calls`: must be at least 1");
         }
         if self.plugins.memory_mib == 0 || self.plugins.memory_mib > 4096 {
             bail!("invalid config at `plugins.memory_mib`: must be 1-4096");

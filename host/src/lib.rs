@@ -14,6 +14,9 @@
 //! - [`webhooks`]: the webhooks in effect, their secrets and runtime state.
 //! - [`plugins`]: the sandboxed Wasm runtime and the registry of loaded plugin versions.
 //! - [`delivery`]: the worker (claim, transform, send), signing, retries, the HTTP client.
+//! - [`deploy`]: plugin versions: deploy (upload or file), activate, canary, and the registry
+//!   brought in line with the versions the store says serve.
+//! - [`dryrun`]: replays stored events through the serving version and a candidate, and diffs.
 //! - [`reload`]: hot reload of plugin files and the config file's webhooks.
 //! - [`metrics`]: Prometheus counters, histograms and gauges for `/metrics`.
 //! - [`api`]: routes, shared state and JSON errors.
@@ -29,7 +32,9 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod delivery;
+pub mod deploy;
 pub mod devtools;
+pub mod dryrun;
 pub mod filter;
 pub mod ingest;
 pub mod metrics;

@@ -32,12 +32,15 @@ enum Command {
     /// Send events to a running server.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// List the plugins of a running server: state, version, last error, users.
+    /// The plugins of a running server: list them (state, version, last error, users), or
+    /// deploy, list, activate and dry-run their versions.
     Plugins {
+        #[command(subcommand)]
+        command: Option<PluginsCommand>,
         #[command(flatten)]
         admin: AdminArgs,
         /// Print the server's JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Inspect, retry and replay deliveries on a running server.
@@ -117,6 +120,51 @@ struct DeliveryFilterArgs {
     before: Option<String>,
     #[arg(long)]
     limit: Option<u32>,
+    /// Only deliveries transformed by this plugin version (a sha256 or a prefix of one).
+    #[arg(long)]
+    plugin_sha: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Upload a component as a new version of plugin NAME; it serves at once unless
+    /// --no-activate.
+    Deploy {
+        name: String,
+        file: PathBuf,
+        /// Store the version without serving it.
+        #[arg(long)]
+        no_activate: bool,
+    },
+    /// The stored versions of plugin NAME, newest first.
+    Versions { name: String },
+    /// Serve a stored version (a rollback is activating an earlier one); with --percent, as
+    /// a canary beside the serving version.
+    Activate {
+        name: String,
+        /// A sha256, or a prefix naming one stored version.
+        sha256: String,
+        /// The share of deliveries the version serves as a canary (1-99).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+        percent: Option<u8>,
+    },
+    /// Make the canary of plugin NAME serve every delivery.
+    Promote { name: String },
+    /// What would FILE change? Replays stored events through the serving version and FILE,
+    /// sending nothing. Exits 1 when FILE fails on an event the serving version handled.
+    Diff {
+        name: String,
+        file: PathBuf,
+        /// Only this webhook's events (default: every webhook that uses the plugin).
+        #[arg(long)]
+        webhook: Option<String>,
+        /// The newest this many events.
+        #[arg(long, default_value_t = hookwasm::dryrun::DEFAULT_LIMIT)]
+        last: u32,
+        /// Changed events printed in full.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
+    },
 }
 
 #[derive(Args)]
@@ -682,6 +730,7 @@ fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
                 ("since_ms", filter.since.map(|d| ago_ms(d).to_string())),
                 ("before", filter.before),
                 ("limit", filter.limit.map(|n| n.to_string())),
+                ("plugin_sha", filter.plugin_sha),
             ] {
                 if let Some(value) = value {
                     query.append_pair(key, &value);
@@ -704,11 +753,79 @@ fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `hookwasm plugins deploy|versions|activate|promote|diff`.
+fn plugins(command: PluginsCommand, args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
+    use hookwasm::api::types::{DeployedVersion, PluginActivation, PluginVersions};
+    let client = AdminClient::new(&args.server, args.token);
+    let print = |answer: &serde_json::Value, render: &dyn Fn() -> anyhow::Result<String>| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(answer)?);
+        } else {
+            print!("{}", render()?);
+        }
+        Ok(())
+    };
+    let read = |file: &Path| std::fs::read(file).with_context(|| format!("reading {}", file.display()));
+    let runtime = tokio_runtime()?;
+    match command {
+        PluginsCommand::Deploy { name, file, no_activate } => {
+            let path = format!("/v1/plugins/{name}{}", if no_activate { "?activate=false" } else { "" });
+            let answer = runtime.block_on(client.send_component(reqwest::Method::PUT, &path, read(&file)?))?;
+            print(&answer, &|| {
+                Ok(client::render_deployed(&serde_json::from_value::<DeployedVersion>(answer.clone())?))
+            })?;
+        }
+        PluginsCommand::Versions { name } => {
+            let answer = runtime.block_on(client.request(
+                reqwest::Method::GET,
+                &format!("/v1/plugins/{name}/versions"),
+                None,
+            ))?;
+            print(&answer, &|| {
+                Ok(client::render_versions(&serde_json::from_value::<PluginVersions>(answer.clone())?))
+            })?;
+        }
+        PluginsCommand::Activate { name, sha256, percent } => {
+            let body = serde_json::json!({ "sha256": sha256, "percent": percent });
+            let path = format!("/v1/plugins/{name}/activate");
+            let answer = runtime.block_on(client.request(reqwest::Method::POST, &path, Some(&body)))?;
+            print(&answer, &|| {
+                Ok(client::render_activation(&serde_json::from_value::<PluginActivation>(answer.clone())?))
+            })?;
+        }
+        PluginsCommand::Promote { name } => {
+            let path = format!("/v1/plugins/{name}/promote");
+            let answer =
+                runtime.block_on(client.request(reqwest::Method::POST, &path, Some(&serde_json::json!({}))))?;
+            print(&answer, &|| {
+                Ok(client::render_activation(&serde_json::from_value::<PluginActivation>(answer.clone())?))
+            })?;
+        }
+        PluginsCommand::Diff { name, file, webhook, last, show } => {
+            let mut url = reqwest::Url::parse("http://query.invalid/")?;
+            url.query_pairs_mut().append_pair("limit", &last.to_string());
+            if let Some(webhook) = &webhook {
+                url.query_pairs_mut().append_pair("webhook", webhook);
+            }
+            let path = format!("/v1/plugins/{name}/dry-run?{}", url.query().unwrap_or_default());
+            let answer = runtime.block_on(client.send_component(reqwest::Method::POST, &path, read(&file)?))?;
+            let report: hookwasm::dryrun::DryRunReport = serde_json::from_value(answer.clone())?;
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            print(&answer, &|| Ok(client::render_dry_run(&report, show, colour)))?;
+            if report.summary.new_errors > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Plugins { admin: args, json } => admin(args, json, AdminRequest::Plugins),
+        Command::Plugins { command: None, admin: args, json } => admin(args, json, AdminRequest::Plugins),
+        Command::Plugins { command: Some(command), admin: args, json } => plugins(command, args, json),
         Command::Deliveries(command) => deliveries(command),
         Command::Webhooks { command, admin: args, json } => webhooks(command, args, json),
         Command::Events(EventsCommand::Show { id, admin: args, json }) => admin(args, json, AdminRequest::Event(id)),

@@ -35,8 +35,10 @@ pub enum Happening {
     DeliveryDead { webhook: String, delivery: String, event: String, reason: String },
     /// A delivery is held: its plugin failed or is missing.
     DeliveryHeld { webhook: String, delivery: String, event: String, reason: String },
-    /// A plugin file failed to load.
+    /// A plugin version (a file or an upload) failed to load.
     PluginLoadFailed { plugin: String, error: String },
+    /// A canary held more deliveries than the serving version allows and was ended.
+    PluginRolledBack { plugin: String, candidate: String, serving: String, reason: String },
 }
 
 impl Happening {
@@ -47,6 +49,7 @@ impl Happening {
             Happening::DeliveryDead { .. } => "hookwasm.delivery.dead",
             Happening::DeliveryHeld { .. } => "hookwasm.delivery.held",
             Happening::PluginLoadFailed { .. } => "hookwasm.plugin.load_failed",
+            Happening::PluginRolledBack { .. } => "hookwasm.plugin.rolled_back",
         }
     }
 
@@ -72,6 +75,9 @@ impl Happening {
                 json!({ "webhook": webhook, "delivery": delivery, "event": event, "reason": reason, "count": count })
             }
             Happening::PluginLoadFailed { plugin, error } => json!({ "plugin": plugin, "error": error }),
+            Happening::PluginRolledBack { plugin, candidate, serving, reason } => {
+                json!({ "plugin": plugin, "candidate": candidate, "serving": serving, "reason": reason })
+            }
         }
     }
 

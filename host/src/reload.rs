@@ -2,12 +2,14 @@
 //! editors and `mv` replace the inode), debounces bursts, and applies changes without ever
 //! breaking delivery.
 //!
-//! - A plugin file that appears or changes is compiled off the async runtime, validated,
-//!   checked against every webhook configuration that uses it, and only then swapped in;
-//!   deliveries already running finish on the old version. A failed load keeps the previous
-//!   version serving and is reported (log line naming the file, plugin status, counter).
-//!   A good load re-queues the `held` deliveries of the webhooks that use the plugin.
-//! - A removed plugin file unloads the plugin: its deliveries are held until it returns.
+//! - A plugin file that appears or changes is deployed ([`crate::deploy`]): compiled off the
+//!   async runtime, validated, checked against every webhook configuration that uses it,
+//!   stored as a version and only then swapped in; deliveries already running finish on the
+//!   old version. A failed load keeps the previous version serving and is reported (log line
+//!   naming the file, plugin status, counter). A good load re-queues the `held` deliveries of
+//!   the webhooks that use the plugin.
+//! - A removed plugin file withdraws the plugin if the file's version is the one serving:
+//!   its deliveries are held until a version serves again.
 //! - An edited config file replaces the `[[webhooks]]` as a whole, or not at all.
 
 use std::collections::{HashMap, HashSet};
@@ -19,9 +21,7 @@ use notify::Watcher;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, WatchMode};
-use crate::metrics::Metrics;
-use crate::plugins::{Registry, Reload, plugin_name};
-use crate::server::plugin_configs;
+use crate::plugins::{Registry, plugin_name};
 use crate::store::Store;
 use crate::webhooks::{Source, Webhook, Webhooks};
 
@@ -44,59 +44,21 @@ fn settle_time(kind: &notify::EventKind) -> Option<Duration> {
 }
 
 pub struct Reloader {
+    pub deployer: Arc<crate::deploy::Deployer>,
     pub registry: Arc<Registry>,
     pub webhooks: Arc<Webhooks>,
     pub store: Arc<dyn Store>,
     pub wake: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
     pub config: std::sync::Mutex<Config>,
     pub config_path: Option<PathBuf>,
-    pub ops: crate::ops::Ops,
 }
 
 impl Reloader {
-    /// Acts on a change to `path` in the plugins directory.
+    /// Acts on a change to `path` in the plugins directory: a deploy by `file` (see
+    /// [`crate::deploy`]).
     pub async fn plugin_changed(&self, path: &Path) {
         let Some(name) = plugin_name(path) else { return };
-        let configs = plugin_configs(&self.webhooks, &name);
-        let (registry, file) = (self.registry.clone(), path.to_path_buf());
-        let started = Instant::now();
-        let reload = {
-            let name = name.clone();
-            tokio::task::spawn_blocking(move || registry.reload_file(&name, &file, &configs)).await
-        };
-        match reload {
-            Ok(Reload::Unchanged) => tracing::debug!(plugin = name, "plugin file unchanged"),
-            Ok(Reload::Loaded(plugin)) => {
-                self.metrics.plugin_load(&name, true);
-                tracing::info!(
-                    plugin = name,
-                    sha256 = plugin.sha256(),
-                    source = ?plugin.load_source(),
-                    load_ms = started.elapsed().as_millis() as u64,
-                    "plugin loaded"
-                );
-                let users: Vec<String> =
-                    self.webhooks.using_plugin(&name).iter().map(|w| w.config.id.clone()).collect();
-                self.requeue_held(users).await;
-            }
-            Ok(Reload::Failed(error)) => {
-                self.metrics.plugin_load(&name, false);
-                self.ops
-                    .emit(crate::ops::Happening::PluginLoadFailed { plugin: name.clone(), error: error.to_string() });
-                tracing::error!(
-                plugin = name,
-                file = %path.display(),
-                %error,
-                serving = ?self.registry.current(&name).map(|p| p.sha256().to_string()),
-                "plugin failed to load; the previous version (if any) keeps serving"
-                )
-            }
-            Ok(Reload::Unloaded) => {
-                tracing::warn!(plugin = name, file = %path.display(), "plugin file removed: unloaded; its deliveries are held until it returns")
-            }
-            Err(error) => tracing::error!(plugin = name, %error, "plugin reload did not complete"),
-        }
+        self.deployer.file_changed(&name, path, false).await;
     }
 
     /// Re-reads the config file and applies its `[[webhooks]]` if they are all valid.

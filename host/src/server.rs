@@ -13,9 +13,10 @@ use tokio::sync::{Notify, watch};
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreBackend};
 use crate::delivery::worker::Worker;
+use crate::deploy::{CanaryPolicy, Deployer};
 use crate::ingest::Backlog;
 use crate::metrics::Metrics;
-use crate::plugins::{PluginConfig, Registry, Runtime};
+use crate::plugins::{Registry, Runtime};
 use crate::reload::{self, Reloader};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -76,21 +77,28 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let plugins_dir = config.server.plugins_dir.clone();
     std::fs::create_dir_all(&plugins_dir).with_context(|| format!("creating {}", plugins_dir.display()))?;
-    let loaded = {
-        let (registry, webhooks) = (registry.clone(), webhooks.clone());
-        tokio::task::spawn_blocking(move || registry.load_dir(&plugins_dir, |name| plugin_configs(&webhooks, name)))
-            .await
-            .context("loading plugins")?
-    };
     let (ops, happenings) = crate::ops::Ops::new();
-    for (name, result) in &loaded {
-        metrics.plugin_load(name, result.is_ok());
-        if let Err(error) = result {
-            ops.emit(crate::ops::Happening::PluginLoadFailed { plugin: name.clone(), error: error.to_string() });
-        }
-    }
-
     let wake = Arc::new(Notify::new());
+    let deployer = Arc::new(Deployer::new(
+        store.clone(),
+        registry.clone(),
+        webhooks.clone(),
+        metrics.clone(),
+        ops.clone(),
+        wake.clone(),
+        config.plugins.keep_versions,
+        CanaryPolicy {
+            max_extra_held: config.plugins.canary_max_extra_held,
+            min_calls: config.plugins.canary_min_calls,
+        },
+    ));
+    // The folder's files first (each a deploy by `file` if the store has not seen it), then
+    // whatever the store says serves.
+    for (name, path) in plugin_files(&plugins_dir) {
+        deployer.file_changed(&name, &path, true).await;
+    }
+    deployer.apply().await.context("loading the serving plugin versions from the store")?;
+
     // Unique per start: a restarted host must not take its previous run's leases for its own.
     let owner = crate::model::new_id(config.store.host_id.as_deref().unwrap_or("worker"));
     // How other hosts sharing the store list this one.
@@ -119,15 +127,19 @@ pub async fn run(
     let presence_task = shared_store.then(|| {
         tokio::spawn(crate::presence::run(store.clone(), registry.clone(), host_name.clone(), stopped.clone()))
     });
+    let follow_task = tokio::spawn(crate::deploy::follow(
+        deployer.clone(),
+        signals.as_ref().map(|s| s.plugins.clone()),
+        stopped.clone(),
+    ));
     let reloader = Arc::new(Reloader {
+        deployer: deployer.clone(),
         registry: registry.clone(),
         webhooks: webhooks.clone(),
         store: store.clone(),
         wake: wake.clone(),
-        metrics: metrics.clone(),
         config: std::sync::Mutex::new(config.clone()),
         config_path,
-        ops,
     });
     let watch_task = reload::spawn(
         reloader,
@@ -141,6 +153,7 @@ pub async fn run(
         store,
         webhooks,
         registry,
+        deployer,
         wake,
         metrics,
         backlog,
@@ -152,6 +165,7 @@ pub async fn run(
         ingest_token: config.server.ingest_token.clone(),
         admin_token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        max_plugin_bytes: config.plugin_limits().plugin_file_bytes,
     };
     let ops_state = state.clone();
     tokio::spawn(crate::ops::run(happenings, crate::ops::COALESCE, move |event| {
@@ -177,6 +191,7 @@ pub async fn run(
     let _ = stop.send(true);
     worker_task.await.context("delivery worker")?;
     watch_task.await.context("file watcher")?;
+    follow_task.await.context("plugin versions")?;
     backlog_task.await.context("backlog counter")?;
     retention_task.await.context("retention sweep")?;
     if let Some(sync_task) = sync_task {
@@ -187,11 +202,6 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// `(webhook id, plugin_config)` of every webhook that uses `plugin`.
-pub fn plugin_configs(webhooks: &Webhooks, plugin: &str) -> Vec<(String, PluginConfig)> {
-    webhooks.using_plugin(plugin).iter().map(|w| (w.config.id.clone(), w.plugin_config.clone())).collect()
 }
 
 /// Slowest a client may be to send its request headers.
@@ -251,4 +261,20 @@ async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: impl 
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown: some HTTP requests did not finish in time");
     }
+}
+
+/// `(plugin name, path)` of every `*.wasm` in `dir`, by name.
+fn plugin_files(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut files: Vec<(String, std::path::PathBuf)> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|path| Some((crate::plugins::plugin_name(&path)?, path)))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded from it");
+            Vec::new()
+        }
+    };
+    files.sort();
+    files
 }

@@ -400,6 +400,11 @@ impl Webhooks {
         self.all().iter().filter(|w| w.config.plugin.as_deref() == Some(plugin)).cloned().collect()
     }
 
+    /// `(webhook id, plugin_config)` of every webhook that uses `plugin`.
+    pub fn plugin_configs(&self, plugin: &str) -> Vec<(String, PluginConfig)> {
+        self.using_plugin(plugin).iter().map(|w| (w.config.id.clone(), w.plugin_config.clone())).collect()
+    }
+
     /// Plugin name -> webhooks that use it.
     pub fn plugin_users(&self) -> HashMap<String, Vec<String>> {
         let mut users: HashMap<String, Vec<String>> = HashMap::new();

@@ -6,6 +6,7 @@
 //! a loopback address.
 
 pub mod admin;
+pub mod plugins;
 pub mod types;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub webhooks: Arc<Webhooks>,
     pub registry: Arc<Registry>,
+    /// Plugin versions: deploy, activate, canary.
+    pub deployer: Arc<crate::deploy::Deployer>,
     /// Wakes the delivery worker when new deliveries are committed.
     pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -44,6 +47,8 @@ pub struct AppState {
     pub ingest_token: Option<String>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
+    /// The largest plugin upload accepted (`plugins.max_file_mib`).
+    pub max_plugin_bytes: usize,
 }
 
 impl AppState {
@@ -87,6 +92,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::get_delivery))
         .routes(routes!(admin::retry_delivery))
         .routes(routes!(plugins))
+        .routes(routes!(self::plugins::deploy))
+        .routes(routes!(self::plugins::versions))
+        .routes(routes!(self::plugins::activate))
+        .routes(routes!(self::plugins::promote))
+        .routes(routes!(self::plugins::dry_run))
         .routes(routes!(admin::list_webhooks, admin::create_webhook))
         .routes(routes!(admin::get_webhook, admin::replace_webhook, admin::delete_webhook))
         .routes(routes!(admin::test_webhook))

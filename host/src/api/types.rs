@@ -198,3 +198,88 @@ pub struct RotatedSecret {
     /// Until when the previous secret signs too (milliseconds since the Unix epoch).
     pub previous_valid_until_ms: i64,
 }
+
+/// One stored version of a plugin (`GET /v1/plugins/{name}/versions`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginVersionInfo {
+    pub sha256: String,
+    pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub uploaded_at_ms: i64,
+    /// `file` (the plugins folder), `admin token` or `loopback` (how the API caller was admitted).
+    pub uploaded_by: String,
+    /// Serves every delivery not given to a canary.
+    pub serving: bool,
+    /// The share of deliveries it serves as a canary, if it is one.
+    pub canary_percent: Option<u8>,
+}
+
+/// A plugin's stored versions, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginVersions {
+    pub plugin: String,
+    pub versions: Vec<PluginVersionInfo>,
+}
+
+/// The answer to `PUT /v1/plugins/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeployedVersion {
+    pub plugin: String,
+    pub sha256: String,
+    pub size: u64,
+    /// False when this version was stored already.
+    pub new: bool,
+    /// Whether it serves now.
+    pub activated: bool,
+}
+
+/// The body of `POST /v1/plugins/{name}/activate`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    /// A stored version's sha256, or a prefix naming one version.
+    pub sha256: String,
+    /// Serve it to this share of deliveries as a canary beside the serving version (1-99);
+    /// absent or 100: to every delivery.
+    pub percent: Option<u8>,
+}
+
+/// Which versions of a plugin serve (the answer to activate and promote).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginActivation {
+    pub plugin: String,
+    pub sha256: String,
+    pub canary: Option<CanaryActivation>,
+}
+
+/// A canary: a version serving a share of deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CanaryActivation {
+    pub sha256: String,
+    pub percent: u8,
+    /// Milliseconds since the Unix epoch.
+    pub since_ms: i64,
+}
+
+impl From<store::PluginActivation> for PluginActivation {
+    fn from(activation: store::PluginActivation) -> PluginActivation {
+        let store::PluginActivation { plugin, sha256, canary } = activation;
+        let canary = canary.map(|c| CanaryActivation { sha256: c.sha256, percent: c.percent, since_ms: c.since_ms });
+        PluginActivation { plugin, sha256, canary }
+    }
+}
+
+/// Which stored events a dry run replays, and the candidate when it is not the body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DryRunQuery {
+    /// Only this webhook's events (default: every webhook that uses the plugin).
+    pub webhook: Option<String>,
+    /// The newest this many events (default 500, at most 10,000).
+    pub limit: Option<u32>,
+    /// Only events received since (milliseconds since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// A stored version as the candidate (a sha256 or a unique prefix), when the body is empty.
+    pub sha256: Option<String>,
+}

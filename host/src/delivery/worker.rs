@@ -32,7 +32,7 @@ use super::retry::{self, Verdict};
 use crate::config::DeliveryConfig;
 use crate::metrics::{Metrics, StateLabel};
 use crate::model::Event;
-use crate::plugins::{Action, LogLevel, Registry};
+use crate::plugins::{Action, LogLevel, Outcome, Registry};
 use crate::store::{Attempt, DeliveryState, DeliveryUpdate, DueDelivery, Lease, Store, Transformed, now_ms};
 use crate::webhooks::{Webhook, Webhooks};
 
@@ -638,10 +638,15 @@ impl Worker {
             response_excerpt: result.response_excerpt.clone(),
             error: result.error.clone(),
         });
+        let transformed_sha = transformed.plugin_sha.clone();
         if first_time {
             update.transformed = Some(transformed);
         }
         let verdict = retry::verdict(result.status);
+        if let (Some(plugin), Some(sha)) = (&webhook.config.plugin, &transformed_sha) {
+            let outcome = if verdict == Verdict::Delivered { Outcome::Delivered } else { Outcome::Failed };
+            self.registry.count(plugin, sha, outcome);
+        }
         let operational = delivery.event.event_type.starts_with(crate::ops::PREFIX);
         match verdict {
             Verdict::Delivered => self.note_success(&webhook, operational).await,
@@ -703,13 +708,17 @@ impl Worker {
         let Some(name) = &webhook.config.plugin else {
             return Transform::Send(envelope(event), SendAction::Pass);
         };
-        let Some(plugin) = self.registry.current(name) else {
+        let Some(plugin) = self.registry.for_delivery(name, delivery_id) else {
             let cause = self.registry.last_error(name).map(|e| format!(": {e}")).unwrap_or_default();
             return Transform::Held { reason: format!("plugin `{name}` is not loaded{cause}"), plugin_sha: None };
         };
         let sha = Some(plugin.sha256().to_string());
         let execution =
             self.registry.transform(plugin.clone(), event.plugin_event(), webhook.plugin_config.clone()).await;
+        self.registry.count(name, plugin.sha256(), Outcome::Transformed);
+        if execution.result.is_err() {
+            self.registry.count(name, plugin.sha256(), Outcome::Held);
+        }
         self.metrics.plugin_seconds.observe(execution.duration.as_secs_f64());
         for line in &execution.logs {
             let (plugin, event) = (name.as_str(), event.id.as_str());

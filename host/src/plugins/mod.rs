@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{LoadError, PluginError, PluginErrorKind};
-pub use registry::{PluginState, PluginStatus, Registry, RegistryError, Reload, plugin_name};
+pub use registry::{
+    CanaryStatus, Outcome, PluginState, PluginStatus, Registry, RegistryError, VersionCounts, in_canary, plugin_name,
+};
 pub use runtime::{LoadSource, Plugin, Runtime};
 
 /// The webhook's `plugin_config`, as the plugin reads it through `host.config`.

@@ -1,12 +1,16 @@
-//! The registry: plugin name -> the version currently serving, plus each plugin's status.
+//! The registry: plugin name -> the version serving now (and a canary serving a share of
+//! the deliveries), plus each plugin's status.
 //!
-//! A load validates the component and runs `check-config` for every webhook configuration
-//! that uses the plugin before the new version is swapped in; on failure the previous
-//! version keeps serving and the error is recorded. Calls run on the registry's
-//! [`CallThreads`], at most `Limits::max_concurrent` at once (the size of the instance pool).
+//! [`Registry::install`] swaps a version in only after it loaded and `check-config` accepted
+//! every webhook configuration that uses the plugin; on failure the previous version keeps
+//! serving and the error is recorded. Which version should serve is decided elsewhere (the
+//! deployer, from the store); the registry only holds what serves. Calls run on the
+//! registry's [`CallThreads`], at most `Limits::max_concurrent` at once (the size of the
+//! instance pool).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -17,56 +21,114 @@ use super::threads::CallThreads;
 use super::{Execution, LoadError, Plugin, PluginConfig, PluginEvent, Runtime};
 
 /// Whether a plugin is serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginState {
     Loaded,
     /// The last load failed; a previous version may still be serving (`sha256`).
     Failed,
-    /// The file was removed.
+    /// The plugin was withdrawn (its file removed).
     Unloaded,
 }
 
 /// What operators see for a plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     pub name: String,
     pub state: PluginState,
     /// The version serving now, if any.
     pub sha256: Option<String>,
-    #[serde(with = "system_time_ms")]
-    pub loaded_at: Option<SystemTime>,
+    /// When the serving version was loaded (milliseconds since the Unix epoch).
+    pub loaded_at: Option<u64>,
     pub last_error: Option<String>,
-    pub file: PathBuf,
+    /// The file in the plugins folder the plugin was last loaded from, if any (uploaded
+    /// versions have none).
+    #[schema(value_type = Option<String>)]
+    pub file: Option<PathBuf>,
     /// Successful loads since start.
     pub loads: u64,
     /// Failed loads since start.
     pub failures: u64,
+    /// A version serving a share of the deliveries, with what each version did since it began
+    /// (on this host).
+    pub canary: Option<CanaryStatus>,
 }
 
-/// What a reload did.
-#[derive(Debug)]
-pub enum Reload {
-    /// The file's content is the version already serving.
-    Unchanged,
-    Loaded(Plugin),
-    /// The previous version (if any) keeps serving.
-    Failed(RegistryError),
-    /// The file is gone; the plugin no longer serves.
-    Unloaded,
+/// A canary as operators see it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct CanaryStatus {
+    pub sha256: String,
+    /// The share of deliveries it serves.
+    pub percent: u8,
+    /// Milliseconds since the Unix epoch.
+    pub since_ms: i64,
+    /// What the serving version did since the canary began.
+    pub serving: VersionCounts,
+    /// What the canary did.
+    pub candidate: VersionCounts,
 }
 
-mod system_time_ms {
-    use std::time::{SystemTime, UNIX_EPOCH};
+/// What one version did since a canary began, on this host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct VersionCounts {
+    /// Plugin calls for deliveries.
+    pub transforms: u64,
+    /// Calls that failed (trap, deadline, bad output): the delivery is held.
+    pub held: u64,
+    /// Attempts with its output that the endpoint accepted.
+    pub delivered: u64,
+    /// Attempts with its output that failed (an error status or no answer).
+    pub errors: u64,
+}
 
-    pub fn serialize<S: serde::Serializer>(time: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
-        let ms = time.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64);
-        serde::Serialize::serialize(&ms, serializer)
+impl VersionCounts {
+    /// The share of calls that failed.
+    pub fn held_rate(&self) -> f64 {
+        if self.transforms == 0 { 0.0 } else { self.held as f64 / self.transforms as f64 }
     }
+}
+
+/// What happened to a delivery with a version's output, for a canary's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Transformed,
+    Held,
+    Delivered,
+    Failed,
+}
+
+#[derive(Default)]
+struct Counters([AtomicU64; 4]);
+
+impl Counters {
+    fn add(&self, outcome: Outcome) {
+        self.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> VersionCounts {
+        let [transforms, held, delivered, errors] = [0, 1, 2, 3].map(|i| self.0[i].load(Ordering::Relaxed));
+        VersionCounts { transforms, held, delivered, errors }
+    }
+}
+
+struct CanaryEntry {
+    plugin: Plugin,
+    percent: u8,
+    since_ms: i64,
+    serving: Counters,
+    candidate: Counters,
+}
+
+/// Whether `delivery_id` goes to a canary serving `percent`: a hash of the id, so every
+/// attempt of a delivery (a retry, a re-queued held one, on any host) gets the same version.
+pub fn in_canary(delivery_id: &str, percent: u8) -> bool {
+    let digest = sha2::Sha256::digest(delivery_id.as_bytes());
+    u16::from_be_bytes([digest[0], digest[1]]) % 100 < u16::from(percent)
 }
 
 struct Entry {
     current: Option<Plugin>,
+    canary: Option<CanaryEntry>,
     status: PluginStatus,
 }
 
@@ -106,9 +168,32 @@ impl Registry {
         &self.runtime
     }
 
-    /// The version of `name` serving now.
+    /// The version of `name` serving now (the canary aside).
     pub fn current(&self, name: &str) -> Option<Plugin> {
         self.entries.read().unwrap_or_else(|e| e.into_inner()).get(name).and_then(|e| e.current.clone())
+    }
+
+    /// The version of `name` that transforms `delivery_id`: the canary for its share of
+    /// deliveries, else the serving version.
+    pub fn for_delivery(&self, name: &str, delivery_id: &str) -> Option<Plugin> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(name)?;
+        match &entry.canary {
+            Some(canary) if in_canary(delivery_id, canary.percent) => Some(canary.plugin.clone()),
+            _ => entry.current.clone(),
+        }
+    }
+
+    /// Counts `outcome` for version `sha256` of `name`, if a canary of `name` is running and
+    /// the version is one of its two.
+    pub fn count(&self, name: &str, sha256: &str, outcome: Outcome) {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let Some(Entry { canary: Some(canary), current, .. }) = entries.get(name) else { return };
+        if canary.plugin.sha256() == sha256 {
+            canary.candidate.add(outcome);
+        } else if current.as_ref().is_some_and(|p| p.sha256() == sha256) {
+            canary.serving.add(outcome);
+        }
     }
 
     /// The last load error of `name`, if its last load failed.
@@ -118,151 +203,145 @@ impl Registry {
     }
 
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).values().map(|e| e.status.clone()).collect()
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).values().map(Entry::status).collect()
     }
 
-    /// Loads `path` as plugin `name`, checks it against `configs` (webhook id, its
-    /// plugin_config), and swaps it in. Blocking: compiles on a cache miss.
-    pub fn load_file(
-        &self,
-        name: &str,
-        path: &Path,
-        configs: &[(String, PluginConfig)],
-    ) -> Result<Plugin, RegistryError> {
-        let loaded = self.runtime.read_file(name, path).and_then(|bytes| self.runtime.load(name, &bytes));
-        self.install(name, path, loaded, configs)
+    pub fn status(&self, name: &str) -> Option<PluginStatus> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).get(name).map(Entry::status)
     }
 
-    /// Brings `name` in line with `path`: unloads it if the file is gone, does nothing if the
-    /// content is the version serving, else loads it as [`Registry::load_file`] does.
-    pub fn reload_file(&self, name: &str, path: &Path, configs: &[(String, PluginConfig)]) -> Reload {
-        let bytes = match self.runtime.read_file(name, path) {
-            Ok(bytes) => bytes,
-            Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return if self.unload(name) { Reload::Unloaded } else { Reload::Unchanged };
-            }
-            Err(error) => {
-                return self.install(name, path, Err(error), configs).map_or_else(Reload::Failed, Reload::Loaded);
-            }
-        };
-        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        {
-            let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(entry) = entries.get_mut(name)
-                && entry.current.as_ref().is_some_and(|p| p.sha256() == sha256)
-            {
-                // The file is the serving version again (a bad deploy put back): whatever
-                // failed in between no longer describes the plugin.
-                entry.status.state = PluginState::Loaded;
-                entry.status.last_error = None;
-                return Reload::Unchanged;
+    /// Whether `plugin` accepts every `(webhook id, plugin_config)` in `configs`. Blocking:
+    /// runs the plugin.
+    pub fn check(&self, plugin: &Plugin, configs: &[(String, PluginConfig)]) -> Result<(), RegistryError> {
+        for (webhook, config) in configs {
+            if let Err(error) = plugin.check_config(config).result {
+                let message = match error.kind {
+                    super::PluginErrorKind::Returned(message) => message,
+                    other => other.to_string(),
+                };
+                return Err(RegistryError::ConfigRejected {
+                    plugin: plugin.name().into(),
+                    webhook: webhook.clone(),
+                    message,
+                });
             }
         }
-        let loaded = self.runtime.load(name, &bytes);
-        self.install(name, path, loaded, configs).map_or_else(Reload::Failed, Reload::Loaded)
+        Ok(())
     }
 
-    /// Checks a freshly loaded version against every config, then swaps it in or records why not.
-    fn install(
+    /// Checks a loaded version against every config, then makes it the serving version of
+    /// `name` or records why not (the previous version keeps serving). `file` is where it
+    /// came from, if from the plugins folder. Blocking: runs the plugin.
+    pub fn install(
         &self,
         name: &str,
-        path: &Path,
         loaded: Result<Plugin, LoadError>,
         configs: &[(String, PluginConfig)],
+        file: Option<&Path>,
     ) -> Result<Plugin, RegistryError> {
-        let outcome = loaded.map_err(RegistryError::from).and_then(|plugin| {
-            for (webhook, config) in configs {
-                if let Err(error) = plugin.check_config(config).result {
-                    let message = match error.kind {
-                        super::PluginErrorKind::Returned(message) => message,
-                        other => other.to_string(),
-                    };
-                    return Err(RegistryError::ConfigRejected {
-                        plugin: name.into(),
-                        webhook: webhook.clone(),
-                        message,
-                    });
-                }
-            }
-            Ok(plugin)
-        });
+        let outcome =
+            loaded.map_err(RegistryError::from).and_then(|plugin| self.check(&plugin, configs).map(|()| plugin));
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
-            current: None,
-            status: PluginStatus {
-                name: name.into(),
-                state: PluginState::Failed,
-                sha256: None,
-                loaded_at: None,
-                last_error: None,
-                file: path.into(),
-                loads: 0,
-                failures: 0,
-            },
-        });
-        entry.status.file = path.into();
+        let entry = entries.entry(name.to_string()).or_insert_with(|| Entry::new(name));
+        if file.is_some() {
+            entry.status.file = file.map(Path::to_path_buf);
+        }
         match &outcome {
             Ok(plugin) => {
+                if entry.canary.as_ref().is_some_and(|c| c.plugin.sha256() == plugin.sha256()) {
+                    entry.canary = None;
+                }
                 entry.current = Some(plugin.clone());
                 entry.status.state = PluginState::Loaded;
                 entry.status.sha256 = Some(plugin.sha256().to_string());
-                entry.status.loaded_at = Some(plugin.loaded_at());
+                entry.status.loaded_at = Some(epoch_ms(plugin.loaded_at()));
                 entry.status.last_error = None;
                 entry.status.loads += 1;
             }
-            Err(error) => {
-                // The previous version, if any, keeps serving; `sha256` still names it.
-                entry.status.state = PluginState::Failed;
-                entry.status.last_error = Some(error.to_string());
-                entry.status.failures += 1;
-            }
+            Err(error) => self.failed(entry, error),
         }
         outcome
     }
 
-    /// Stops serving `name` (its file was removed). Returns whether it was serving.
+    /// Records that a version of `name` could not be loaded; the serving one keeps serving.
+    pub fn record_failure(&self, name: &str, error: &RegistryError, file: Option<&Path>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.entry(name.to_string()).or_insert_with(|| Entry::new(name));
+        if file.is_some() {
+            entry.status.file = file.map(Path::to_path_buf);
+        }
+        self.failed(entry, error);
+    }
+
+    fn failed(&self, entry: &mut Entry, error: &RegistryError) {
+        // The previous version, if any, keeps serving; `sha256` still names it.
+        entry.status.state = PluginState::Failed;
+        entry.status.last_error = Some(error.to_string());
+        entry.status.failures += 1;
+    }
+
+    /// The serving version of `name` is `sha256` again (a bad deploy put back): what failed
+    /// in between no longer describes the plugin. Returns whether it was serving.
+    pub fn confirm(&self, name: &str, sha256: &str) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        match entries.get_mut(name) {
+            Some(entry) if entry.current.as_ref().is_some_and(|p| p.sha256() == sha256) => {
+                entry.status.state = PluginState::Loaded;
+                entry.status.last_error = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Serves `canary` (a checked version, its share, since when) to part of `name`'s
+    /// deliveries, or ends the canary (`None`). The counts start over when the canary changes.
+    pub fn set_canary(&self, name: &str, canary: Option<(Plugin, u8, i64)>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = entries.get_mut(name) else { return };
+        match canary {
+            None => entry.canary = None,
+            Some((plugin, percent, since_ms)) => {
+                let same = entry
+                    .canary
+                    .as_ref()
+                    .is_some_and(|c| c.plugin.sha256() == plugin.sha256() && c.since_ms == since_ms);
+                match &mut entry.canary {
+                    Some(current) if same => current.percent = percent,
+                    _ => {
+                        entry.canary = Some(CanaryEntry {
+                            plugin,
+                            percent,
+                            since_ms,
+                            serving: Counters::default(),
+                            candidate: Counters::default(),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// The canary of `name`, if one is running: its sha256, share and since when.
+    pub fn canary(&self, name: &str) -> Option<(String, u8, i64)> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let canary = entries.get(name)?.canary.as_ref()?;
+        Some((canary.plugin.sha256().to_string(), canary.percent, canary.since_ms))
+    }
+
+    /// Stops serving `name` (withdrawn). Returns whether it was serving.
     pub fn unload(&self, name: &str) -> bool {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         match entries.get_mut(name) {
             Some(entry) if entry.status.state != PluginState::Unloaded => {
                 let was_serving = entry.current.take().is_some();
+                entry.canary = None;
                 entry.status.state = PluginState::Unloaded;
                 entry.status.sha256 = None;
                 was_serving
             }
             _ => false,
         }
-    }
-
-    /// Loads every `*.wasm` in `dir` (plugin name = file stem). Failures are recorded and
-    /// logged; they do not stop the others.
-    pub fn load_dir(
-        &self,
-        dir: &Path,
-        configs_for: impl Fn(&str) -> Vec<(String, PluginConfig)>,
-    ) -> Vec<(String, Result<Plugin, RegistryError>)> {
-        let mut files: Vec<(String, PathBuf)> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter_map(|path| Some((plugin_name(&path)?, path)))
-                .collect(),
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded");
-                return Vec::new();
-            }
-        };
-        files.sort();
-        files
-            .into_iter()
-            .map(|(name, path)| {
-                let result = self.load_file(&name, &path, &configs_for(&name));
-                match &result {
-                    Ok(plugin) => tracing::info!(plugin = name, sha256 = plugin.sha256(), source = ?plugin.load_source(), load_ms = plugin.load_time().as_millis() as u64, "plugin loaded"),
-                    Err(error) => tracing::error!(plugin = name, file = %path.display(), %error, "plugin failed to load"),
-                }
-                (name, result)
-            })
-            .collect()
     }
 
     /// Runs `plugin` on `event` on a plugin thread, once one is free.
@@ -278,6 +357,41 @@ impl Registry {
     }
 }
 
+impl Entry {
+    fn new(name: &str) -> Entry {
+        Entry {
+            current: None,
+            canary: None,
+            status: PluginStatus {
+                name: name.into(),
+                state: PluginState::Failed,
+                sha256: None,
+                loaded_at: None,
+                last_error: None,
+                file: None,
+                loads: 0,
+                failures: 0,
+                canary: None,
+            },
+        }
+    }
+
+    fn status(&self) -> PluginStatus {
+        let canary = self.canary.as_ref().map(|c| CanaryStatus {
+            sha256: c.plugin.sha256().to_string(),
+            percent: c.percent,
+            since_ms: c.since_ms,
+            serving: c.serving.read(),
+            candidate: c.candidate.read(),
+        });
+        PluginStatus { canary, ..self.status.clone() }
+    }
+}
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +402,16 @@ mod tests {
         assert_eq!(plugin_name(Path::new("/p/.slack-notify.wasm")), None);
         assert_eq!(plugin_name(Path::new("/p/slack-notify.wasm.tmp")), None);
         assert_eq!(plugin_name(Path::new("/p/readme.md")), None);
+    }
+
+    #[test]
+    fn a_canary_takes_its_share_of_delivery_ids_and_always_the_same_ones() {
+        let ids: Vec<String> = (0..10_000).map(|i| crate::model::new_id(&format!("d{i}"))).collect();
+        let taken = ids.iter().filter(|id| in_canary(id, 10)).count();
+        assert!((900..=1100).contains(&taken), "10% of 10,000: {taken}");
+        assert!(ids.iter().all(|id| in_canary(id, 10) == in_canary(id, 10)));
+        assert!(ids.iter().filter(|id| in_canary(id, 10)).all(|id| in_canary(id, 50)), "a wider share keeps them");
+        assert!(!ids.iter().any(|id| in_canary(id, 0)));
+        assert!(ids.iter().all(|id| in_canary(id, 100)));
     }
 }
