@@ -142,10 +142,11 @@ impl Deployer {
                 self.ops.emit(Happening::PluginLoadFailed { plugin: name.into(), error: error.to_string() });
                 tracing::error!(
                     plugin = name,
+                    file = file.map(|f| f.display().to_string()),
                     sha256,
                     %error,
                     serving = ?self.registry.current(name).map(|p| p.sha256().to_string()),
-                    "plugin version refused; the serving version (if any) keeps serving"
+                    "plugin failed to load; the serving version (if any) keeps serving"
                 );
                 return Err(error.into());
             }
@@ -300,6 +301,12 @@ impl Deployer {
             self.metrics.plugin_load(name, true);
             tracing::info!(plugin = name, sha256, source = ?load_source, load_ms, "plugin serving");
         }
+        self.requeue_held(name).await;
+    }
+
+    /// Sends the held deliveries of the webhooks that use `name` back to the queue, to be
+    /// transformed by the version serving now.
+    async fn requeue_held(&self, name: &str) {
         let users: Vec<String> = self.webhooks.using_plugin(name).iter().map(|w| w.config.id.clone()).collect();
         if users.is_empty() {
             return;
@@ -393,7 +400,7 @@ impl Deployer {
                 self.registry.record_failure(name, &error, Some(path));
                 self.metrics.plugin_load(name, false);
                 self.ops.emit(Happening::PluginLoadFailed { plugin: name.into(), error: error.to_string() });
-                tracing::error!(plugin = name, file = %path.display(), %error, "plugin file refused; the serving version (if any) keeps serving");
+                tracing::error!(plugin = name, file = %path.display(), %error, "plugin failed to load; the serving version (if any) keeps serving");
                 return;
             }
         };
@@ -490,6 +497,7 @@ impl Deployer {
                             serving: status.sha256.clone().unwrap_or_default(),
                             reason,
                         });
+                        self.requeue_held(&status.name).await;
                     }
                 }
                 Err(error) => {

@@ -324,6 +324,11 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
         "/v1/deliveries",
         "/v1/deliveries/replay",
         "/v1/webhooks/{id}/rotate-secret",
+        "/v1/plugins/{name}",
+        "/v1/plugins/{name}/versions",
+        "/v1/plugins/{name}/activate",
+        "/v1/plugins/{name}/promote",
+        "/v1/plugins/{name}/dry-run",
         "/metrics",
     ] {
         assert!(paths.contains_key(expected), "{expected} missing");
@@ -333,7 +338,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     let mut checked = 0;
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
-            let url = host.url(&path.replace("{id}", "nope"));
+            let url = host.url(&path.replace("{id}", "nope").replace("{name}", "nope"));
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = host.http.request(method.clone(), &url).send().await.unwrap();
             assert_ne!(response.status(), 405, "{method} {path} is documented but not routed");
@@ -342,7 +347,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20, "every operation of the API is documented");
+    assert_eq!(checked, 25, "every operation of the API is documented");
 }
 
 #[tokio::test(flavor = "multi_thread")]

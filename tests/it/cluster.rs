@@ -176,35 +176,39 @@ async fn webhook_changes_on_one_host_take_effect_on_the_other() {
     eventually(&b, "/v1/webhooks/api", |w| w["code"] == "not_found").await;
 }
 
-/// Each host loads plugins from its own folder; every host lists the version each live host
-/// serves, so drift shows, and a host that stops drops out of the list.
+/// A version deployed on one host (a file in its folder, or an upload) is stored in the
+/// database and serves on every host; every host lists the version each live host serves,
+/// and a host that stops drops out of the list.
 #[tokio::test(flavor = "multi_thread")]
-async fn every_host_lists_the_plugin_version_each_live_host_serves() {
+async fn a_plugin_deployed_on_one_host_serves_on_every_host() {
     let Some(database) = Database::create().await else { return };
     let named = |name: &str| format!("{}host_id = \"{name}\"\n", config(&database));
     let a = TestHost::start(&named("hw-a"), &["slack-notify"]);
     let mut b = TestHost::start(&named("hw-b"), &[]);
     let sha =
         a.wait_plugin("slack-notify", Duration::from_secs(10), |p| p["state"] == "loaded").await["sha256"].clone();
-
+    let on_b = b.wait_plugin("slack-notify", Duration::from_secs(10), |p| p["sha256"] == sha).await;
+    assert_eq!(on_b["file"], serde_json::Value::Null, "b has no such file: it loaded the stored version");
     let on_b = eventually(&b, "/v1/plugins", |list| {
         plugin(list, "slack-notify")["hosts"].as_array().is_some_and(|h| h.len() == 2)
     })
     .await;
     let slack = plugin(&on_b, "slack-notify");
-    assert_eq!(slack["state"], "absent", "b has no such file: {slack}");
-    assert_eq!(slack["drift"], true);
-    assert_eq!(slack["hosts"], serde_json::json!([{"host": "hw-a", "sha256": sha}, {"host": "hw-b", "sha256": null}]));
+    assert_eq!(slack["drift"], false, "{slack}");
+    assert_eq!(slack["hosts"], serde_json::json!([{"host": "hw-a", "sha256": sha}, {"host": "hw-b", "sha256": sha}]));
     let output = b.cli(&["plugins"]);
     let table = String::from_utf8_lossy(&output.stdout);
-    assert!(table.contains("DRIFT hw-a=") && table.contains("hw-b=none"), "{table}");
+    assert!(table.contains("2 alike"), "{table}");
 
-    b.deploy("slack-notify", "slack-notify");
-    let on_a = eventually(&a, "/v1/plugins", |list| plugin(list, "slack-notify")["drift"] == false).await;
-    assert_eq!(
-        plugin(&on_a, "slack-notify")["hosts"],
-        serde_json::json!([{"host": "hw-a", "sha256": sha}, {"host": "hw-b", "sha256": sha}])
-    );
+    // An upload to b serves on a too; a rollback on a serves on b.
+    let pass = crate::support::plugin_path("pass-through");
+    let deployed = b.cli(&["plugins", "deploy", "slack-notify", pass.to_str().unwrap()]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    let pass_sha = crate::support::plugin_sha("pass-through");
+    a.wait_plugin("slack-notify", Duration::from_secs(10), |p| p["sha256"] == pass_sha.as_str()).await;
+    let rollback = a.cli(&["plugins", "activate", "slack-notify", &sha.as_str().unwrap()[..10]]);
+    assert!(rollback.status.success(), "{}", String::from_utf8_lossy(&rollback.stderr));
+    b.wait_plugin("slack-notify", Duration::from_secs(10), |p| p["sha256"] == sha).await;
 
     b.terminate();
     eventually(&a, "/v1/plugins", |list| {

@@ -14,3 +14,4 @@ mod runtime;
 mod sqlite;
 mod store;
 mod support;
+mod versions;

@@ -15,3 +15,4 @@ mod pipeline;
 mod reload;
 mod store;
 mod support;
+mod versions;

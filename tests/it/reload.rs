@@ -4,15 +4,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use sha2::Digest;
-
 use crate::host::{LOCAL_DELIVERY, TestHost, TestReceiver, delivery_for, webhook};
 use crate::support::plugin_path;
 
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn sha(crate_name: &str) -> String {
-    hex::encode(sha2::Sha256::digest(std::fs::read(plugin_path(crate_name)).unwrap()))
+    crate::support::plugin_sha(crate_name)
 }
 
 /// field-map without a mapping delivers `data`; pass-through delivers the envelope.

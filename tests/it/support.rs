@@ -42,6 +42,12 @@ pub fn plugin_path(name: &str) -> PathBuf {
     plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// The sha256 of a built plugin crate's `.wasm`: the version hookwasm names it by.
+pub fn plugin_sha(name: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(plugin_path(name)).unwrap()))
+}
+
 /// The plugin's bytes with a custom section appended: the same code under a new sha256, a
 /// new version to the host (not in its precompiled-code cache).
 pub fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
