@@ -174,11 +174,25 @@ pub fn render_plugins(body: &Value) -> String {
                 time(&p["loaded_at"]),
                 if webhooks.is_empty() { "-".into() } else { webhooks.join(",") },
                 text(&p["last_error"]),
+                canary(&p["canary"]),
                 hosts(p),
             ]
         })
         .collect();
-    table(&["NAME", "STATE", "SHA256", "LOADED AT", "WEBHOOKS", "LAST ERROR", "HOSTS"], rows)
+    table(&["NAME", "STATE", "SHA256", "LOADED AT", "WEBHOOKS", "LAST ERROR", "CANARY", "HOSTS"], rows)
+}
+
+/// A canary's version and share, and what each version did since it began.
+fn canary(canary: &Value) -> String {
+    let Some(sha256) = canary["sha256"].as_str() else { return "-".into() };
+    let counts = |side: &Value| format!("{}/{} held", side["held"], side["transforms"]);
+    format!(
+        "{} {}% ({} vs {})",
+        short(sha256),
+        canary["percent"],
+        counts(&canary["candidate"]),
+        counts(&canary["serving"])
+    )
 }
 
 /// With a shared store: how many live hosts serve the plugin alike, or each one's version.

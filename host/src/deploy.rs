@@ -166,6 +166,8 @@ impl Deployer {
         if activate {
             let activation = PluginActivation { plugin: name.into(), sha256: sha256.clone(), canary: None };
             self.store.activate_plugin(activation).await.map_err(DeployError::Store)?;
+            // A new serving version ends any canary.
+            self.registry.set_canary(name, None);
             self.serve(name, plugin, file).await;
         }
         tracing::info!(plugin = name, sha256, new, activated = activate, uploaded_by, "plugin version deployed");
@@ -341,7 +343,7 @@ impl Deployer {
                     Err(error) => return Err(anyhow::anyhow!(error)),
                 }
             }
-            let running = self.registry.canary(name).map(|(sha256, percent, since_ms)| (sha256, percent, since_ms));
+            let running = self.registry.canary(name);
             let wanted = activation.canary.as_ref().map(|c| (c.sha256.clone(), c.percent, c.since_ms));
             if running == wanted {
                 continue;
@@ -351,12 +353,7 @@ impl Deployer {
                     self.registry.set_canary(name, None);
                     tracing::info!(plugin = name, "plugin canary ended");
                 }
-                Some(canary) if running.as_ref().is_some_and(|r| r.0 == canary.sha256) => {
-                    let plugin = self.load_stored(name, &canary.sha256).await;
-                    if let Ok(plugin) = plugin {
-                        self.registry.set_canary(name, Some((plugin, canary.percent, canary.since_ms)));
-                    }
-                }
+                // A new canary, or a new share for this one (its counts go on).
                 Some(canary) => match self.load_stored(name, &canary.sha256).await {
                     Ok(plugin) => {
                         self.registry.set_canary(name, Some((plugin, canary.percent, canary.since_ms)));
@@ -364,7 +361,7 @@ impl Deployer {
                             plugin = name,
                             canary = canary.sha256,
                             percent = canary.percent,
-                            "plugin canary started"
+                            "plugin canary serving"
                         );
                     }
                     Err(error) => {
@@ -428,10 +425,9 @@ impl Deployer {
                 }
             }
         }
-        if let Err(error) = self.deploy_locked(name, bytes, "file", true, Some(path)).await {
-            if let DeployError::Store(error) = error {
-                tracing::error!(plugin = name, file = %path.display(), error = format!("{error:#}"), "storing the plugin version failed");
-            }
+        // A refused version is logged and reported by the deploy itself.
+        if let Err(DeployError::Store(error)) = self.deploy_locked(name, bytes, "file", true, Some(path)).await {
+            tracing::error!(plugin = name, file = %path.display(), error = format!("{error:#}"), "storing the plugin version failed");
         }
     }
 

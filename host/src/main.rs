@@ -161,6 +161,9 @@ enum PluginsCommand {
         /// The newest this many events.
         #[arg(long, default_value_t = hookwasm::dryrun::DEFAULT_LIMIT)]
         last: u32,
+        /// Only events received within this long, e.g. 24h (retention bounds how far back).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
         /// Changed events printed in full.
         #[arg(long, default_value_t = 10)]
         show: usize,
@@ -801,9 +804,12 @@ fn plugins(command: PluginsCommand, args: AdminArgs, json: bool) -> anyhow::Resu
                 Ok(client::render_activation(&serde_json::from_value::<PluginActivation>(answer.clone())?))
             })?;
         }
-        PluginsCommand::Diff { name, file, webhook, last, show } => {
+        PluginsCommand::Diff { name, file, webhook, last, since, show } => {
             let mut url = reqwest::Url::parse("http://query.invalid/")?;
             url.query_pairs_mut().append_pair("limit", &last.to_string());
+            if let Some(since) = since {
+                url.query_pairs_mut().append_pair("since_ms", &ago_ms(since).to_string());
+            }
             if let Some(webhook) = &webhook {
                 url.query_pairs_mut().append_pair("webhook", webhook);
             }
