@@ -395,6 +395,10 @@ pub fn render_dry_run(report: &DryRunReport, show: usize, colour: bool) -> Strin
         "  time per event: {:.1} µs serving, {:.1} µs candidate\n",
         summary.serving_us_per_event, summary.candidate_us_per_event
     );
+    if !report.complete {
+        out += &paint("33", "  stopped at the 20 s time budget: the counts cover the events replayed so far");
+        out += "\n";
+    }
     let changed = summary.events - summary.same;
     for change in report.changes.iter().take(show) {
         let kind =

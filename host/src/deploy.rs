@@ -8,8 +8,10 @@
 //! follow on the store's announcement or their next poll ([`follow`]).
 //!
 //! A file in the plugins folder is a deploy by `file`: a changed file is activated; at start
-//! a file is activated only if the store has never seen its content (or the plugin has no
-//! serving version), so a restart does not undo a version uploaded since.
+//! a file is activated unless it is the file last deployed for that plugin (the store keeps
+//! that sha256 however many versions are pruned) and some version serves, so a restart does
+//! not undo a version activated since. Removing a file withdraws the plugin only if that
+//! file's deploy is what made the serving version serve.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,6 +46,9 @@ pub enum DeployError {
     /// The version does not load, or a webhook's config is refused by it.
     #[error(transparent)]
     Invalid(#[from] RegistryError),
+    /// A malformed request (a sha256 prefix that is not one).
+    #[error("{0}")]
+    BadInput(String),
     #[error("{0}")]
     NotFound(String),
     /// A request that cannot apply as asked (an ambiguous sha prefix, a canary with nothing
@@ -78,6 +83,10 @@ pub struct Deployer {
     turn: tokio::sync::Mutex<()>,
     /// Plugin name -> sha256 of its file in the plugins folder, as last read.
     files: Mutex<HashMap<String, String>>,
+    /// Plugin name (and ` canary` for its canary) -> the stored version that did not load
+    /// on this host, and the webhooks' generation then: not tried again every poll until
+    /// either changes.
+    failed_loads: Mutex<HashMap<String, (String, u64)>>,
 }
 
 impl Deployer {
@@ -103,6 +112,7 @@ impl Deployer {
             canary_policy,
             turn: tokio::sync::Mutex::new(()),
             files: Mutex::default(),
+            failed_loads: Mutex::default(),
         }
     }
 
@@ -112,8 +122,7 @@ impl Deployer {
 
     /// Validates `wasm` as a version of plugin `name` (it loads, and accepts the config of
     /// every webhook that uses the plugin), stores it, and makes it serve if `activate`. A
-    /// refused version is recorded in the plugin's status and reported; the serving version
-    /// keeps serving.
+    /// refused version is the caller's error; the serving version keeps serving.
     pub async fn deploy(
         &self,
         name: &str,
@@ -137,9 +146,13 @@ impl Deployer {
         let plugin = match self.load_checked(name, wasm.clone()).await {
             Ok(plugin) => plugin,
             Err(error) => {
-                self.registry.record_failure(name, &error, file);
-                self.metrics.plugin_load(name, false);
-                self.ops.emit(Happening::PluginLoadFailed { plugin: name.into(), error: error.to_string() });
+                // A file has no caller to answer: its failure is the plugin's status, a
+                // metric and an operational event.
+                if file.is_some() {
+                    self.registry.record_failure(name, &error, file);
+                    self.metrics.plugin_load(name, false);
+                    self.ops.emit(Happening::PluginLoadFailed { plugin: name.into(), error: error.to_string() });
+                }
                 tracing::error!(
                     plugin = name,
                     file = file.map(|f| f.display().to_string()),
@@ -158,18 +171,16 @@ impl Deployer {
             uploaded_at_ms: now_ms(),
             uploaded_by: uploaded_by.into(),
         };
-        let new = self
-            .store
-            .put_plugin_version(version.clone(), wasm, self.keep_versions)
-            .await
-            .map_err(DeployError::Store)?;
+        let new = self.store.put_plugin_version(version.clone(), wasm).await.map_err(DeployError::Store)?;
         if activate {
-            let activation = PluginActivation { plugin: name.into(), sha256: sha256.clone(), canary: None };
+            let activation =
+                PluginActivation { plugin: name.into(), sha256: sha256.clone(), canary: None, by_file: file.is_some() };
             self.store.activate_plugin(activation).await.map_err(DeployError::Store)?;
             // A new serving version ends any canary.
             self.registry.set_canary(name, None);
             self.serve(name, plugin, file).await;
         }
+        self.prune(name).await;
         tracing::info!(plugin = name, sha256, new, activated = activate, uploaded_by, "plugin version deployed");
         Ok(Deployed { version, new, activated: activate })
     }
@@ -182,15 +193,28 @@ impl Deployer {
         sha256_prefix: &str,
         percent: Option<u8>,
     ) -> Result<PluginActivation, DeployError> {
-        let _turn = self.turn.lock().await;
+        let turn = self.turn.lock().await;
+        let activation = self.activate_locked(name, sha256_prefix, percent).await?;
+        drop(turn);
+        if let Err(error) = self.apply().await {
+            tracing::warn!(plugin = name, error = format!("{error:#}"), "applying the stored plugin versions failed");
+        }
+        Ok(activation)
+    }
+
+    async fn activate_locked(
+        &self,
+        name: &str,
+        sha256_prefix: &str,
+        percent: Option<u8>,
+    ) -> Result<PluginActivation, DeployError> {
         let sha256 = self.resolve(name, sha256_prefix).await?;
         let plugin = self.load_stored(name, &sha256).await?;
         let canary_percent = percent.filter(|p| *p < 100);
         let activation = match canary_percent {
-            None => PluginActivation { plugin: name.into(), sha256: sha256.clone(), canary: None },
+            None => PluginActivation { plugin: name.into(), sha256: sha256.clone(), canary: None, by_file: false },
             Some(percent) => {
-                let serving = self.store.plugin_activations().await.map_err(DeployError::Store)?;
-                let Some(serving) = serving.into_iter().find(|a| a.plugin == name) else {
+                let Some(serving) = self.activation(name).await? else {
                     return Err(DeployError::Conflict(format!(
                         "plugin `{name}` has no serving version for a canary to run beside; activate one first"
                     )));
@@ -202,38 +226,48 @@ impl Deployer {
                     Some(canary) if canary.sha256 == sha256 => canary.since_ms,
                     _ => now_ms(),
                 };
-                PluginActivation {
-                    plugin: name.into(),
-                    sha256: serving.sha256,
-                    canary: Some(Canary { sha256: sha256.clone(), percent, since_ms }),
-                }
+                PluginActivation { canary: Some(Canary { sha256: sha256.clone(), percent, since_ms }), ..serving }
             }
         };
         self.store.activate_plugin(activation.clone()).await.map_err(DeployError::Store)?;
         match &activation.canary {
-            None => self.serve(name, plugin, None).await,
+            None => {
+                self.registry.set_canary(name, None);
+                self.serve(name, plugin, None).await;
+            }
             Some(canary) => {
-                // The serving version is in the registry already unless this host has not
-                // caught up; applying the store's state brings it.
                 self.registry.set_canary(name, Some((plugin, canary.percent, canary.since_ms)));
                 tracing::info!(plugin = name, canary = sha256, percent = canary.percent, "plugin canary started");
             }
         }
-        drop(_turn);
-        if let Err(error) = self.apply().await {
-            tracing::warn!(plugin = name, error = format!("{error:#}"), "applying the stored plugin versions failed");
-        }
+        self.prune(name).await;
         Ok(activation)
+    }
+
+    /// Deletes the versions of `name` beyond `keep_versions`, except those serving: after a
+    /// deploy or an activation, so the version it replaced counts as an old one.
+    async fn prune(&self, name: &str) {
+        if let Err(error) = self.store.prune_plugin_versions(name, self.keep_versions).await {
+            tracing::warn!(plugin = name, %error, "pruning old plugin versions failed");
+        }
     }
 
     /// Makes the canary of `name` serve every delivery.
     pub async fn promote(&self, name: &str) -> Result<PluginActivation, DeployError> {
-        let activations = self.store.plugin_activations().await.map_err(DeployError::Store)?;
-        let canary = activations.into_iter().find(|a| a.plugin == name).and_then(|a| a.canary);
+        let turn = self.turn.lock().await;
+        let canary = self.activation(name).await?.and_then(|a| a.canary);
         let Some(canary) = canary else {
             return Err(DeployError::Conflict(format!("plugin `{name}` has no canary to promote")));
         };
-        self.activate(name, &canary.sha256, None).await
+        let activation = self.activate_locked(name, &canary.sha256, None).await?;
+        drop(turn);
+        Ok(activation)
+    }
+
+    /// What the store says serves for `name`.
+    async fn activation(&self, name: &str) -> Result<Option<PluginActivation>, DeployError> {
+        let activations = self.store.plugin_activations().await.map_err(DeployError::Store)?;
+        Ok(activations.into_iter().find(|a| a.plugin == name))
     }
 
     /// A version to try without serving it (a dry run's candidate): `wasm` if given, else
@@ -257,6 +291,11 @@ impl Deployer {
     /// The stored version of `name` that `prefix` names.
     async fn resolve(&self, name: &str, prefix: &str) -> Result<String, DeployError> {
         let prefix = prefix.to_ascii_lowercase();
+        if prefix.len() < 4 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(DeployError::BadInput(format!(
+                "{prefix:?} is not a sha256 or a prefix of one (at least 4 hex digits)"
+            )));
+        }
         let versions = self.store.plugin_versions(name).await.map_err(DeployError::Store)?;
         let matching: Vec<&PluginVersion> = versions.iter().filter(|v| v.sha256.starts_with(&prefix)).collect();
         match matching.as_slice() {
@@ -325,23 +364,18 @@ impl Deployer {
 
     /// Brings the registry in line with the versions the store says serve: loads what it
     /// lacks (from the compile cache when it is there), starts, changes or ends canaries,
-    /// and withdraws plugins the store no longer serves.
+    /// and withdraws plugins the store no longer serves. A plugin that cannot be brought in
+    /// line is logged and left as it is; the others go on.
     pub async fn apply(&self) -> anyhow::Result<()> {
         let _turn = self.turn.lock().await;
         let activations = self.store.plugin_activations().await?;
         for activation in &activations {
             let name = activation.plugin.as_str();
             let serving = self.registry.current(name).map(|p| p.sha256().to_string());
-            if serving.as_deref() != Some(activation.sha256.as_str()) {
-                match self.load_stored(name, &activation.sha256).await {
-                    Ok(plugin) => self.serve(name, plugin, None).await,
-                    Err(DeployError::Invalid(error)) => {
-                        self.registry.record_failure(name, &error, None);
-                        self.metrics.plugin_load(name, false);
-                        tracing::error!(plugin = name, sha256 = activation.sha256, %error, "the stored serving version does not load here");
-                    }
-                    Err(error) => return Err(anyhow::anyhow!(error)),
-                }
+            if serving.as_deref() != Some(activation.sha256.as_str())
+                && let Some(plugin) = self.load_once(name, &activation.sha256, false).await
+            {
+                self.serve(name, plugin, None).await;
             }
             let running = self.registry.canary(name);
             let wanted = activation.canary.as_ref().map(|c| (c.sha256.clone(), c.percent, c.since_ms));
@@ -352,10 +386,12 @@ impl Deployer {
                 None => {
                     self.registry.set_canary(name, None);
                     tracing::info!(plugin = name, "plugin canary ended");
+                    // What it held here goes out through the serving version.
+                    self.requeue_held(name).await;
                 }
                 // A new canary, or a new share for this one (its counts go on).
-                Some(canary) => match self.load_stored(name, &canary.sha256).await {
-                    Ok(plugin) => {
+                Some(canary) => {
+                    if let Some(plugin) = self.load_once(name, &canary.sha256, true).await {
                         self.registry.set_canary(name, Some((plugin, canary.percent, canary.since_ms)));
                         tracing::info!(
                             plugin = name,
@@ -364,10 +400,7 @@ impl Deployer {
                             "plugin canary serving"
                         );
                     }
-                    Err(error) => {
-                        tracing::error!(plugin = name, canary = canary.sha256, %error, "the canary does not load here")
-                    }
-                },
+                }
             }
         }
         for status in self.registry.statuses() {
@@ -382,11 +415,39 @@ impl Deployer {
         Ok(())
     }
 
+    /// Loads stored version `sha256` of `name` for [`Deployer::apply`], unless it already
+    /// failed here with the webhooks as they are: a version this host cannot load is
+    /// reported once, not every poll.
+    async fn load_once(&self, name: &str, sha256: &str, canary: bool) -> Option<Plugin> {
+        let key = if canary { format!("{name} canary") } else { name.to_string() };
+        let attempt = (sha256.to_string(), self.webhooks.generation());
+        if self.failed_loads.lock().unwrap_or_else(|e| e.into_inner()).get(&key) == Some(&attempt) {
+            return None;
+        }
+        match self.load_stored(name, sha256).await {
+            Ok(plugin) => {
+                self.failed_loads.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                Some(plugin)
+            }
+            Err(error) => {
+                if let DeployError::Invalid(error) = &error
+                    && !canary
+                {
+                    self.registry.record_failure(name, error, None);
+                    self.metrics.plugin_load(name, false);
+                }
+                tracing::error!(plugin = name, sha256, canary, %error, "a stored version that should serve does not load here");
+                self.failed_loads.lock().unwrap_or_else(|e| e.into_inner()).insert(key, attempt);
+                None
+            }
+        }
+    }
+
     /// Acts on `path` in the plugins folder: a new or changed file is deployed by `file` and
-    /// activated; at start (`starting`), a file whose content the store already has is
-    /// activated only if the plugin has no serving version. A removed file withdraws the
-    /// plugin if its content is what serves.
-    pub async fn file_changed(&self, name: &str, path: &Path, starting: bool) {
+    /// activated, unless it is the file last deployed for the plugin and some version serves
+    /// (a host restarting, or a file touched, must not undo an activation since). A removed
+    /// file withdraws the plugin if that file's deploy made the serving version serve.
+    pub async fn file_changed(&self, name: &str, path: &Path) {
         let bytes = match self.registry.runtime().read_file(name, path) {
             Ok(bytes) => bytes,
             Err(LoadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -403,46 +464,58 @@ impl Deployer {
         };
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
         let _turn = self.turn.lock().await;
-        let previous = self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), sha256.clone());
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), sha256.clone());
         if self.registry.confirm(name, &sha256) {
             tracing::debug!(plugin = name, "plugin file is the serving version");
             return;
         }
-        if starting || previous.as_deref() == Some(sha256.as_str()) {
-            match self.known_and_served(name, &sha256).await {
-                Ok(true) => {
-                    tracing::info!(plugin = name, file = %path.display(), sha256, "plugin file is a stored version; the stored serving version serves");
-                    return;
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::error!(
-                        plugin = name,
-                        error = format!("{error:#}"),
-                        "reading stored plugin versions failed"
-                    );
-                    return;
-                }
+        let known = async {
+            let last_file = self.store.plugin_file(name).await?;
+            let served = self.store.plugin_activations().await?.iter().any(|a| a.plugin == name);
+            anyhow::Ok(served && last_file.as_deref() == Some(sha256.as_str()))
+        };
+        match known.await {
+            Ok(true) => {
+                tracing::info!(plugin = name, file = %path.display(), sha256, "plugin file was deployed before; the version activated since serves");
+                return;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(
+                    plugin = name,
+                    error = format!("{error:#}"),
+                    "reading stored plugin versions failed; the file is not deployed"
+                );
+                return;
             }
         }
-        // A refused version is logged and reported by the deploy itself.
-        if let Err(DeployError::Store(error)) = self.deploy_locked(name, bytes, "file", true, Some(path)).await {
-            tracing::error!(plugin = name, file = %path.display(), error = format!("{error:#}"), "storing the plugin version failed");
+        match self.deploy_locked(name, bytes, "file", true, Some(path)).await {
+            Ok(_) => {
+                if let Err(error) = self.store.set_plugin_file(name, &sha256).await {
+                    tracing::warn!(plugin = name, %error, "recording the deployed file failed");
+                }
+            }
+            // A refused version is logged and reported by the deploy itself.
+            Err(DeployError::Store(error)) => {
+                tracing::error!(plugin = name, file = %path.display(), error = format!("{error:#}"), "storing the plugin version failed")
+            }
+            Err(_) => {}
         }
-    }
-
-    /// Whether the store has version `sha256` of `name` and some version of `name` serves.
-    async fn known_and_served(&self, name: &str, sha256: &str) -> anyhow::Result<bool> {
-        let served = self.store.plugin_activations().await?.iter().any(|a| a.plugin == name);
-        Ok(served && self.store.plugin_versions(name).await?.iter().any(|v| v.sha256 == sha256))
     }
 
     async fn file_removed(&self, name: &str, path: &Path) {
         let _turn = self.turn.lock().await;
         let file_sha = self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        let serving = self.registry.current(name).map(|p| p.sha256().to_string());
-        if file_sha.is_none() || file_sha != serving {
-            tracing::info!(plugin = name, file = %path.display(), "plugin file removed; it was not the serving version, which keeps serving");
+        let activation = match self.activation(name).await {
+            Ok(activation) => activation,
+            Err(error) => {
+                tracing::error!(plugin = name, %error, "reading the serving version failed; the plugin keeps serving");
+                return;
+            }
+        };
+        let by_this_file = activation.is_some_and(|a| a.by_file && Some(&a.sha256) == file_sha.as_ref());
+        if !by_this_file {
+            tracing::info!(plugin = name, file = %path.display(), "plugin file removed; its deploy is not what serves, which keeps serving");
             return;
         }
         if let Err(error) = self.store.deactivate_plugin(name).await {
@@ -478,23 +551,19 @@ impl Deployer {
             );
             let _turn = self.turn.lock().await;
             match self.store.end_canary(&status.name, &canary.sha256).await {
-                Ok(ended) => {
+                // Another host ended it, or a newer canary replaced it: applying the store's
+                // state brings this host in line.
+                Ok(false) => {}
+                Ok(true) => {
                     self.registry.set_canary(&status.name, None);
-                    if ended {
-                        tracing::warn!(
-                            plugin = status.name,
-                            canary = canary.sha256,
-                            reason,
-                            "plugin canary rolled back"
-                        );
-                        self.ops.emit(Happening::PluginRolledBack {
-                            plugin: status.name.clone(),
-                            candidate: canary.sha256.clone(),
-                            serving: status.sha256.clone().unwrap_or_default(),
-                            reason,
-                        });
-                        self.requeue_held(&status.name).await;
-                    }
+                    tracing::warn!(plugin = status.name, canary = canary.sha256, reason, "plugin canary rolled back");
+                    self.ops.emit(Happening::PluginRolledBack {
+                        plugin: status.name.clone(),
+                        candidate: canary.sha256.clone(),
+                        serving: status.sha256.clone().unwrap_or_default(),
+                        reason,
+                    });
+                    self.requeue_held(&status.name).await;
                 }
                 Err(error) => {
                     tracing::error!(plugin = status.name, %error, "rolling the canary back failed; trying again")

@@ -2,9 +2,11 @@
 //! webhooks that use a plugin through the serving version and the candidate, with each
 //! webhook's `plugin_config`, sends nothing, and compares what each decided.
 //!
-//! Calls go through the registry's plugin threads one at a time, so a dry run never takes
-//! more than one call's share from deliveries. How far back it can look is bounded by
-//! retention (`store.retention`): only events still stored are replayed.
+//! Calls go through the registry's plugin threads one at a time, and one dry run at a time
+//! runs per host, so dry runs never take more than one call's share from deliveries. Events
+//! are read one at a time (memory stays at one event), and a run stops after [`TIME_BUDGET`]
+//! with what it has (`complete: false`). How far back it can look is bounded by retention
+//! (`store.retention`): only events still stored are replayed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Event;
 use crate::plugins::{Action, Execution, Plugin, PluginConfig, Registry};
-use crate::store::EventRecord;
+use crate::store::Store;
 
 /// Events replayed when the request names no limit.
 pub const DEFAULT_LIMIT: u32 = 500;
@@ -23,6 +25,14 @@ pub const MAX_LIMIT: u32 = 10_000;
 pub const MAX_LISTED: usize = 100;
 /// Longest body text kept in a report where a body is not JSON.
 const TEXT_EXCERPT: usize = 2048;
+/// The largest JSON Patch kept for one event, serialized; a larger one is shown as the
+/// bodies' text excerpts instead.
+const MAX_PATCH_BYTES: usize = 16 << 10;
+/// How long one dry run may take: an HTTP request ends at 30 s.
+pub const TIME_BUDGET: Duration = Duration::from_secs(20);
+
+/// One dry run at a time per host.
+static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// What one version did with one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -73,7 +83,8 @@ pub struct EventChange {
     /// body to the candidate's.
     #[schema(value_type = Option<Vec<Object>>)]
     pub body_patch: Option<serde_json::Value>,
-    /// Where a body is not JSON: both bodies as text (each cut at 2 KiB).
+    /// Where a body is not JSON, or the patch would be over 16 KiB: both bodies as text
+    /// (each cut at 2 KiB).
     pub body_text: Option<[String; 2]>,
     pub headers: Vec<HeaderChange>,
 }
@@ -104,49 +115,61 @@ pub struct DryRunReport {
     pub candidate: String,
     /// The webhooks whose stored events were replayed.
     pub webhooks: Vec<String>,
+    /// False when the run stopped at its time budget (20 s) before the last event; the
+    /// summary covers the events replayed.
+    pub complete: bool,
     pub summary: DryRunSummary,
     /// Changed events, newest first, at most 100.
     pub changes: Vec<EventChange>,
 }
 
-/// The events of one webhook to replay, with its config.
-pub struct Replay {
-    pub webhook: String,
-    pub config: PluginConfig,
-    pub events: Vec<EventRecord>,
-}
-
-/// Runs every event of `replays` through `serving` and `candidate` and compares.
-pub async fn run(registry: &Registry, serving: Plugin, candidate: Plugin, replays: Vec<Replay>) -> DryRunReport {
+/// Runs the stored events `events` (`(webhook id, event id)`, newest first) through
+/// `serving` and `candidate`, each with its webhook's config in `configs`, and compares.
+pub async fn run(
+    registry: &Registry,
+    store: &dyn Store,
+    serving: Plugin,
+    candidate: Plugin,
+    configs: &BTreeMap<String, PluginConfig>,
+    events: Vec<(String, String)>,
+) -> anyhow::Result<DryRunReport> {
+    let _turn = ONE_AT_A_TIME.acquire().await?;
+    let started = std::time::Instant::now();
     let mut summary = DryRunSummary::default();
     let mut changes = Vec::new();
+    let mut complete = true;
     let (mut serving_time, mut candidate_time) = (Duration::ZERO, Duration::ZERO);
-    for replay in &replays {
-        for record in &replay.events {
-            let event = Event {
-                id: record.id.clone(),
-                event_type: record.event_type.clone(),
-                timestamp: record.timestamp.clone(),
-                data: record.data.get().to_string(),
-            };
-            let before = registry.transform(serving.clone(), event.plugin_event(), replay.config.clone()).await;
-            let after = registry.transform(candidate.clone(), event.plugin_event(), replay.config.clone()).await;
-            serving_time += before.duration;
-            candidate_time += after.duration;
-            summary.events += 1;
-            let Some(change) = compare(&replay.webhook, &event, before, after) else {
-                summary.same += 1;
-                continue;
-            };
-            match change.kind {
-                ChangeKind::BodyChanged => summary.body_changed += 1,
-                ChangeKind::ActionChanged => summary.action_changed += 1,
-                ChangeKind::NewError => summary.new_errors += 1,
-                ChangeKind::ErrorFixed => summary.errors_fixed += 1,
-            }
-            if changes.len() < MAX_LISTED {
-                changes.push(change);
-            }
+    for (webhook, event_id) in &events {
+        if started.elapsed() > TIME_BUDGET {
+            complete = false;
+            break;
+        }
+        let (Some(config), Some(record)) = (configs.get(webhook), store.event(event_id).await?) else {
+            continue; // expired since it was listed
+        };
+        let event = Event {
+            id: record.id,
+            event_type: record.event_type,
+            timestamp: record.timestamp,
+            data: record.data.get().to_string(),
+        };
+        let before = registry.transform(serving.clone(), event.plugin_event(), config.clone()).await;
+        let after = registry.transform(candidate.clone(), event.plugin_event(), config.clone()).await;
+        serving_time += before.duration;
+        candidate_time += after.duration;
+        summary.events += 1;
+        let Some(change) = compare(webhook, &event, before, after) else {
+            summary.same += 1;
+            continue;
+        };
+        match change.kind {
+            ChangeKind::BodyChanged => summary.body_changed += 1,
+            ChangeKind::ActionChanged => summary.action_changed += 1,
+            ChangeKind::NewError => summary.new_errors += 1,
+            ChangeKind::ErrorFixed => summary.errors_fixed += 1,
+        }
+        if changes.len() < MAX_LISTED {
+            changes.push(change);
         }
     }
     let per_event = |total: Duration| {
@@ -154,14 +177,15 @@ pub async fn run(registry: &Registry, serving: Plugin, candidate: Plugin, replay
     };
     summary.serving_us_per_event = per_event(serving_time);
     summary.candidate_us_per_event = per_event(candidate_time);
-    DryRunReport {
+    Ok(DryRunReport {
         plugin: serving.name().to_string(),
         serving: serving.sha256().to_string(),
         candidate: candidate.sha256().to_string(),
-        webhooks: replays.into_iter().map(|r| r.webhook).collect(),
+        webhooks: configs.keys().cloned().collect(),
+        complete,
         summary,
         changes,
-    }
+    })
 }
 
 /// The change from `before` to `after` on `event`, if any.
@@ -226,7 +250,13 @@ fn header_changes(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) ->
 /// A JSON Patch between two JSON bodies, or both bodies as text when either is not JSON.
 fn body_difference(a: &[u8], b: &[u8]) -> (Option<serde_json::Value>, Option<[String; 2]>) {
     match (serde_json::from_slice::<serde_json::Value>(a), serde_json::from_slice::<serde_json::Value>(b)) {
-        (Ok(a), Ok(b)) => (serde_json::to_value(json_patch::diff(&a, &b)).ok(), None),
+        (Ok(json_a), Ok(json_b)) => {
+            let patch = serde_json::to_value(json_patch::diff(&json_a, &json_b)).ok();
+            match patch {
+                Some(patch) if patch.to_string().len() <= MAX_PATCH_BYTES => (Some(patch), None),
+                _ => (None, Some([excerpt(a), excerpt(b)])),
+            }
+        }
         _ => (None, Some([excerpt(a), excerpt(b)])),
     }
 }

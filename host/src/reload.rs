@@ -58,7 +58,7 @@ impl Reloader {
     /// [`crate::deploy`]).
     pub async fn plugin_changed(&self, path: &Path) {
         let Some(name) = plugin_name(path) else { return };
-        self.deployer.file_changed(&name, path, false).await;
+        self.deployer.file_changed(&name, path).await;
     }
 
     /// Re-reads the config file and applies its `[[webhooks]]` if they are all valid.
@@ -97,15 +97,15 @@ impl Reloader {
         {
             anyhow::bail!("webhook id {:?} is already used by a webhook created through the API", clash.config.id);
         }
-        // Every plugin that is serving must accept its new webhook configurations.
+        // Every plugin version serving (a canary too) must accept its new webhook configurations.
         for webhook in &resolved {
-            let Some(plugin) = webhook.config.plugin.as_ref().and_then(|name| self.registry.current(name)) else {
-                continue;
-            };
-            let config = webhook.plugin_config.clone();
-            let check = tokio::task::spawn_blocking(move || plugin.check_config(&config)).await?;
-            if let Err(error) = check.result {
-                anyhow::bail!("webhook `{}`: {error}", webhook.config.id);
+            let name = webhook.config.plugin.as_deref();
+            for plugin in name.map(|name| self.registry.serving_versions(name)).unwrap_or_default() {
+                let config = webhook.plugin_config.clone();
+                let check = tokio::task::spawn_blocking(move || plugin.check_config(&config)).await?;
+                if let Err(error) = check.result {
+                    anyhow::bail!("webhook `{}`: {error}", webhook.config.id);
+                }
             }
         }
         let changed: Vec<String> =

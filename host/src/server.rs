@@ -95,7 +95,7 @@ pub async fn run(
     // The folder's files first (each a deploy by `file` if the store has not seen it), then
     // whatever the store says serves.
     for (name, path) in plugin_files(&plugins_dir) {
-        deployer.file_changed(&name, &path, true).await;
+        deployer.file_changed(&name, &path).await;
     }
     deployer.apply().await.context("loading the serving plugin versions from the store")?;
 

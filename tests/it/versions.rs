@@ -86,8 +86,8 @@ async fn uploaded_versions_serve_roll_back_and_survive_a_restart() {
     let (code, _, err) = cli(&host, &["plugins", "deploy", "shape", &path("hostile")]);
     assert_eq!(code, 2);
     assert!(err.contains("422") && err.contains("rejected the plugin_config of webhook `w`"), "{err}");
-    let status = host.wait_plugin("shape", SETTLE, |p| p["state"] == "failed").await;
-    assert_eq!(status["sha256"], pass.as_str(), "the serving version keeps serving: {status}");
+    let status = host.wait_plugin("shape", SETTLE, |_| true).await;
+    assert_eq!((&status["state"], &status["sha256"]), (&"loaded".into(), &pass.clone().into()), "{status}");
     assert_eq!(host.get("/v1/plugins/shape/versions").await["versions"].as_array().unwrap().len(), 2, "not stored");
 
     // Rolling back is activating the earlier version; it survives a restart, with no file.
@@ -123,6 +123,42 @@ async fn uploaded_versions_serve_roll_back_and_survive_a_restart() {
     let (code, _, err) = cli(&host, &["deliveries", "list", "--plugin-sha", "xyz"]);
     assert_eq!(code, 2);
     assert!(err.contains("not a sha256"), "{err}");
+}
+
+/// A file in the folder is deployed once: a restart with the same file does not undo a
+/// version uploaded since (even once the file's version is pruned), and removing the file
+/// does not withdraw what an upload made serve; a changed file deploys again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_folder_does_not_undo_an_upload() {
+    let receiver = TestReceiver::start().await;
+    let config = format!(
+        "{LOCAL_DELIVERY}{}[plugins]\nkeep_versions = 1\n",
+        webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "plugin = \"field-map\"")
+    );
+    let mut host = TestHost::start(&config, &["field-map"]);
+    host.wait_plugin("field-map", SETTLE, |p| p["sha256"] == plugin_sha("field-map").as_str()).await;
+    let pass = plugin_sha("pass-through");
+    assert_eq!(cli(&host, &["plugins", "deploy", "field-map", &path("pass-through")]).0, 0);
+    let versions = host.get("/v1/plugins/field-map/versions").await;
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1, "the file's version is pruned: {versions}");
+
+    host.terminate();
+    host.spawn();
+    let status = host.wait_plugin("field-map", SETTLE, |p| p["state"] == "loaded").await;
+    assert_eq!(status["sha256"], pass.as_str(), "the upload still serves after a restart: {status}");
+
+    let file = host.plugins_dir().join("field-map.wasm");
+    std::fs::remove_file(&file).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = host.wait_plugin("field-map", SETTLE, |_| true).await;
+    assert_eq!((&status["state"], &status["sha256"]), (&"loaded".into(), &pass.clone().into()), "{status}");
+
+    std::fs::copy(plugin_path("redact-pii"), host.plugins_dir().join(".tmp")).unwrap();
+    std::fs::rename(host.plugins_dir().join(".tmp"), &file).unwrap();
+    host.wait_plugin("field-map", SETTLE, |p| p["sha256"] == plugin_sha("redact-pii").as_str()).await;
+    // Removing the file whose deploy serves withdraws the plugin.
+    std::fs::remove_file(&file).unwrap();
+    host.wait_plugin("field-map", SETTLE, |p| p["state"] == "unloaded").await;
 }
 
 /// A file dropped in the plugins folder is a version too; a dry run replays the stored

@@ -17,5 +17,16 @@ CREATE TABLE plugin_activations (
     canary_sha256 TEXT,
     canary_percent INTEGER,
     canary_since BIGINT,
+    -- `file` when a file in the plugins folder made this version serve: removing the file
+    -- then withdraws the plugin. Anything else (an upload, an activation) is not undone by
+    -- removing a file.
+    activated_by TEXT NOT NULL,
     changed_at BIGINT NOT NULL
+);
+-- The content of each plugin's file in the plugins folder as last deployed, kept however
+-- many versions are pruned: a host starting with that same file does not serve it again
+-- over a version activated since.
+CREATE TABLE plugin_files (
+    plugin TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL
 );

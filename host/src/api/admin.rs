@@ -224,7 +224,8 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 async fn save_webhook(state: &AppState, config: WebhookConfig, create: bool) -> Result<Response, ApiError> {
     let invalid = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook", message);
     config.validate(&state.delivery).map_err(invalid)?;
-    if let Some(plugin) = config.plugin.as_ref().and_then(|name| state.registry.current(name)) {
+    let versions = config.plugin.as_ref().map(|name| state.registry.serving_versions(name)).unwrap_or_default();
+    for plugin in versions {
         let plugin_config = std::sync::Arc::new(config.plugin_config.clone());
         let check = tokio::task::spawn_blocking(move || plugin.check_config(&plugin_config))
             .await

@@ -13,13 +13,14 @@ use super::types::{
 };
 use super::{ApiError, AppState, ErrorBody};
 use crate::deploy::DeployError;
-use crate::dryrun::{self, DryRunReport, Replay};
+use crate::dryrun::{self, DryRunReport};
 
 fn deploy_error(error: DeployError) -> ApiError {
     match error {
         DeployError::Invalid(error) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_rejected", error.to_string())
         }
+        DeployError::BadInput(message) => ApiError::invalid_field("sha256", message),
         DeployError::NotFound(message) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
         DeployError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         DeployError::Store(error) => {
@@ -178,35 +179,13 @@ pub async fn dry_run(
     let wasm = body_bytes(body, state.max_plugin_bytes).await?;
     let wasm = (!wasm.is_empty()).then_some(wasm);
     let candidate = state.deployer.candidate(&name, wasm, query.sha256.as_deref()).await.map_err(deploy_error)?;
-    let mut replays = Vec::new();
-    for webhook in webhooks {
-        let events = state
-            .store
-            .webhook_events(&webhook.config.id, query.since_ms, limit)
-            .await
-            .map_err(|error| deploy_error(DeployError::Store(error)))?;
-        replays.push(Replay { webhook: webhook.config.id.clone(), config: webhook.plugin_config.clone(), events });
-    }
-    keep_newest(&mut replays, limit as usize);
-    let report: DryRunReport = dryrun::run(&state.registry, serving, candidate, replays).await;
+    let configs: std::collections::BTreeMap<String, crate::plugins::PluginConfig> =
+        webhooks.iter().map(|w| (w.config.id.clone(), w.plugin_config.clone())).collect();
+    let ids: Vec<String> = configs.keys().cloned().collect();
+    let store_error = |error: anyhow::Error| deploy_error(DeployError::Store(error));
+    let events = state.store.webhook_event_ids(&ids, query.since_ms, limit).await.map_err(store_error)?;
+    let report = dryrun::run(&state.registry, state.store.as_ref(), serving, candidate, &configs, events)
+        .await
+        .map_err(store_error)?;
     Ok(Json(report).into_response())
-}
-
-/// Trims `replays` to the newest `limit` events in all.
-fn keep_newest(replays: &mut [Replay], limit: usize) {
-    let mut received: Vec<i64> = replays.iter().flat_map(|r| r.events.iter().map(|e| e.received_at_ms)).collect();
-    if received.len() <= limit {
-        return;
-    }
-    received.sort_unstable_by(|a, b| b.cmp(a));
-    let oldest_kept = received[limit - 1];
-    let mut room = limit;
-    for replay in replays.iter_mut() {
-        replay.events.retain(|e| e.received_at_ms >= oldest_kept);
-    }
-    // Ties at the cut could keep a few more than `limit`: cut them off the end.
-    for replay in replays.iter_mut() {
-        replay.events.truncate(room);
-        room -= replay.events.len();
-    }
 }

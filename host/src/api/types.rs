@@ -263,7 +263,7 @@ pub struct CanaryActivation {
 
 impl From<store::PluginActivation> for PluginActivation {
     fn from(activation: store::PluginActivation) -> PluginActivation {
-        let store::PluginActivation { plugin, sha256, canary } = activation;
+        let store::PluginActivation { plugin, sha256, canary, by_file: _ } = activation;
         let canary = canary.map(|c| CanaryActivation { sha256: c.sha256, percent: c.percent, since_ms: c.since_ms });
         PluginActivation { plugin, sha256, canary }
     }

@@ -173,6 +173,14 @@ impl Registry {
         self.entries.read().unwrap_or_else(|e| e.into_inner()).get(name).and_then(|e| e.current.clone())
     }
 
+    /// Every version of `name` serving now: the serving one and its canary, if any. A
+    /// webhook config must suit all of them.
+    pub fn serving_versions(&self, name: &str) -> Vec<Plugin> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = entries.get(name) else { return Vec::new() };
+        entry.current.iter().cloned().chain(entry.canary.as_ref().map(|c| c.plugin.clone())).collect()
+    }
+
     /// The version of `name` that transforms `delivery_id`: the canary for its share of
     /// deliveries, else the serving version.
     pub fn for_delivery(&self, name: &str, delivery_id: &str) -> Option<Plugin> {

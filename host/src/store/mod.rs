@@ -299,6 +299,9 @@ pub struct PluginActivation {
     /// The version serving every delivery not given to the canary.
     pub sha256: String,
     pub canary: Option<Canary>,
+    /// Whether a file in the plugins folder made `sha256` serve (removing the file then
+    /// withdraws the plugin).
+    pub by_file: bool,
 }
 
 /// A version served to a share of a plugin's deliveries.
@@ -444,9 +447,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that `host` is alive and serves `plugins` (hosts sharing a store; a store only
     /// one host uses keeps nothing).
-    /// Stores a plugin version (a version already stored is left as it was: returns false),
-    /// then deletes the plugin's versions beyond the newest `keep`, except those serving.
-    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>, keep: usize) -> anyhow::Result<bool>;
+    /// Stores a plugin version (a version already stored is left as it was: returns false).
+    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>) -> anyhow::Result<bool>;
+
+    /// Deletes the plugin's versions beyond the newest `keep`, except those serving.
+    async fn prune_plugin_versions(&self, plugin: &str, keep: usize) -> anyhow::Result<()>;
 
     /// A plugin's stored versions, newest first.
     async fn plugin_versions(&self, plugin: &str) -> anyhow::Result<Vec<PluginVersion>>;
@@ -467,14 +472,20 @@ pub trait Store: Send + Sync + 'static {
     /// Stops serving the plugin (its file was removed); its versions stay stored.
     async fn deactivate_plugin(&self, plugin: &str) -> anyhow::Result<()>;
 
-    /// The newest events delivered (or to be delivered) to `webhook_id`, newest first: at
-    /// most `limit`, and none received before `since_ms`.
-    async fn webhook_events(
+    /// The content (sha256) of plugin `plugin`'s file in the plugins folder as last deployed.
+    async fn plugin_file(&self, plugin: &str) -> anyhow::Result<Option<String>>;
+
+    /// Records `sha256` as the content of plugin `plugin`'s file as deployed.
+    async fn set_plugin_file(&self, plugin: &str, sha256: &str) -> anyhow::Result<()>;
+
+    /// `(webhook id, event id)` of the newest deliveries to any of `webhook_ids`, newest
+    /// first: at most `limit`, and none of events received before `since_ms`.
+    async fn webhook_event_ids(
         &self,
-        webhook_id: &str,
+        webhook_ids: &[String],
         since_ms: Option<i64>,
         limit: u32,
-    ) -> anyhow::Result<Vec<EventRecord>>;
+    ) -> anyhow::Result<Vec<(String, String)>>;
 
     async fn report_host(&self, _host: &str, _plugins: &BTreeMap<String, Option<String>>) -> anyhow::Result<()> {
         Ok(())

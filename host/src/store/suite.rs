@@ -305,12 +305,16 @@ fn version(sha256: &str, uploaded_at_ms: i64) -> PluginVersion {
 /// except the versions serving; a canary ends only if it is still the one named.
 pub async fn plugin_versions_are_kept_newest_first_and_serving_ones_never_pruned(store: &dyn Store) {
     let now = now_ms();
-    assert!(store.put_plugin_version(version("a", now - 3000), b"wasm a".to_vec(), 2).await.unwrap());
-    assert!(!store.put_plugin_version(version("a", now), b"wasm a".to_vec(), 2).await.unwrap(), "stored once");
-    store.activate_plugin(PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: None }).await.unwrap();
-    assert!(store.put_plugin_version(version("b", now - 2000), b"wasm b".to_vec(), 2).await.unwrap());
-    assert!(store.put_plugin_version(version("c", now - 1000), b"wasm c".to_vec(), 2).await.unwrap());
-    assert!(store.put_plugin_version(version("d", now), b"wasm d".to_vec(), 2).await.unwrap());
+    assert!(store.put_plugin_version(version("a", now - 3000), b"wasm a".to_vec()).await.unwrap());
+    assert!(!store.put_plugin_version(version("a", now), b"wasm a".to_vec()).await.unwrap(), "stored once");
+    store
+        .activate_plugin(PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: None, by_file: true })
+        .await
+        .unwrap();
+    assert!(store.put_plugin_version(version("b", now - 2000), b"wasm b".to_vec()).await.unwrap());
+    assert!(store.put_plugin_version(version("c", now - 1000), b"wasm c".to_vec()).await.unwrap());
+    assert!(store.put_plugin_version(version("d", now), b"wasm d".to_vec()).await.unwrap());
+    store.prune_plugin_versions("p", 2).await.unwrap();
     let listed: Vec<(String, u64)> =
         store.plugin_versions("p").await.unwrap().into_iter().map(|v| (v.sha256, v.size)).collect();
     assert_eq!(listed, [("d".into(), 6), ("c".into(), 6), ("a".into(), 6)], "b pruned; a serves, so it stays");
@@ -319,7 +323,7 @@ pub async fn plugin_versions_are_kept_newest_first_and_serving_ones_never_pruned
     assert!(store.plugin_versions("other").await.unwrap().is_empty());
 
     let canary = Canary { sha256: "d".into(), percent: 10, since_ms: now };
-    let with_canary = PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: Some(canary) };
+    let with_canary = PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: Some(canary), by_file: true };
     store.activate_plugin(with_canary.clone()).await.unwrap();
     let read = store.plugin_activations().await.unwrap();
     assert_eq!(read.len(), 1);
@@ -331,7 +335,7 @@ pub async fn plugin_versions_are_kept_newest_first_and_serving_ones_never_pruned
     assert!(!store.end_canary("p", "d").await.unwrap(), "ended once");
     assert_eq!(
         store.plugin_activations().await.unwrap(),
-        [PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: None }]
+        [PluginActivation { plugin: "p".into(), sha256: "a".into(), canary: None, by_file: true }]
     );
     store.deactivate_plugin("p").await.unwrap();
     assert!(store.plugin_activations().await.unwrap().is_empty());
@@ -345,8 +349,18 @@ pub async fn stored_events_of_a_webhook_come_newest_first(store: &dyn Store) {
         .ingest(event("e4"), vec![NewDelivery { id: "m4".into(), webhook_id: "other".into(), lease: None }])
         .await
         .unwrap();
-    let ids = |events: Vec<EventRecord>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.webhook_events("w", None, 2).await.unwrap()), ["e3", "e2"]);
-    assert_eq!(ids(store.webhook_events("other", None, 10).await.unwrap()), ["e4"]);
-    assert!(store.webhook_events("w", Some(now_ms() + 60_000), 10).await.unwrap().is_empty());
+    let ids = |webhooks: &[&str]| webhooks.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+    let pair = |webhook: &str, event: &str| (webhook.to_string(), event.to_string());
+    assert_eq!(store.webhook_event_ids(&ids(&["w"]), None, 2).await.unwrap(), [pair("w", "e3"), pair("w", "e2")]);
+    assert_eq!(
+        store.webhook_event_ids(&ids(&["w", "other"]), None, 10).await.unwrap(),
+        [pair("other", "e4"), pair("w", "e3"), pair("w", "e2"), pair("w", "e1")]
+    );
+    assert!(store.webhook_event_ids(&ids(&["w"]), Some(now_ms() + 60_000), 10).await.unwrap().is_empty());
+    assert!(store.webhook_event_ids(&[], None, 10).await.unwrap().is_empty());
+
+    assert_eq!(store.plugin_file("p").await.unwrap(), None);
+    store.set_plugin_file("p", "a").await.unwrap();
+    store.set_plugin_file("p", "b").await.unwrap();
+    assert_eq!(store.plugin_file("p").await.unwrap().as_deref(), Some("b"));
 }

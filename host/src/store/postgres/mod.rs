@@ -295,8 +295,12 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>, keep: usize) -> anyhow::Result<bool> {
-        sql::put_plugin_version(&**self.client().await?, self.clock, &version, &wasm, keep).await
+    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>) -> anyhow::Result<bool> {
+        sql::put_plugin_version(&**self.client().await?, self.clock, &version, &wasm).await
+    }
+
+    async fn prune_plugin_versions(&self, plugin: &str, keep: usize) -> anyhow::Result<()> {
+        sql::prune_plugin_versions(&**self.client().await?, plugin, keep).await
     }
 
     async fn plugin_versions(&self, plugin: &str) -> anyhow::Result<Vec<PluginVersion>> {
@@ -331,13 +335,21 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn webhook_events(
+    async fn plugin_file(&self, plugin: &str) -> anyhow::Result<Option<String>> {
+        sql::plugin_file(&**self.client().await?, plugin).await
+    }
+
+    async fn set_plugin_file(&self, plugin: &str, sha256: &str) -> anyhow::Result<()> {
+        sql::set_plugin_file(&**self.client().await?, plugin, sha256).await
+    }
+
+    async fn webhook_event_ids(
         &self,
-        webhook_id: &str,
+        webhook_ids: &[String],
         since_ms: Option<i64>,
         limit: u32,
-    ) -> anyhow::Result<Vec<EventRecord>> {
-        sql::webhook_events(&**self.client().await?, self.clock, webhook_id, since_ms, limit).await
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        sql::webhook_event_ids(&**self.client().await?, self.clock, webhook_ids, since_ms, limit).await
     }
 
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>> {

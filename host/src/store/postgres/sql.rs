@@ -588,7 +588,6 @@ pub async fn put_plugin_version(
     clock: Clock,
     version: &PluginVersion,
     wasm: &[u8],
-    keep: usize,
 ) -> anyhow::Result<bool> {
     let inserted = db
         .execute(
@@ -604,6 +603,10 @@ pub async fn put_plugin_version(
             ],
         )
         .await?;
+    Ok(inserted == 1)
+}
+
+pub async fn prune_plugin_versions(db: &impl GenericClient, plugin: &str, keep: usize) -> anyhow::Result<()> {
     db.execute(
         "DELETE FROM plugin_versions WHERE plugin = $1
            AND sha256 NOT IN (SELECT sha256 FROM plugin_versions WHERE plugin = $1
@@ -611,10 +614,10 @@ pub async fn put_plugin_version(
            AND sha256 NOT IN (SELECT sha256 FROM plugin_activations WHERE plugin = $1
                               UNION SELECT canary_sha256 FROM plugin_activations
                               WHERE plugin = $1 AND canary_sha256 IS NOT NULL)",
-        &[&version.plugin, &(keep as i64)],
+        &[&plugin, &(keep as i64)],
     )
     .await?;
-    Ok(inserted == 1)
+    Ok(())
 }
 
 pub async fn plugin_versions(
@@ -651,7 +654,8 @@ pub async fn plugin_wasm(db: &impl GenericClient, plugin: &str, sha256: &str) ->
 pub async fn plugin_activations(db: &impl GenericClient, clock: Clock) -> anyhow::Result<Vec<PluginActivation>> {
     let rows = db
         .query(
-            "SELECT plugin, sha256, canary_sha256, canary_percent, canary_since FROM plugin_activations ORDER BY plugin",
+            "SELECT plugin, sha256, canary_sha256, canary_percent, canary_since, activated_by FROM plugin_activations
+             ORDER BY plugin",
             &[],
         )
         .await?;
@@ -664,7 +668,8 @@ pub async fn plugin_activations(db: &impl GenericClient, clock: Clock) -> anyhow
                     }
                     _ => None,
                 };
-            Ok(PluginActivation { plugin: row.try_get(0)?, sha256: row.try_get(1)?, canary })
+            let by_file = row.try_get::<_, String>(5)? == "file";
+            Ok(PluginActivation { plugin: row.try_get(0)?, sha256: row.try_get(1)?, canary, by_file })
         })
         .collect()
 }
@@ -676,16 +681,18 @@ pub async fn activate_plugin(
 ) -> anyhow::Result<()> {
     let canary = activation.canary.as_ref();
     db.execute(
-        "INSERT INTO plugin_activations (plugin, sha256, canary_sha256, canary_percent, canary_since, changed_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO plugin_activations
+         (plugin, sha256, canary_sha256, canary_percent, canary_since, activated_by, changed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (plugin) DO UPDATE SET sha256 = $2, canary_sha256 = $3, canary_percent = $4,
-           canary_since = $5, changed_at = $6",
+           canary_since = $5, activated_by = $6, changed_at = $7",
         &[
             &activation.plugin,
             &activation.sha256,
             &canary.map(|c| c.sha256.as_str()),
             &canary.map(|c| i32::from(c.percent)),
             &canary.map(|c| clock.to_database(c.since_ms)),
+            &if activation.by_file { "file" } else { "api" },
             &clock.now(),
         ],
     )
@@ -714,29 +721,33 @@ pub async fn deactivate_plugin(db: &impl GenericClient, plugin: &str) -> anyhow:
     Ok(())
 }
 
-pub async fn webhook_events(
+pub async fn plugin_file(db: &impl GenericClient, plugin: &str) -> anyhow::Result<Option<String>> {
+    let row = db.query_opt("SELECT sha256 FROM plugin_files WHERE plugin = $1", &[&plugin]).await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+pub async fn set_plugin_file(db: &impl GenericClient, plugin: &str, sha256: &str) -> anyhow::Result<()> {
+    db.execute(
+        "INSERT INTO plugin_files (plugin, sha256) VALUES ($1, $2) ON CONFLICT (plugin) DO UPDATE SET sha256 = $2",
+        &[&plugin, &sha256],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn webhook_event_ids(
     db: &impl GenericClient,
     clock: Clock,
-    webhook_id: &str,
+    webhook_ids: &[String],
     since_ms: Option<i64>,
     limit: u32,
-) -> anyhow::Result<Vec<EventRecord>> {
+) -> anyhow::Result<Vec<(String, String)>> {
     let rows = db
         .query(
-            "SELECT e.id, e.type, e.timestamp, e.received_at, e.data FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.webhook_id = $1 AND e.received_at >= $2 ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
-            &[&webhook_id, &since_ms.map_or(i64::MIN, |since| clock.to_database(since)), &i64::from(limit)],
+            "SELECT d.webhook_id, d.event_id FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.webhook_id = ANY($1) AND e.received_at >= $2 ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
+            &[&webhook_ids, &since_ms.map_or(i64::MIN, |since| clock.to_database(since)), &i64::from(limit)],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(EventRecord {
-                id: row.try_get(0)?,
-                event_type: row.try_get(1)?,
-                timestamp: row.try_get(2)?,
-                received_at_ms: row.try_get(3)?,
-                data: serde_json::value::RawValue::from_string(row.try_get(4)?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
 }

@@ -198,8 +198,13 @@ impl Store for SqliteStore {
         self.writer.call(move |db| writes::disable_webhook(db, &webhook_id, &url, &reason)).await
     }
 
-    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>, keep: usize) -> anyhow::Result<bool> {
-        self.writer.call(move |db| writes::put_plugin_version(db, &version, &wasm, keep)).await
+    async fn put_plugin_version(&self, version: PluginVersion, wasm: Vec<u8>) -> anyhow::Result<bool> {
+        self.writer.call(move |db| writes::put_plugin_version(db, &version, &wasm)).await
+    }
+
+    async fn prune_plugin_versions(&self, plugin: &str, keep: usize) -> anyhow::Result<()> {
+        let plugin = plugin.to_string();
+        self.writer.call(move |db| writes::prune_plugin_versions(db, &plugin, keep)).await
     }
 
     async fn plugin_versions(&self, plugin: &str) -> anyhow::Result<Vec<PluginVersion>> {
@@ -230,14 +235,27 @@ impl Store for SqliteStore {
         self.writer.call(move |db| writes::deactivate_plugin(db, &plugin)).await
     }
 
-    async fn webhook_events(
+    async fn plugin_file(&self, plugin: &str) -> anyhow::Result<Option<String>> {
+        let plugin = plugin.to_string();
+        self.readers.read(move |db| reads::plugin_file(db, &plugin)).await
+    }
+
+    async fn set_plugin_file(&self, plugin: &str, sha256: &str) -> anyhow::Result<()> {
+        let (plugin, sha256) = (plugin.to_string(), sha256.to_string());
+        self.writer.call(move |db| writes::set_plugin_file(db, &plugin, &sha256)).await
+    }
+
+    async fn webhook_event_ids(
         &self,
-        webhook_id: &str,
+        webhook_ids: &[String],
         since_ms: Option<i64>,
         limit: u32,
-    ) -> anyhow::Result<Vec<EventRecord>> {
-        let webhook_id = webhook_id.to_string();
-        self.readers.read(move |db| reads::webhook_events(db, &webhook_id, since_ms, limit)).await
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        if webhook_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let webhook_ids = webhook_ids.to_vec();
+        self.readers.read(move |db| reads::webhook_event_ids(db, &webhook_ids, since_ms, limit)).await
     }
 
     async fn stored_webhooks(&self) -> anyhow::Result<Vec<(String, String)>> {

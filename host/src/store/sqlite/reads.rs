@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::store::{
     Attempt, Canary, DeliveryFilter, DeliveryRecord, DeliveryState, DisabledWebhook, EventRecord, FilterValue,
@@ -179,35 +179,40 @@ pub fn plugin_wasm(db: &Connection, plugin: &str, sha256: &str) -> anyhow::Resul
 
 pub fn plugin_activations(db: &Connection) -> anyhow::Result<Vec<PluginActivation>> {
     let mut statement = db.prepare_cached(
-        "SELECT plugin, sha256, canary_sha256, canary_percent, canary_since FROM plugin_activations ORDER BY plugin",
+        "SELECT plugin, sha256, canary_sha256, canary_percent, canary_since, activated_by FROM plugin_activations
+         ORDER BY plugin",
     )?;
     let rows = statement.query_map([], |row| {
         let canary = match (row.get::<_, Option<String>>(2)?, row.get::<_, Option<u8>>(3)?, row.get(4)?) {
             (Some(sha256), Some(percent), Some(since_ms)) => Some(Canary { sha256, percent, since_ms }),
             _ => None,
         };
-        Ok(PluginActivation { plugin: row.get(0)?, sha256: row.get(1)?, canary })
+        let by_file = row.get::<_, String>(5)? == "file";
+        Ok(PluginActivation { plugin: row.get(0)?, sha256: row.get(1)?, canary, by_file })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn webhook_events(
+pub fn webhook_event_ids(
     db: &Connection,
-    webhook_id: &str,
+    webhook_ids: &[String],
     since_ms: Option<i64>,
     limit: u32,
-) -> anyhow::Result<Vec<EventRecord>> {
-    let mut statement = db.prepare_cached(
-        "SELECT e.id, e.type, e.timestamp, e.received_at, e.data FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.webhook_id = ?1 AND e.received_at >= ?2 ORDER BY d.created_at DESC, d.id DESC LIMIT ?3",
-    )?;
-    let rows = statement.query_map(params![webhook_id, since_ms.unwrap_or(i64::MIN), limit], |row| {
-        Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?))
-    })?;
-    rows.map(|row| {
-        let (id, event_type, timestamp, received_at_ms, data) = row?;
-        let data = serde_json::value::RawValue::from_string(data)?;
-        Ok(EventRecord { id, event_type, timestamp, received_at_ms, data })
-    })
-    .collect()
+) -> anyhow::Result<Vec<(String, String)>> {
+    let placeholders = vec!["?"; webhook_ids.len()].join(", ");
+    let sql = format!(
+        "SELECT d.webhook_id, d.event_id FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.webhook_id IN ({placeholders}) AND e.received_at >= ? ORDER BY d.created_at DESC, d.id DESC LIMIT ?"
+    );
+    let mut values: Vec<Value> = webhook_ids.iter().map(|id| Value::Text(id.clone())).collect();
+    values.push(Value::Integer(since_ms.unwrap_or(i64::MIN)));
+    values.push(Value::Integer(i64::from(limit)));
+    let mut statement = db.prepare(&sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn plugin_file(db: &Connection, plugin: &str) -> anyhow::Result<Option<String>> {
+    let mut statement = db.prepare_cached("SELECT sha256 FROM plugin_files WHERE plugin = ?1")?;
+    Ok(statement.query_row([plugin], |row| row.get(0)).optional()?)
 }

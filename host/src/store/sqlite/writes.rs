@@ -348,12 +348,16 @@ pub fn delete_webhook(db: &Connection, id: &str) -> anyhow::Result<bool> {
     Ok(db.execute("DELETE FROM webhooks WHERE id = ?1", [id])? > 0)
 }
 
-pub fn put_plugin_version(db: &Connection, version: &PluginVersion, wasm: &[u8], keep: usize) -> anyhow::Result<bool> {
+pub fn put_plugin_version(db: &Connection, version: &PluginVersion, wasm: &[u8]) -> anyhow::Result<bool> {
     let inserted = db.execute(
         "INSERT INTO plugin_versions (plugin, sha256, wasm, size, uploaded_at, uploaded_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (plugin, sha256) DO NOTHING",
         params![version.plugin, version.sha256, wasm, wasm.len() as i64, version.uploaded_at_ms, version.uploaded_by],
     )?;
+    Ok(inserted == 1)
+}
+
+pub fn prune_plugin_versions(db: &Connection, plugin: &str, keep: usize) -> anyhow::Result<()> {
     db.execute(
         "DELETE FROM plugin_versions WHERE plugin = ?1
            AND sha256 NOT IN (SELECT sha256 FROM plugin_versions WHERE plugin = ?1
@@ -361,22 +365,24 @@ pub fn put_plugin_version(db: &Connection, version: &PluginVersion, wasm: &[u8],
            AND sha256 NOT IN (SELECT sha256 FROM plugin_activations WHERE plugin = ?1
                               UNION SELECT canary_sha256 FROM plugin_activations
                               WHERE plugin = ?1 AND canary_sha256 IS NOT NULL)",
-        params![version.plugin, keep as i64],
+        params![plugin, keep as i64],
     )?;
-    Ok(inserted == 1)
+    Ok(())
 }
 
 pub fn activate_plugin(db: &Connection, activation: &PluginActivation) -> anyhow::Result<()> {
     let canary = activation.canary.as_ref();
     db.execute(
         "INSERT OR REPLACE INTO plugin_activations
-         (plugin, sha256, canary_sha256, canary_percent, canary_since, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         (plugin, sha256, canary_sha256, canary_percent, canary_since, activated_by, changed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             activation.plugin,
             activation.sha256,
             canary.map(|c| &c.sha256),
             canary.map(|c| c.percent),
             canary.map(|c| c.since_ms),
+            if activation.by_file { "file" } else { "api" },
             now_ms()
         ],
     )?;
@@ -394,5 +400,10 @@ pub fn end_canary(db: &Connection, plugin: &str, canary_sha256: &str) -> anyhow:
 
 pub fn deactivate_plugin(db: &Connection, plugin: &str) -> anyhow::Result<()> {
     db.execute("DELETE FROM plugin_activations WHERE plugin = ?1", [plugin])?;
+    Ok(())
+}
+
+pub fn set_plugin_file(db: &Connection, plugin: &str, sha256: &str) -> anyhow::Result<()> {
+    db.execute("INSERT OR REPLACE INTO plugin_files (plugin, sha256) VALUES (?1, ?2)", [plugin, sha256])?;
     Ok(())
 }
