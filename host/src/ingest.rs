@@ -11,9 +11,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::api::types::{Accepted, Envelope};
 use crate::api::{ApiError, AppState};
 use crate::delivery::worker::Reservation;
 use crate::metrics::Metrics;
@@ -81,9 +81,9 @@ impl Backlog {
 }
 
 #[utoipa::path(post, path = "/v1/events", tag = "events",
-    request_body(content = Object, description = "An event envelope: {\"id\"?, \"type\", \"timestamp\"?, \"data\"}", content_type = "application/json"),
+    request_body(content = Envelope, description = "An event envelope", content_type = "application/json"),
     responses(
-        (status = 202, description = "Stored with one delivery per subscribed webhook (or a duplicate id: nothing new)", body = Object),
+        (status = 202, description = "Stored with one delivery per subscribed webhook (or a duplicate id: nothing new)", body = crate::api::types::Accepted),
         (status = 400, description = "Malformed JSON or an invalid or missing field (named)", body = crate::api::ErrorBody),
         (status = 401, description = "Missing or wrong ingest token", body = crate::api::ErrorBody),
         (status = 413, description = "Body over server.max_body_bytes", body = crate::api::ErrorBody),
@@ -137,7 +137,11 @@ pub async fn accept(state: &AppState, event: Event) -> Result<Response, ApiError
         // A producer retrying an event that was stored still gets its duplicate answer.
         if let Ok(Some(_)) = state.store.event(&event.id).await {
             state.metrics.events_duplicate.inc();
-            return Ok((StatusCode::ACCEPTED, Json(json!({ "id": event.id, "duplicate": true }))).into_response());
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(Accepted { id: event.id, deliveries: None, duplicate: Some(true) }),
+            )
+                .into_response());
         }
         state.metrics.events_refused.get_or_create(&crate::metrics::ReasonLabel { reason: "backlog_full" }).inc();
         return Err(ApiError::new(
@@ -190,11 +194,12 @@ pub async fn accept(state: &AppState, event: Event) -> Result<Response, ApiError
                     });
                 }
             }
-            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "deliveries": deliveries }))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(Accepted { id, deliveries: Some(deliveries as u64), duplicate: None }))
+                .into_response())
         }
         Ok(IngestOutcome::Duplicate) => {
             state.metrics.events_duplicate.inc();
-            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "duplicate": true }))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(Accepted { id, deliveries: None, duplicate: Some(true) })).into_response())
         }
         Err(error) if StoreError::is_storage_full(&error) => {
             let now = crate::store::now_ms();

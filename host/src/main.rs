@@ -564,6 +564,7 @@ fn events_send(files: Vec<PathBuf>, server: ServerArgs) -> anyhow::Result<ExitCo
 fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<ExitCode> {
     type Render = fn(&serde_json::Value) -> String;
     let delete = matches!(request, AdminRequest::DeleteWebhook(_));
+    let answer_type = request.answer_type();
     let (path, body, render): (String, Option<serde_json::Value>, Render) = match request {
         AdminRequest::Plugins => ("/v1/plugins".into(), None, client::render_plugins),
         AdminRequest::Webhooks => ("/v1/webhooks".into(), None, client::render_webhooks),
@@ -612,12 +613,40 @@ fn admin(args: AdminArgs, json: bool, request: AdminRequest) -> anyhow::Result<E
         (None, false) => reqwest::Method::GET,
     };
     let answer = tokio_runtime()?.block_on(client.request(method, &path, body.as_ref()))?;
+    // The server's answer is read as the API's own type for it, so a mismatch between this
+    // CLI and the server is an error here rather than a table of blanks.
+    answer_type(&answer).with_context(|| format!("{path} answered something this CLI does not understand"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         print!("{}", render(&answer));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+impl AdminRequest {
+    /// Reads an answer as the type the API documents for this request.
+    fn answer_type(&self) -> fn(&serde_json::Value) -> anyhow::Result<()> {
+        use hookwasm::api::types as api;
+        fn read<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> anyhow::Result<()> {
+            T::deserialize(value).map(drop).map_err(Into::into)
+        }
+        match self {
+            AdminRequest::Plugins => read::<api::PluginList>,
+            AdminRequest::Webhooks => read::<api::WebhookList>,
+            AdminRequest::Webhook(_) | AdminRequest::CreateWebhook(_) | AdminRequest::WebhookAction(..) => {
+                read::<api::WebhookView>
+            }
+            AdminRequest::TestWebhook(..) => read::<api::TestOutcome>,
+            AdminRequest::DeleteWebhook(_) => |_| Ok(()),
+            AdminRequest::RotateSecret(_) => read::<api::RotatedSecret>,
+            AdminRequest::Secret(_) => read::<api::WebhookSecret>,
+            AdminRequest::Event(_) => read::<api::EventExplained>,
+            AdminRequest::ListDeliveries(_) => read::<hookwasm::api::DeliveryPage>,
+            AdminRequest::Delivery(_) => read::<api::Delivery>,
+            AdminRequest::Retry(_) | AdminRequest::Replay(_) => read::<api::Replayed>,
+        }
+    }
 }
 
 enum AdminRequest {

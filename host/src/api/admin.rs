@@ -5,9 +5,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
-use super::types::{Delivery, DeliveryQuery, RotatedSecret, WebhookSecret};
+use super::types::{
+    Delivery, DeliveryCount, DeliveryQuery, EventExplained, Replayed, RotatedSecret, TestOutcome, WebhookList,
+    WebhookOutcome, WebhookSecret, WebhookSource, WebhookView,
+};
 use super::{ApiError, AppState};
 use super::{DeliveryPage, ErrorBody};
 use crate::config::WebhookConfig;
@@ -20,7 +22,7 @@ fn store_error(error: anyhow::Error) -> ApiError {
 
 /// `GET /v1/events/{id}`: the event, its deliveries, and for every webhook why it did or did
 /// not get one.
-#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "Event id")), responses((status = 200, description = "The event, its deliveries, and for every webhook why it did or did not get one", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "Event id")), responses((status = 200, description = "The event, its deliveries, and for every webhook why it did or did not get one", body = EventExplained), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let Some(event) = state.store.event(&id).await.map_err(store_error)? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no event {id}")));
@@ -28,7 +30,7 @@ pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) ->
     let filter =
         DeliveryFilter { event_id: Some(id.clone()), limit: Some(crate::store::MAX_PAGE), ..DeliveryFilter::default() };
     let deliveries = state.store.list_deliveries(filter).await.map_err(store_error)?;
-    let webhooks: Vec<serde_json::Value> = state
+    let webhooks: Vec<WebhookOutcome> = state
         .webhooks
         .all()
         .iter()
@@ -67,16 +69,16 @@ pub async fn get_event(State(state): State<AppState>, Path(id): Path<String>) ->
                     .unwrap_or_else(|| "disabled in its configuration".into()),
                 None => "not configured (or disabled) when the event arrived".to_string(),
             };
-            json!({
-                "webhook": id,
-                "delivery": deliveries.iter().find(|d| &d.webhook_id == id).map(|d| d.id.clone()),
-                "why": why,
-            })
+            WebhookOutcome {
+                webhook: id.clone(),
+                delivery: deliveries.iter().find(|d| &d.webhook_id == id).map(|d| d.id.clone()),
+                why,
+            }
         })
         .collect();
     let deliveries: Vec<Delivery> = deliveries.into_iter().map(Delivery::from).collect();
     let event = super::types::Event::from(event);
-    Ok(Json(json!({ "event": event, "deliveries": deliveries, "webhooks": webhooks })).into_response())
+    Ok(Json(EventExplained { event, deliveries, webhooks }).into_response())
 }
 
 /// `GET /v1/deliveries?webhook=&state=&event_type=&event_id=&since_ms=&until_ms=&before=&limit=`
@@ -93,6 +95,19 @@ pub async fn list_deliveries(
     Ok(Json(DeliveryPage { deliveries, next_before }).into_response())
 }
 
+/// `GET /v1/deliveries/count?...`: how many deliveries a filter covers (what a bulk replay
+/// would take), with the same filter as the listing.
+#[utoipa::path(get, path = "/v1/deliveries/count", tag = "deliveries", params(DeliveryQuery), responses((status = 200, description = "How many match", body = DeliveryCount), (status = 400, description = "Bad filter", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+pub async fn count_deliveries(
+    State(state): State<AppState>,
+    query: Result<Query<DeliveryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let filter = DeliveryFilter { limit: None, before: None, ..query.into() };
+    let count = state.store.count_deliveries(filter).await.map_err(store_error)?;
+    Ok(Json(DeliveryCount { count }).into_response())
+}
+
 /// `GET /v1/deliveries/{id}`: one delivery with every attempt.
 #[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path, description = "Delivery id (the webhook-id header)")), responses((status = 200, description = "The delivery with every attempt", body = Delivery), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -103,21 +118,21 @@ pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>)
 }
 
 /// `POST /v1/deliveries/{id}/retry`: send it again now.
-#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = String, Path, description = "Delivery id")), responses((status = 202, description = "Due again now", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = String, Path, description = "Delivery id")), responses((status = 202, description = "Due again now", body = Replayed), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn retry_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let filter = DeliveryFilter { id: Some(id.clone()), ..DeliveryFilter::default() };
     match state.store.replay(filter).await.map_err(store_error)? {
         0 => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no delivery {id}"))),
         _ => {
             state.wake.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "replayed": 1 }))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(Replayed { id: Some(id), replayed: 1 })).into_response())
         }
     }
 }
 
 /// `POST /v1/deliveries/replay` with a JSON filter; `webhook` and `state` are required so a
 /// replay is always deliberate.
-#[utoipa::path(post, path = "/v1/deliveries/replay", tag = "deliveries", request_body = DeliveryQuery, responses((status = 202, description = "How many were replayed", body = Object), (status = 400, description = "Missing webhook or state", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/deliveries/replay", tag = "deliveries", request_body = DeliveryQuery, responses((status = 202, description = "How many were replayed", body = Replayed), (status = 400, description = "Missing webhook or state", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
     body: Result<Json<DeliveryQuery>, axum::extract::rejection::JsonRejection>,
@@ -133,22 +148,35 @@ pub async fn replay(
     if replayed > 0 {
         state.wake.notify_one();
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": replayed }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Replayed { id: None, replayed })).into_response())
 }
 
 /// A webhook as operators see it: never its secret.
-fn webhook_json(state: &AppState, webhook: &crate::webhooks::Webhook) -> serde_json::Value {
-    let definition = serde_json::to_value(&webhook.config).unwrap_or_default();
-    let mut shown = json!({
-        "active": state.webhooks.is_active(webhook),
-        "disabled_reason": state.webhooks.disabled_reason(webhook),
-        "source": webhook.source,
-        "read_only": webhook.source == crate::webhooks::Source::Config,
-    });
-    for field in WebhookConfig::SHOWN_FIELDS {
-        shown[*field] = definition.get(*field).cloned().unwrap_or_default();
+fn webhook_view(state: &AppState, webhook: &crate::webhooks::Webhook) -> WebhookView {
+    let config = &webhook.config;
+    WebhookView {
+        id: config.id.clone(),
+        url: config.url.clone(),
+        events: config.events.clone(),
+        plugin: config.plugin.clone(),
+        plugin_config: config.plugin_config.clone(),
+        headers: config.headers.clone(),
+        enabled: config.enabled,
+        filter: config.filter.clone(),
+        rate_limit: config.rate_limit.clone(),
+        disable_after: config.disable_after.clone(),
+        timeout: config.timeout.clone(),
+        retry_schedule: config.retry_schedule.clone(),
+        max_in_flight: config.max_in_flight,
+        active: state.webhooks.is_active(webhook),
+        disabled_reason: state.webhooks.disabled_reason(webhook),
+        source: match webhook.source {
+            crate::webhooks::Source::Config => WebhookSource::Config,
+            crate::webhooks::Source::Api => WebhookSource::Api,
+        },
+        read_only: webhook.source == crate::webhooks::Source::Config,
+        health: state.worker.health(&config.id),
     }
-    shown
 }
 
 fn find_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webhooks::Webhook>, ApiError> {
@@ -156,22 +184,22 @@ fn find_webhook(state: &AppState, id: &str) -> Result<std::sync::Arc<crate::webh
 }
 
 /// `GET /v1/webhooks`
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "Every webhook; secrets are never shown", body = Object)))]
-pub async fn list_webhooks(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let webhooks: Vec<_> = state.webhooks.all().iter().map(|w| webhook_json(&state, w)).collect();
-    Json(json!({ "webhooks": webhooks }))
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "Every webhook, with its recent health; secrets are never shown", body = WebhookList)))]
+pub async fn list_webhooks(State(state): State<AppState>) -> Json<WebhookList> {
+    let webhooks = state.webhooks.all().iter().map(|w| webhook_view(&state, w)).collect();
+    Json(WebhookList { webhooks })
 }
 
 /// `GET /v1/webhooks/{id}`
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = WebhookView), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
-    Ok(Json(webhook_json(&state, &webhook)).into_response())
+    Ok(Json(webhook_view(&state, &webhook)).into_response())
 }
 
 /// `POST /v1/webhooks/{id}/test` with an optional event envelope (default: a sample
 /// `message.created`): runs the webhook's plugin and sends the result now, outside the queue.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path)), request_body(content = Object, description = "Optional event envelope; default a sample message.created"), responses((status = 200, description = "The request sent and the endpoint's answer", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path)), request_body(content = Option<super::types::Envelope>, description = "Optional event envelope; default a sample message.created"), responses((status = 200, description = "The request sent and the endpoint's answer", body = TestOutcome), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn test_webhook(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,7 +217,7 @@ pub async fn test_webhook(
 const SAMPLE_EVENT: &str = include_str!("../../../examples/events/message.created.json");
 
 /// `POST /v1/webhooks/{id}/enable`: clears a runtime disable (a `410 Gone`, or an operator's).
-#[utoipa::path(post, path = "/v1/webhooks/{id}/enable", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = Object), (status = 409, description = "Disabled in its definition", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/webhooks/{id}/enable", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = WebhookView), (status = 409, description = "Disabled in its definition", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn enable_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     if !webhook.config.enabled {
@@ -204,17 +232,17 @@ pub async fn enable_webhook(State(state): State<AppState>, Path(id): Path<String
     state.store.enable_webhook(&id).await.map_err(store_error)?;
     state.webhooks.enable(&id);
     state.worker.forget_failures(&id);
-    Ok(Json(webhook_json(&state, &webhook)).into_response())
+    Ok(Json(webhook_view(&state, &webhook)).into_response())
 }
 
 /// `POST /v1/webhooks/{id}/disable`: stops deliveries to it until it is enabled again.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = Object), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The webhook", body = WebhookView), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn disable_webhook(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let webhook = find_webhook(&state, &id)?;
     let reason = "disabled by an operator";
     state.store.disable_webhook(&id, &webhook.config.url, reason).await.map_err(store_error)?;
     state.webhooks.disable(&webhook, reason);
-    Ok(Json(webhook_json(&state, &webhook)).into_response())
+    Ok(Json(webhook_view(&state, &webhook)).into_response())
 }
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
@@ -251,7 +279,7 @@ async fn save_webhook(state: &AppState, config: WebhookConfig, create: bool) -> 
     if url_changed && let Err(error) = state.store.webhook_succeeded(&webhook.config.id).await {
         tracing::warn!(webhook = webhook.config.id, %error, "clearing the old URL's failures failed");
     }
-    let body = webhook_json(state, &webhook);
+    let body = webhook_view(state, &webhook);
     state.webhooks.upsert(webhook);
     Ok(Json(body).into_response())
 }
@@ -313,7 +341,7 @@ fn json_body<T>(body: JsonBody<T>) -> Result<T, ApiError> {
 
 /// `POST /v1/webhooks`: the same fields and rules as a `[[webhooks]]` entry. Without a
 /// `secret`, one is generated (`GET /v1/webhooks/{id}/secret` shows it).
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookConfig, responses((status = 201, description = "Created", body = Object), (status = 409, description = "The id exists", body = ErrorBody), (status = 422, description = "Invalid, or refused by its plugin", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookConfig, responses((status = 201, description = "Created", body = WebhookView), (status = 409, description = "The id exists", body = ErrorBody), (status = 422, description = "Invalid, or refused by its plugin", body = ErrorBody)))]
 pub async fn create_webhook(
     State(state): State<AppState>,
     body: JsonBody<crate::config::WebhookConfig>,
@@ -328,7 +356,7 @@ pub async fn create_webhook(
 }
 
 /// `PUT /v1/webhooks/{id}`: replaces a webhook created through the API.
-#[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookConfig, responses((status = 200, description = "Replaced", body = Object), (status = 409, description = "Defined in the config file, or changed through another host meanwhile", body = ErrorBody), (status = 422, description = "Invalid", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = WebhookConfig, responses((status = 200, description = "Replaced", body = WebhookView), (status = 409, description = "Defined in the config file, or changed through another host meanwhile", body = ErrorBody), (status = 422, description = "Invalid", body = ErrorBody), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn replace_webhook(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::get_event))
         .routes(routes!(admin::list_deliveries))
+        .routes(routes!(admin::count_deliveries))
         .routes(routes!(admin::replay))
         .routes(routes!(admin::get_delivery))
         .routes(routes!(admin::retry_delivery))
@@ -119,9 +120,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = Object)))]
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = types::Status)))]
+async fn health() -> Json<types::Status> {
+    Json(types::Status { status: "ok".into() })
 }
 
 /// The JSON body of every error.
@@ -135,7 +136,7 @@ pub struct ErrorBody {
 }
 
 /// One page of deliveries.
-#[derive(utoipa::ToSchema, serde::Serialize)]
+#[derive(utoipa::ToSchema, serde::Serialize, serde::Deserialize)]
 pub struct DeliveryPage {
     pub deliveries: Vec<types::Delivery>,
     /// Pass as `before` for the next page; null on the last one.
@@ -193,10 +194,10 @@ mod tests {
     }
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers (on a read connection) and its writer runs", body = Object), (status = 503, description = "It does not", body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers (on a read connection) and its writer runs", body = types::Status), (status = 503, description = "It does not", body = ErrorBody)))]
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.store.ready().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(types::Status { status: "ready".into() }).into_response(),
         Err(error) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string()).into_response()
         }
@@ -215,35 +216,37 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         .into_response()
 }
 
-#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, description = "Every plugin: state, sha256, loaded at, last error, load counters, webhooks; with a shared store, the sha256 each live host serves and whether they differ", body = Object)))]
-async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, description = "Every plugin: state, sha256, loaded at, last error, load counters, canary and its counts, webhooks; with a shared store, the sha256 each live host serves and whether they differ", body = types::PluginList)))]
+async fn plugins(axum::extract::State(state): axum::extract::State<AppState>) -> Json<types::PluginList> {
     let users = state.webhooks.plugin_users();
-    let mut statuses: Vec<serde_json::Value> = state
+    let mut plugins: Vec<types::PluginView> = state
         .registry
         .statuses()
         .into_iter()
-        .map(|status| {
-            let mut value = serde_json::to_value(&status).unwrap_or_default();
-            value["webhooks"] = json!(users.get(&status.name).cloned().unwrap_or_default());
-            value
+        .map(|status| types::PluginView {
+            webhooks: users.get(&status.name).cloned().unwrap_or_default(),
+            status,
+            hosts: None,
+            drift: None,
+            hosts_error: None,
         })
         .collect();
     if state.shared_store {
-        add_hosts(&state, &mut statuses).await;
+        add_hosts(&state, &mut plugins).await;
     }
-    Json(json!({ "plugins": statuses }))
+    Json(types::PluginList { plugins })
 }
 
 /// Adds to each plugin the sha256 every live host serves (`null` where a host lacks it) and
 /// whether they differ (`drift`); plugins that only other hosts have are listed as `absent`.
 /// If the reports cannot be read, each plugin says so in `hosts_error`.
-async fn add_hosts(state: &AppState, statuses: &mut Vec<serde_json::Value>) {
+async fn add_hosts(state: &AppState, plugins: &mut Vec<types::PluginView>) {
     let mut reports = match state.store.live_hosts(crate::presence::LIVE_WITHIN).await {
         Ok(reports) => reports,
         Err(error) => {
             // Said, not left out: a missing `hosts` would read as "no drift".
-            for status in statuses.iter_mut() {
-                status["hosts_error"] = json!(format!("reading the other hosts' reports failed: {error:#}"));
+            for plugin in plugins.iter_mut() {
+                plugin.hosts_error = Some(format!("reading the other hosts' reports failed: {error:#}"));
             }
             return;
         }
@@ -256,26 +259,31 @@ async fn add_hosts(state: &AppState, statuses: &mut Vec<serde_json::Value>) {
     hosts.push((&state.host_name, &own));
     hosts.sort_by_key(|(host, _)| *host);
     let users = state.webhooks.plugin_users();
-    for (_, plugins) in &hosts {
-        for name in plugins.keys() {
-            if !statuses.iter().any(|status| status["name"] == name.as_str()) {
-                statuses.push(json!({
-                    "name": name,
-                    "state": "absent",
-                    "sha256": null,
-                    "webhooks": users.get(name).cloned().unwrap_or_default(),
-                }));
+    for (_, served) in &hosts {
+        for name in served.keys() {
+            if !plugins.iter().any(|plugin| &plugin.status.name == name) {
+                plugins.push(types::PluginView {
+                    status: crate::plugins::PluginStatus::absent(name),
+                    webhooks: users.get(name).cloned().unwrap_or_default(),
+                    hosts: None,
+                    drift: None,
+                    hosts_error: None,
+                });
             }
         }
     }
-    for status in statuses.iter_mut() {
-        let name = status["name"].as_str().unwrap_or_default().to_string();
+    for plugin in plugins.iter_mut() {
+        let name = &plugin.status.name;
         let serving: Vec<Option<&String>> =
-            hosts.iter().map(|(_, plugins)| plugins.get(&name).and_then(Option::as_ref)).collect();
-        status["hosts"] = json!(
-            hosts.iter().zip(&serving).map(|((host, _), sha)| json!({"host": host, "sha256": sha})).collect::<Vec<_>>()
+            hosts.iter().map(|(_, served)| served.get(name).and_then(Option::as_ref)).collect();
+        plugin.hosts = Some(
+            hosts
+                .iter()
+                .zip(&serving)
+                .map(|((host, _), sha)| types::HostServing { host: host.to_string(), sha256: sha.cloned() })
+                .collect(),
         );
-        status["drift"] = json!(serving.iter().any(|sha| *sha != serving[0]));
+        plugin.drift = Some(serving.iter().any(|sha| *sha != serving[0]));
     }
 }
 

@@ -50,7 +50,7 @@ impl From<DeliveryState> for store::DeliveryState {
 }
 
 /// One HTTP attempt.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
@@ -69,7 +69,7 @@ impl From<store::Attempt> for Attempt {
 }
 
 /// A delivery with every attempt.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// `msg_<ulid>`: also the `webhook-id` header.
     pub id: String,
@@ -104,7 +104,7 @@ impl From<store::DeliveryRecord> for Delivery {
 }
 
 /// A stored event.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
@@ -283,3 +283,149 @@ pub struct DryRunQuery {
     /// A stored version as the candidate (a sha256 or a unique prefix), when the body is empty.
     pub sha256: Option<String>,
 }
+
+/// An event as producers post it (`POST /v1/events`). Only the schema: ingest parses the
+/// body itself, to name the field at fault.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Envelope {
+    /// Unique per event (a repeat is recognised as a duplicate); generated if absent.
+    pub id: Option<String>,
+    /// The event type, e.g. `message.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// RFC 3339; now if absent.
+    pub timestamp: Option<String>,
+    /// The event's payload: a JSON object.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// `GET /healthz`, `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` (the process is up) or `ready` (the store answers).
+    pub status: String,
+}
+
+/// The answer to `POST /v1/events` (202).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    /// Deliveries created, one per subscribed webhook (absent for a duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<u64>,
+    /// The id was seen before: nothing new was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+}
+
+/// `GET /v1/events/{id}`: the event, its deliveries, and for every webhook why it did or did
+/// not get one.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventExplained {
+    pub event: Event,
+    pub deliveries: Vec<Delivery>,
+    pub webhooks: Vec<WebhookOutcome>,
+}
+
+/// What became of an event for one webhook.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookOutcome {
+    pub webhook: String,
+    /// Its delivery, if it got one.
+    pub delivery: Option<String>,
+    /// Delivered, in progress, or why not (not subscribed, disabled, filtered, skipped by its
+    /// plugin, held, gave up).
+    pub why: String,
+}
+
+/// The answer to `POST /v1/deliveries/{id}/retry` and `POST /v1/deliveries/replay`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Replayed {
+    /// The delivery retried (retry only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub replayed: u64,
+}
+
+/// `GET /v1/deliveries/count`: how many deliveries a filter covers.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryCount {
+    pub count: u64,
+}
+
+/// Where a webhook is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookSource {
+    /// The config file's `[[webhooks]]`: read-only through the API.
+    Config,
+    /// Created through the admin API.
+    Api,
+}
+
+/// A webhook as operators see it: its definition (never its secret), whether it is active,
+/// and how its recent attempts went.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookView {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub plugin: Option<String>,
+    pub plugin_config: std::collections::BTreeMap<String, String>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub enabled: bool,
+    pub filter: Option<String>,
+    pub rate_limit: Option<String>,
+    pub disable_after: Option<String>,
+    pub timeout: Option<String>,
+    pub retry_schedule: Option<Vec<String>>,
+    pub max_in_flight: Option<usize>,
+    /// Enabled and not disabled at runtime.
+    pub active: bool,
+    /// Why it is disabled at runtime (a `410 Gone`, failing for `disable_after`, an operator).
+    pub disabled_reason: Option<String>,
+    pub source: WebhookSource,
+    /// Defined in the config file: change it there.
+    pub read_only: bool,
+    pub health: WebhookHealth,
+}
+
+/// `GET /v1/webhooks`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// `GET /v1/plugins`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginList {
+    pub plugins: Vec<PluginView>,
+}
+
+/// A plugin as operators see it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginView {
+    #[serde(flatten)]
+    pub status: crate::plugins::PluginStatus,
+    /// The webhooks that use it.
+    pub webhooks: Vec<String>,
+    /// With a shared store: the version each live host serves (`null` where a host lacks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostServing>>,
+    /// With a shared store: whether the live hosts serve different versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<bool>,
+    /// With a shared store: why the other hosts' reports could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts_error: Option<String>,
+}
+
+/// The version one host serves.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostServing {
+    pub host: String,
+    pub sha256: Option<String>,
+}
+
+pub use crate::delivery::report::{TestOutcome, TestRequest, WebhookHealth};

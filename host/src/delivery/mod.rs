@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod pace;
+pub mod report;
 pub mod request;
 pub mod retry;
 pub mod sign;

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::client::{AddressPolicy, AttemptResult, Client};
 use super::pace::Pace;
+use super::report::{TestOutcome, TestRequest};
 use super::request::{self, Outgoing};
 use super::retry::{self, Verdict};
 use crate::config::DeliveryConfig;
@@ -77,6 +78,8 @@ pub struct Worker {
     /// When this host last told the store a webhook delivered.
     cleared: Mutex<HashMap<String, std::time::Instant>>,
     ops: crate::ops::Ops,
+    /// Each webhook's latest attempts, for operators.
+    health: super::report::Health,
     slots: Arc<Semaphore>,
     /// Signalled when a slot frees up, for a claim loop that found every slot taken.
     freed: Notify,
@@ -178,6 +181,7 @@ impl Worker {
             on_wire: Mutex::default(),
             paces: Mutex::default(),
             failing: Mutex::default(),
+            health: super::report::Health::default(),
             cleared: Mutex::default(),
             ops,
             freed: Notify::new(),
@@ -326,6 +330,11 @@ impl Worker {
     }
 
     /// An operator enabled `webhook_id`: its failures so far no longer count.
+    /// How `webhook_id`'s latest attempts from this host went.
+    pub fn health(&self, webhook_id: &str) -> super::report::WebhookHealth {
+        self.health.of(webhook_id)
+    }
+
     pub fn forget_failures(&self, webhook_id: &str) {
         self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(webhook_id);
     }
@@ -510,7 +519,7 @@ impl Worker {
         // Deliveries of operational events never cause more of them.
         if !operational {
             let (delivery, event, reason) = (id.clone(), event_id, update.reason.clone().unwrap_or_default());
-            let webhook = webhook_id;
+            let webhook = webhook_id.clone();
             match update.state {
                 DeliveryState::Dead => {
                     self.ops.emit(crate::ops::Happening::DeliveryDead { webhook, delivery, event, reason })
@@ -523,6 +532,8 @@ impl Worker {
         }
         if let Some(attempt) = &update.attempt {
             self.metrics.attempt(attempt.status, attempt.latency_ms as f64 / 1000.0);
+            let succeeded = retry::verdict(attempt.status) == Verdict::Delivered;
+            self.health.record(&webhook_id, attempt.status, attempt.error.as_deref(), succeeded);
         }
         let (state, due_ms) = (update.state, update.next_attempt_at_ms);
         match self.store.update(&self.owner, update).await {
@@ -764,35 +775,51 @@ impl Worker {
 
     /// Sends `event` to `webhook` now, through its plugin, signed, outside the store: the
     /// "send a test event" step of setting up a webhook. Reports each step.
-    pub async fn test_send(&self, webhook: &Webhook, event: &Event) -> serde_json::Value {
+    pub async fn test_send(&self, webhook: &Webhook, event: &Event) -> TestOutcome {
         let msg_id = crate::model::new_id("msg_test");
+        let nothing_sent = |action: &str, plugin_sha: Option<String>| TestOutcome {
+            action: action.into(),
+            plugin_sha,
+            reason: None,
+            request: None,
+            status: None,
+            latency_ms: None,
+            response_excerpt: None,
+            error: None,
+            delivered: false,
+        };
         if let Some(rejected) = filter_rejects(webhook, event) {
-            return serde_json::json!({ "action": "skip", "reason": rejected });
+            return TestOutcome { reason: Some(rejected), ..nothing_sent("skip", None) };
         }
         let (transformed, action) = match self.transform(webhook, event, &msg_id).await {
             Transform::Send(transformed, action) => (transformed, action),
             Transform::Filtered { reason, plugin_sha } => {
-                return serde_json::json!({ "action": "skip", "reason": reason, "plugin_sha": plugin_sha });
+                return TestOutcome { reason: Some(reason), ..nothing_sent("skip", plugin_sha) };
             }
             Transform::Held { reason, plugin_sha } => {
-                return serde_json::json!({ "action": "error", "error": reason, "plugin_sha": plugin_sha });
+                return TestOutcome { error: Some(reason), ..nothing_sent("error", plugin_sha) };
             }
         };
         let (outgoing, result) = self.sign_and_send(webhook, &msg_id, &transformed).await;
-        serde_json::json!({
-            "action": match action { SendAction::Deliver => "deliver", SendAction::Pass => "pass" },
-            "plugin_sha": transformed.plugin_sha,
-            "request": {
-                "url": webhook.config.url,
-                "headers": outgoing.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "body": String::from_utf8_lossy(&outgoing.body),
-            },
-            "status": result.status,
-            "latency_ms": result.latency.as_millis() as u64,
-            "response_excerpt": result.response_excerpt,
-            "error": result.error,
-            "delivered": retry::verdict(result.status) == Verdict::Delivered,
-        })
+        TestOutcome {
+            action: match action {
+                SendAction::Deliver => "deliver",
+                SendAction::Pass => "pass",
+            }
+            .into(),
+            plugin_sha: transformed.plugin_sha,
+            reason: None,
+            request: Some(TestRequest {
+                url: webhook.config.url.clone(),
+                headers: outgoing.headers.iter().cloned().collect(),
+                body: String::from_utf8_lossy(&outgoing.body).into_owned(),
+            }),
+            status: result.status,
+            latency_ms: Some(result.latency.as_millis() as u64),
+            response_excerpt: Some(result.response_excerpt),
+            error: result.error,
+            delivered: retry::verdict(result.status) == Verdict::Delivered,
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub enum PluginState {
     Failed,
     /// The plugin was withdrawn (its file removed).
     Unloaded,
+    /// Listed because other hosts sharing the store have it; this host has not loaded it.
+    Absent,
 }
 
 /// What operators see for a plugin.
@@ -362,6 +364,13 @@ impl Registry {
             logs: Vec::new(),
             duration: started.elapsed(),
         })
+    }
+}
+
+impl PluginStatus {
+    /// A plugin this host knows only from other hosts' reports.
+    pub fn absent(name: &str) -> PluginStatus {
+        PluginStatus { state: PluginState::Absent, ..Entry::new(name).status }
     }
 }
 

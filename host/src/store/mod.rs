@@ -382,6 +382,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deliveries matching `filter`, newest first, one page, each with its attempts.
     async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>>;
 
+    /// How many deliveries `filter` matches (its `limit` and `before` aside).
+    async fn count_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<u64>;
+
     /// Sends the deliveries matching `filter` again, now, on a fresh retry schedule: `held`
     /// and `filtered` ones are transformed again by the current plugin version; the others
     /// resend their stored body. A delivery a worker holds under a live lease is replayed

@@ -251,6 +251,11 @@ impl Store for PgStore {
         in_transaction(&self.pool, async |transaction| sql::delivery_records(transaction, &filter, limit).await).await
     }
 
+    async fn count_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
+        let filter = DeliveryFilter { limit: None, before: None, ..filter };
+        sql::count_deliveries(&**self.client().await?, &filter).await
+    }
+
     async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
         let replayed =
             in_transaction(&self.pool, async |transaction| sql::replay(transaction, self.clock, &filter).await).await?;

@@ -258,6 +258,14 @@ fn filter_sql(filter: &DeliveryFilter, parameters: &mut Parameters) -> String {
     conditions.join(" AND ")
 }
 
+pub async fn count_deliveries(db: &impl GenericClient, filter: &DeliveryFilter) -> anyhow::Result<u64> {
+    let mut parameters: Parameters = Vec::new();
+    let condition = filter_sql(filter, &mut parameters);
+    let sql = format!("SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition}");
+    let count: i64 = db.query_one(&sql, &refs(&parameters)).await?.get(0);
+    Ok(count as u64)
+}
+
 /// Replays what `filter` matches: at once where no live lease is held, else once the lease
 /// holder records its result.
 pub async fn replay(db: &impl GenericClient, clock: Clock, filter: &DeliveryFilter) -> anyhow::Result<u64> {

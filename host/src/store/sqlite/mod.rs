@@ -161,6 +161,11 @@ impl Store for SqliteStore {
         self.readers.read(move |db| reads::delivery_records(db, &filter, limit)).await
     }
 
+    async fn count_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
+        let filter = DeliveryFilter { limit: None, before: None, ..filter };
+        self.readers.read(move |db| reads::count_deliveries(db, &filter)).await
+    }
+
     async fn replay(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
         self.writer.call(move |db| writes::replay(db, &filter)).await
     }

@@ -216,3 +216,11 @@ pub fn plugin_file(db: &Connection, plugin: &str) -> anyhow::Result<Option<Strin
     let mut statement = db.prepare_cached("SELECT sha256 FROM plugin_files WHERE plugin = ?1")?;
     Ok(statement.query_row([plugin], |row| row.get(0)).optional()?)
 }
+
+pub fn count_deliveries(db: &Connection, filter: &DeliveryFilter) -> anyhow::Result<u64> {
+    let (condition, values) = filter_sql(filter, 1);
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {condition}"
+    ))?;
+    Ok(statement.query_row(rusqlite::params_from_iter(values), |row| row.get::<_, i64>(0))? as u64)
+}
