@@ -19,7 +19,9 @@
 //! - [`dryrun`]: replays stored events through the serving version and a candidate, and diffs.
 //! - [`reload`]: hot reload of plugin files and the config file's webhooks.
 //! - [`metrics`]: Prometheus counters, histograms and gauges for `/metrics`.
+//! - [`timeline`]: the last hour of those counters, sampled every 10 s, for the console.
 //! - [`api`]: routes, shared state and JSON errors.
+//! - [`console`]: the operator console's page and assets, served at `/console`.
 //! - [`sync`]: hosts sharing a PostgreSQL store poll its webhooks and disabled state.
 //! - [`server`]: wires it all together for `hookwasm serve`.
 //! - [`client`]: the CLI's client for a running server, and its tables.
@@ -31,6 +33,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod deploy;
 pub mod devtools;
@@ -46,4 +49,5 @@ pub mod reload;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod timeline;
 pub mod webhooks;

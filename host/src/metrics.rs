@@ -42,6 +42,8 @@ pub struct Metrics {
     /// Attempts by status class: 2xx, 3xx, 4xx, 5xx, error.
     pub attempts: Family<ClassLabel, Counter>,
     pub attempt_seconds: Histogram,
+    /// The sum of attempt latencies, in µs (the histogram does not expose its sum).
+    attempt_micros: std::sync::atomic::AtomicU64,
     pub plugin_seconds: Histogram,
     pub plugin_loads: Family<PluginLoadLabels, Counter>,
     pub queue_depth: Gauge,
@@ -71,6 +73,7 @@ impl Metrics {
             deliveries_final: Family::default(),
             attempts: Family::default(),
             attempt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            attempt_micros: Default::default(),
             plugin_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
             plugin_loads: Family::default(),
             queue_depth: Gauge::default(),
@@ -134,6 +137,28 @@ impl Metrics {
         self.oldest_due_seconds.set(overdue_ms as f64 / 1000.0);
     }
 
+    /// Deliveries that reached `state` (delivered, filtered, held, dead) since start.
+    pub fn final_count(&self, state: &'static str) -> u64 {
+        self.deliveries_final.get_or_create(&StateLabel { state }).get()
+    }
+
+    /// Attempts since start that got no 2xx.
+    pub fn failed_attempts(&self) -> u64 {
+        ["3xx", "4xx", "5xx", "error"]
+            .iter()
+            .map(|class| self.attempts.get_or_create(&ClassLabel { class }).get())
+            .sum()
+    }
+
+    /// The sum of attempt latencies (seconds) and the number of attempts, since start.
+    pub fn attempt_totals(&self) -> (f64, u64) {
+        let count = ["2xx", "3xx", "4xx", "5xx", "error"]
+            .iter()
+            .map(|class| self.attempts.get_or_create(&ClassLabel { class }).get())
+            .sum();
+        (self.attempt_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6, count)
+    }
+
     /// Counts an attempt by its status class.
     pub fn attempt(&self, status: Option<u16>, seconds: f64) {
         let class = match status {
@@ -145,6 +170,7 @@ impl Metrics {
         };
         self.attempts.get_or_create(&ClassLabel { class }).inc();
         self.attempt_seconds.observe(seconds);
+        self.attempt_micros.fetch_add((seconds * 1e6) as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn plugin_load(&self, plugin: &str, ok: bool) {

@@ -114,6 +114,8 @@ pub async fn run(
         ops.clone(),
     )?);
     let (stop, stopped) = watch::channel(false);
+    let timeline = Arc::new(crate::timeline::Timeline::new(metrics.clone()));
+    let timeline_task = tokio::spawn(timeline.clone().run(stopped.clone()));
     let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));
     let backlog = Arc::new(Backlog::new(config.delivery.max_backlog));
     let backlog_task = tokio::spawn(backlog.clone().run(store.clone(), metrics.clone(), stopped.clone()));
@@ -166,6 +168,7 @@ pub async fn run(
         admin_token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
         max_plugin_bytes: config.plugin_limits().plugin_file_bytes,
+        timeline,
     };
     let ops_state = state.clone();
     tokio::spawn(crate::ops::run(happenings, crate::ops::COALESCE, move |event| {
@@ -192,6 +195,7 @@ pub async fn run(
     worker_task.await.context("delivery worker")?;
     watch_task.await.context("file watcher")?;
     follow_task.await.context("plugin versions")?;
+    timeline_task.await.context("timeline")?;
     backlog_task.await.context("backlog counter")?;
     retention_task.await.context("retention sweep")?;
     if let Some(sync_task) = sync_task {

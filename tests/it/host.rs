@@ -338,8 +338,13 @@ impl TestHost {
         self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
+    /// `GET path` as JSON, with the host's admin token if it has one.
     pub async fn get(&self, path: &str) -> serde_json::Value {
-        self.http.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = &self.admin_token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
     }
 
     /// The deliveries of an event, once every one of them is in a final state.

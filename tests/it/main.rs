@@ -6,6 +6,7 @@ pub const ON_POSTGRES: bool = false;
 mod admin;
 mod cli;
 mod cluster;
+mod console;
 mod crash;
 mod host;
 mod pipeline;

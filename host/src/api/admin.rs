@@ -109,10 +109,17 @@ pub async fn count_deliveries(
 }
 
 /// `GET /v1/deliveries/{id}`: one delivery with every attempt.
-#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path, description = "Delivery id (the webhook-id header)")), responses((status = 200, description = "The delivery with every attempt", body = Delivery), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path, description = "Delivery id (the webhook-id header)")), responses((status = 200, description = "The delivery with every attempt, and the body and headers it sends", body = Delivery), (status = 404, description = "Unknown id", body = ErrorBody), (status = 503, description = "Store unavailable", body = ErrorBody)))]
 pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     match state.store.delivery(&id).await.map_err(store_error)? {
-        Some(delivery) => Ok(Json(Delivery::from(delivery)).into_response()),
+        Some(delivery) => {
+            let mut delivery = Delivery::from(delivery);
+            if let Some((body, headers)) = state.store.delivery_body(&id).await.map_err(store_error)? {
+                delivery.body = Some(String::from_utf8_lossy(&body).into_owned());
+                delivery.headers = Some(headers.into_iter().collect());
+            }
+            Ok(Json(delivery).into_response())
+        }
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no delivery {id}"))),
     }
 }

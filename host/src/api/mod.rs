@@ -49,6 +49,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The largest plugin upload accepted (`plugins.max_file_mib`).
     pub max_plugin_bytes: usize,
+    /// The last hour of activity, for the console's charts.
+    pub timeline: Arc<crate::timeline::Timeline>,
 }
 
 impl AppState {
@@ -106,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::enable_webhook))
         .routes(routes!(admin::disable_webhook))
         .routes(routes!(metrics))
+        .routes(routes!(stats))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
     let (router, openapi) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .merge(admin)
@@ -116,6 +119,7 @@ pub fn router(state: AppState) -> Router {
     let openapi = std::sync::Arc::new(openapi);
     router
         .route("/v1/openapi.json", get(move || std::future::ready(Json(openapi.as_ref().clone()))))
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }
@@ -214,6 +218,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// `GET /v1/stats`: the last hour of this host's activity, in 10 s points.
+#[utoipa::path(get, path = "/v1/stats", tag = "metrics", responses((status = 200, description = "Events accepted, deliveries by final state, failed attempts, mean attempt latency and queue depth per 10 s, oldest first; the last point runs up to now", body = crate::timeline::Stats)))]
+async fn stats(axum::extract::State(state): axum::extract::State<AppState>) -> Json<crate::timeline::Stats> {
+    Json(state.timeline.stats())
 }
 
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, description = "Every plugin: state, sha256, loaded at, last error, load counters, canary and its counts, webhooks; with a shared store, the sha256 each live host serves and whether they differ", body = types::PluginList)))]

@@ -84,6 +84,13 @@ pub struct Delivery {
     /// sha256 of the plugin version that transformed it.
     pub plugin_sha: Option<String>,
     pub next_attempt_at_ms: i64,
+    /// What it sends (`GET /v1/deliveries/{id}` only, once transformed): the body as text
+    /// (invalid UTF-8 replaced) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// ... and its plugin's extra headers (signature headers are added per attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl From<store::DeliveryRecord> for Delivery {
@@ -99,6 +106,8 @@ impl From<store::DeliveryRecord> for Delivery {
             reason: record.reason,
             plugin_sha: record.plugin_sha,
             next_attempt_at_ms: record.next_attempt_at_ms,
+            body: None,
+            headers: None,
         }
     }
 }

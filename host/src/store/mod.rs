@@ -382,6 +382,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deliveries matching `filter`, newest first, one page, each with its attempts.
     async fn list_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<Vec<DeliveryRecord>>;
 
+    /// What delivery `id` sends (its plugin's body and headers, stored with its first
+    /// attempt), if it has been transformed.
+    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>>;
+
     /// How many deliveries `filter` matches (its `limit` and `before` aside).
     async fn count_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<u64>;
 

@@ -251,6 +251,10 @@ impl Store for PgStore {
         in_transaction(&self.pool, async |transaction| sql::delivery_records(transaction, &filter, limit).await).await
     }
 
+    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
+        sql::delivery_body(&**self.client().await?, id).await
+    }
+
     async fn count_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
         let filter = DeliveryFilter { limit: None, before: None, ..filter };
         sql::count_deliveries(&**self.client().await?, &filter).await

@@ -258,6 +258,16 @@ fn filter_sql(filter: &DeliveryFilter, parameters: &mut Parameters) -> String {
     conditions.join(" AND ")
 }
 
+pub async fn delivery_body(
+    db: &impl GenericClient,
+    id: &str,
+) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
+    let row = db.query_opt("SELECT body, headers FROM deliveries WHERE id = $1 AND body IS NOT NULL", &[&id]).await?;
+    let Some(row) = row else { return Ok(None) };
+    let headers: Option<String> = row.try_get(1)?;
+    Ok(Some((row.try_get(0)?, headers.map(|h| serde_json::from_str(&h)).transpose()?.unwrap_or_default())))
+}
+
 pub async fn count_deliveries(db: &impl GenericClient, filter: &DeliveryFilter) -> anyhow::Result<u64> {
     let mut parameters: Parameters = Vec::new();
     let condition = filter_sql(filter, &mut parameters);

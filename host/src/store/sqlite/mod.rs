@@ -161,6 +161,11 @@ impl Store for SqliteStore {
         self.readers.read(move |db| reads::delivery_records(db, &filter, limit)).await
     }
 
+    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
+        let id = id.to_string();
+        self.readers.read(move |db| reads::delivery_body(db, &id)).await
+    }
+
     async fn count_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<u64> {
         let filter = DeliveryFilter { limit: None, before: None, ..filter };
         self.readers.read(move |db| reads::count_deliveries(db, &filter)).await

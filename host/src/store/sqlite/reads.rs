@@ -224,3 +224,11 @@ pub fn count_deliveries(db: &Connection, filter: &DeliveryFilter) -> anyhow::Res
     ))?;
     Ok(statement.query_row(rusqlite::params_from_iter(values), |row| row.get::<_, i64>(0))? as u64)
 }
+
+pub fn delivery_body(db: &Connection, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
+    let mut statement = db.prepare_cached("SELECT body, headers FROM deliveries WHERE id = ?1 AND body IS NOT NULL")?;
+    let row: Option<(Vec<u8>, Option<String>)> =
+        statement.query_row([id], |row| Ok((row.get(0)?, row.get(1)?))).optional()?;
+    let Some((body, headers)) = row else { return Ok(None) };
+    Ok(Some((body, headers.map(|h| serde_json::from_str(&h)).transpose()?.unwrap_or_default())))
+}
