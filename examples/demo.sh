@@ -57,4 +57,10 @@ echo "   accepted $(grep -c '^verified ' "$work/receiver.out"), rejected $(grep 
 if [ "$(grep -c '^verified ' "$work/receiver.out")" -lt "$expected" ]; then
   echo "expected $expected deliveries; host log:" >&2; cat "$work/host.log" >&2; exit 1
 fi
-echo "== done"
+# On a terminal, keep both running for a look at the console; in scripts (CI), stop here.
+if [ -t 0 ] && [ -t 1 ]; then
+  echo "== the console: $host_url/console/ (loopback needs no token here); Ctrl-C stops the demo"
+  wait "$host_pid"
+else
+  echo "== done (run it on a terminal to keep it running and open the console at /console/)"
+fi

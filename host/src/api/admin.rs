@@ -114,9 +114,9 @@ pub async fn get_delivery(State(state): State<AppState>, Path(id): Path<String>)
     match state.store.delivery(&id).await.map_err(store_error)? {
         Some(delivery) => {
             let mut delivery = Delivery::from(delivery);
-            if let Some((body, headers)) = state.store.delivery_body(&id).await.map_err(store_error)? {
-                delivery.body = Some(String::from_utf8_lossy(&body).into_owned());
-                delivery.headers = Some(headers.into_iter().collect());
+            if let Some(sent) = state.store.delivery_body(&id).await.map_err(store_error)? {
+                delivery.body = Some(String::from_utf8_lossy(&sent.body).into_owned());
+                delivery.headers = Some(sent.headers.into_iter().collect());
             }
             Ok(Json(delivery).into_response())
         }

@@ -384,7 +384,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// What delivery `id` sends (its plugin's body and headers, stored with its first
     /// attempt), if it has been transformed.
-    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>>;
+    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<Transformed>>;
 
     /// How many deliveries `filter` matches (its `limit` and `before` aside).
     async fn count_deliveries(&self, filter: DeliveryFilter) -> anyhow::Result<u64>;

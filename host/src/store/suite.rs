@@ -223,6 +223,16 @@ pub async fn listings_carry_every_attempt(store: &dyn Store) {
     assert_eq!(statuses, [Some(500), Some(200)], "in the order they were made");
     let stats = store.queue_stats().await.unwrap();
     assert_eq!((stats.due, stats.held), (1, 0));
+
+    let sent = store.delivery_body("m1").await.unwrap().expect("m1 was transformed");
+    assert_eq!(sent.body, b"{}");
+    assert_eq!(store.delivery_body("m2").await.unwrap(), None, "m2 was never sent");
+    let count = |state: Option<DeliveryState>| {
+        store.count_deliveries(DeliveryFilter { state, limit: Some(1), ..DeliveryFilter::default() })
+    };
+    assert_eq!(count(None).await.unwrap(), 3, "a count ignores the page size");
+    assert_eq!(count(Some(DeliveryState::Delivered)).await.unwrap(), 2);
+    assert_eq!(count(Some(DeliveryState::Dead)).await.unwrap(), 0);
 }
 
 pub async fn retention_deletes_only_final_deliveries_and_unreferenced_events(store: &dyn Store) {

@@ -25,7 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use super::{
     Change, ChangeSignals, DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery,
     EventCursor, EventRecord, Expired, HostReport, IngestOutcome, MAX_PAGE, NewDelivery, PluginActivation,
-    PluginVersion, QueueStats, Store, StoreError,
+    PluginVersion, QueueStats, Store, StoreError, Transformed,
 };
 use crate::model::Event;
 
@@ -251,7 +251,7 @@ impl Store for PgStore {
         in_transaction(&self.pool, async |transaction| sql::delivery_records(transaction, &filter, limit).await).await
     }
 
-    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
+    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<Transformed>> {
         sql::delivery_body(&**self.client().await?, id).await
     }
 

@@ -258,14 +258,12 @@ fn filter_sql(filter: &DeliveryFilter, parameters: &mut Parameters) -> String {
     conditions.join(" AND ")
 }
 
-pub async fn delivery_body(
-    db: &impl GenericClient,
-    id: &str,
-) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
-    let row = db.query_opt("SELECT body, headers FROM deliveries WHERE id = $1 AND body IS NOT NULL", &[&id]).await?;
-    let Some(row) = row else { return Ok(None) };
+pub async fn delivery_body(db: &impl GenericClient, id: &str) -> anyhow::Result<Option<Transformed>> {
+    let sql = "SELECT body, headers, plugin_sha FROM deliveries WHERE id = $1 AND body IS NOT NULL";
+    let Some(row) = db.query_opt(sql, &[&id]).await? else { return Ok(None) };
     let headers: Option<String> = row.try_get(1)?;
-    Ok(Some((row.try_get(0)?, headers.map(|h| serde_json::from_str(&h)).transpose()?.unwrap_or_default())))
+    let headers = headers.map(|h| serde_json::from_str(&h)).transpose()?.unwrap_or_default();
+    Ok(Some(Transformed { body: row.try_get(0)?, headers, plugin_sha: row.try_get(2)? }))
 }
 
 pub async fn count_deliveries(db: &impl GenericClient, filter: &DeliveryFilter) -> anyhow::Result<u64> {

@@ -30,6 +30,7 @@ use self::writer::Writer;
 use super::{
     DeliveryFilter, DeliveryRecord, DeliveryState, DeliveryUpdate, DisabledWebhook, DueDelivery, EventCursor,
     EventRecord, Expired, IngestOutcome, MAX_PAGE, NewDelivery, PluginActivation, PluginVersion, QueueStats, Store,
+    Transformed,
 };
 use crate::model::Event;
 
@@ -161,7 +162,7 @@ impl Store for SqliteStore {
         self.readers.read(move |db| reads::delivery_records(db, &filter, limit)).await
     }
 
-    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
+    async fn delivery_body(&self, id: &str) -> anyhow::Result<Option<Transformed>> {
         let id = id.to_string();
         self.readers.read(move |db| reads::delivery_body(db, &id)).await
     }

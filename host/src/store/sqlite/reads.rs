@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::store::{
     Attempt, Canary, DeliveryFilter, DeliveryRecord, DeliveryState, DisabledWebhook, EventRecord, FilterValue,
-    PluginActivation, PluginVersion, QueueStats, now_ms,
+    PluginActivation, PluginVersion, QueueStats, Transformed, now_ms,
 };
 
 /// A `state` column as a [`DeliveryState`]; a value this binary does not know is an error,
@@ -225,10 +225,12 @@ pub fn count_deliveries(db: &Connection, filter: &DeliveryFilter) -> anyhow::Res
     Ok(statement.query_row(rusqlite::params_from_iter(values), |row| row.get::<_, i64>(0))? as u64)
 }
 
-pub fn delivery_body(db: &Connection, id: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<(String, String)>)>> {
-    let mut statement = db.prepare_cached("SELECT body, headers FROM deliveries WHERE id = ?1 AND body IS NOT NULL")?;
-    let row: Option<(Vec<u8>, Option<String>)> =
-        statement.query_row([id], |row| Ok((row.get(0)?, row.get(1)?))).optional()?;
-    let Some((body, headers)) = row else { return Ok(None) };
-    Ok(Some((body, headers.map(|h| serde_json::from_str(&h)).transpose()?.unwrap_or_default())))
+pub fn delivery_body(db: &Connection, id: &str) -> anyhow::Result<Option<Transformed>> {
+    let mut statement =
+        db.prepare_cached("SELECT body, headers, plugin_sha FROM deliveries WHERE id = ?1 AND body IS NOT NULL")?;
+    let row: Option<(Vec<u8>, Option<String>, Option<String>)> =
+        statement.query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?;
+    let Some((body, headers, plugin_sha)) = row else { return Ok(None) };
+    let headers = headers.map(|h| serde_json::from_str(&h)).transpose()?.unwrap_or_default();
+    Ok(Some(Transformed { body, headers, plugin_sha }))
 }
