@@ -46,6 +46,11 @@ function show(...nodes) {
   put(main(), ...nodes);
 }
 
+// `show`, only while the route that started the page (`mine`) is the current one.
+function showIf(live, ...nodes) {
+  if (live()) show(...nodes);
+}
+
 function notice(message, kind) {
   const box = document.getElementById("notice");
   box.hidden = !message;
@@ -127,7 +132,7 @@ async function signedIn() {
 
 function signInPage(reason) {
   document.getElementById("nav").hidden = true;
-  const token = el("input", { type: "password", id: "token", autocomplete: "current-password", placeholder: "admin_token" });
+  const token = el("input", { type: "password", id: "token", autocomplete: "off", placeholder: "admin_token" });
   const form = el("form", { id: "sign-in", on: { submit: async (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, token.value);
@@ -142,11 +147,34 @@ function signInPage(reason) {
 // ---- router ----
 
 let refresher = null;
+// Counts routes: a page still loading when another one starts must not draw over it.
+let epoch = 0;
+// A notice to show on the next page (set just before navigating).
+let flashed = null;
+
+function flash(message) {
+  flashed = message;
+}
+
+// Runs `draw` every `ms` while the page that set it is the current one.
+function every(ms, draw) {
+  const mine = epoch;
+  refresher = setInterval(async () => {
+    if (mine !== epoch) return clearInterval(refresher);
+    try {
+      await draw(() => mine === epoch);
+    } catch (error) {
+      notice(error.message, "error");
+    }
+  }, ms);
+}
 
 async function route() {
   clearInterval(refresher);
   refresher = null;
-  notice("");
+  epoch += 1;
+  notice(flashed || "");
+  flashed = null;
   const hash = location.hash.replace(/^#/, "") || "/overview";
   const [path, search] = hash.split("?");
   const params = new URLSearchParams(search || "");
@@ -208,7 +236,8 @@ function chart(points, series) {
 }
 
 async function overviewPage() {
-  const draw = async () => {
+  const mine = epoch;
+  const draw = async (live) => {
     const [stats, webhooks, plugins] = await Promise.all([api("GET", "/v1/stats"), api("GET", "/v1/webhooks"), api("GET", "/v1/plugins")]);
     const trouble = [];
     for (const w of webhooks.webhooks) {
@@ -221,7 +250,7 @@ async function overviewPage() {
     const failing = plugins.plugins.filter((p) => p.state === "failed" || p.state === "unloaded");
     const held = await api("GET", `/v1/deliveries/count${query({ state: "held" })}`);
     const points = stats.points;
-    show(
+    showIf(live,
       el("h1", {}, "Overview"),
       el("section", { id: "trouble" }, el("h2", {}, "Needs attention"),
         trouble.length === 0 && failing.length === 0 && held.count === 0 ? el("p", { class: "ok" }, "Nothing: every webhook is active and its recent attempts succeeded.") : null,
@@ -235,8 +264,8 @@ async function overviewPage() {
         el("section", {}, el("h2", {}, "Queue depth"), chart(points, SERIES.queue))),
       el("p", { class: "hint" }, `The last hour on this host, in ${stats.interval_s} s points; refreshes every 5 s.`));
   };
-  await draw();
-  refresher = setInterval(() => draw().catch((error) => notice(error.message, "error")), 5000);
+  await draw(() => mine === epoch);
+  every(5000, draw);
 }
 
 // ---- webhooks ----
@@ -315,7 +344,7 @@ async function webhookForm(existing) {
       const saved = existing
         ? await api("PUT", `/v1/webhooks/${encodeURIComponent(body.id)}`, body)
         : await api("POST", "/v1/webhooks", body);
-      notice(`Saved webhook ${saved.id}. Send it a test event to check the endpoint.`, "info");
+      flash(`Saved webhook ${saved.id}. Send it a test event to check the endpoint.`);
       go(`#/webhooks/${encodeURIComponent(saved.id)}`);
     } catch (error) {
       put(result, el("p", { class: "bad", id: "save-error" }, error.message));
@@ -336,7 +365,7 @@ async function webhookForm(existing) {
     field("f-disable-after", "Disable after", disableAfter, "e.g. 5d of nothing but failures"),
     el("label", { class: "inline" }, enabled, "Enabled"),
     el("div", { class: "row" }, el("button", { type: "submit", id: "save-webhook" }, existing ? "Save" : "Create"),
-      el("button", { type: "button", class: "quiet", on: { click: () => history.back() } }, "Cancel")),
+      el("button", { type: "button", class: "quiet", on: { click: () => (existing ? route() : go("#/webhooks")) } }, "Cancel")),
     result);
   show(el("h1", {}, existing ? `Edit ${w.id}` : "New webhook"), el("section", {}, form));
 }
@@ -354,7 +383,12 @@ async function webhookPage(id) {
   } } }, attrs), label);
   const sendTest = async () => {
     put(testResult, el("p", { class: "muted" }, "Sending…"));
-    const outcome = await api("POST", `/v1/webhooks/${encodeURIComponent(id)}/test`);
+    let outcome;
+    try {
+      outcome = await api("POST", `/v1/webhooks/${encodeURIComponent(id)}/test`);
+    } catch (error) {
+      return put(testResult, el("p", { class: "bad", id: "test-status" }, error.message));
+    }
     const request = outcome.request;
     put(testResult,
       el("h2", {}, "Test event"),
@@ -374,7 +408,8 @@ async function webhookPage(id) {
   const rotate = async () => {
     if (!confirm(`Rotate the secret of ${id}? The old one keeps signing too for a grace period.`)) return;
     const rotated = await api("POST", `/v1/webhooks/${encodeURIComponent(id)}/rotate-secret`);
-    notice(`Rotated: the previous secret also signs until ${time(rotated.previous_valid_until_ms)}. Give the receiver the new one (Show secret).`, "info");
+    const where = rotated.secret_file ? ` It is in ${rotated.secret_file} on the host, and` : " It is";
+    notice(`Rotated.${where} shown by Show secret (or hookwasm webhooks secret ${id}); the previous secret also signs until ${time(rotated.previous_valid_until_ms)}.`, "info");
   };
   const showSecret = async () => {
     const secret = await api("GET", `/v1/webhooks/${encodeURIComponent(id)}/secret`);
@@ -433,7 +468,7 @@ async function deliveriesPage(params) {
       const { count } = await api("GET", `/v1/deliveries/count${query(filter)}`);
       if (!confirm(`Send ${count} ${filter.state} deliveries of ${filter.webhook} again?`)) return;
       const done = await api("POST", "/v1/deliveries/replay", filter);
-      notice(`Replaying ${done.replayed} deliveries.`, "info");
+      flash(`Replaying ${done.replayed} deliveries.`);
       setTimeout(route, 1000);
     } catch (error) {
       notice(error.message, "error");
@@ -456,12 +491,10 @@ async function deliveriesPage(params) {
     page.next_before ? el("p", {}, el("a", { href: `#/deliveries${query({ webhook: filter.webhook, state: filter.state, event_type: filter.event_type, since: params.get("since"), before: page.next_before })}` }, "Older")) : null,
     el("p", { class: "hint" }, "Newest first; refreshes every 3 s."));
   if (!params.get("before")) {
-    refresher = setInterval(async () => {
-      try {
-        const fresh = await api("GET", `/v1/deliveries${query(Object.assign({ limit: 100 }, filter))}`);
-        if (fresh.deliveries.length) put(list, draw(fresh.deliveries));
-      } catch (error) { notice(error.message, "error"); }
-    }, 3000);
+    every(3000, async (live) => {
+      const fresh = await api("GET", `/v1/deliveries${query(Object.assign({ limit: 100 }, filter))}`);
+      if (live()) put(list, fresh.deliveries.length ? draw(fresh.deliveries) : empty());
+    });
   }
 }
 
@@ -474,7 +507,7 @@ async function deliveryPage(id) {
   const retry = async () => {
     try {
       await api("POST", `/v1/deliveries/${encodeURIComponent(id)}/retry`);
-      notice("Sent again: refresh in a moment for the new attempt.", "info");
+      flash("Sent again: the new attempt shows below once it is made.");
       setTimeout(route, 1000);
     } catch (error) { notice(error.message, "error"); }
   };
@@ -511,7 +544,7 @@ async function eventsPage(id) {
   const e = explained.event;
   show(
     el("h1", {}, "Events"), el("section", {}, form),
-    el("section", {}, el("h2", { class: "mono" }, e.id), kv([["Type", e.event_type], ["Timestamp", e.timestamp], ["Received", time(e.received_at_ms)]]),
+    el("section", {}, el("h2", { class: "mono" }, e.id), kv([["Type", e.type], ["Timestamp", e.timestamp], ["Received", time(e.received_at_ms)]]),
       el("pre", { id: "event-data" }, JSON.stringify(e.data, null, 2))),
     el("section", { id: "why" }, el("h2", {}, "For each webhook"), table(["Webhook", "Delivery", "What happened"],
       explained.webhooks.map((w) => ({ key: w.webhook, cells: [w.webhook,
@@ -543,7 +576,8 @@ function deployForm(fixedName) {
     try {
       const deployed = await api("PUT", `/v1/plugins/${encodeURIComponent(name.value.trim())}${activate.checked ? "" : "?activate=false"}`, file.files[0]);
       put(result, el("p", { class: "ok" }, `${deployed.plugin} ${short(deployed.sha256)}: ${deployed.new ? "stored" : "already stored"}, ${deployed.activated ? "serving now" : "not serving"}.`));
-      setTimeout(() => go(`#/plugins/${encodeURIComponent(deployed.plugin)}`), 800);
+      const mine = epoch;
+      setTimeout(() => mine === epoch && go(`#/plugins/${encodeURIComponent(deployed.plugin)}`), 800);
     } catch (error) {
       put(result, el("p", { class: "bad", id: "deploy-error" }, error.message));
     }
@@ -601,7 +635,9 @@ async function pluginPage(name) {
       ["Last error", el("span", { class: "bad", id: "plugin-error" }, p.last_error || "-")],
       ["Webhooks", (p.webhooks || []).join(", ") || "-"], p.file ? ["File", p.file] : null,
       canary ? ["Canary", `${short(canary.sha256)} on ${canary.percent}%: ${canary.candidate.held}/${canary.candidate.transforms} held, ${canary.candidate.delivered} delivered (serving: ${canary.serving.held}/${canary.serving.transforms} held)`] : null,
-    ]), canary ? el("div", { class: "row" }, act("Promote the canary", () => api("POST", `/v1/plugins/${encodeURIComponent(name)}/promote`))) : null),
+    ]), canary ? el("div", { class: "row" },
+      act("Promote the canary", () => api("POST", `/v1/plugins/${encodeURIComponent(name)}/promote`)),
+      act("End the canary", () => api("POST", `/v1/plugins/${encodeURIComponent(name)}/activate`, { sha256: p.sha256 }))) : null),
     el("section", {}, el("h2", {}, "Versions"), versions.versions.length === 0 ? el("p", {}, "None stored.") : table(
       ["sha256", "Serves", { label: "Size", wide: true }, { label: "Uploaded", wide: true }, { label: "By", wide: true }, ""],
       versions.versions.map((v) => ({ key: v.sha256, cells: [el("span", { class: "mono", title: v.sha256 }, short(v.sha256)),
@@ -618,8 +654,7 @@ async function pluginPage(name) {
 
 document.getElementById("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
-  location.hash = "#/overview";
-  route();
+  go("#/overview");
 });
 window.addEventListener("hashchange", route);
 route();

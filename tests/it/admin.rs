@@ -491,3 +491,38 @@ async fn webhooks_apply_creates_replaces_and_leaves_alone() {
     let (ok, _, stderr) = apply("[server]\nlisten = \"127.0.0.1:1\"\n".into());
     assert!(!ok && stderr.contains("has no [[webhooks]] entries"), "{stderr}");
 }
+
+/// Without an admin token the API answers this machine only, and not a web page of another
+/// site open in a browser here (a cross-site form, or a name rebound to 127.0.0.1).
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_other_sites_pages_are_refused() {
+    let host = TestHost::start(LOCAL_DELIVERY, &[]);
+    let post = |headers: &[(&'static str, &'static str)]| {
+        let mut request = host.http.post(host.url("/v1/webhooks/none/disable"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    assert_eq!(post(&[]).await.unwrap().status(), 404, "this machine: allowed (no such webhook)");
+    assert_eq!(post(&[("sec-fetch-site", "same-origin")]).await.unwrap().status(), 404);
+    assert_eq!(post(&[("sec-fetch-site", "cross-site")]).await.unwrap().status(), 403);
+    assert_eq!(post(&[("origin", "https://evil.example")]).await.unwrap().status(), 403);
+    assert_eq!(post(&[("host", "evil.example")]).await.unwrap().status(), 403, "DNS rebinding");
+}
+
+/// Replacing an API webhook without a `secret` keeps the one it was created with.
+#[tokio::test(flavor = "multi_thread")]
+async fn replacing_a_webhook_without_a_secret_keeps_it() {
+    let receiver = TestReceiver::start().await;
+    let host = TestHost::start(LOCAL_DELIVERY, &[]);
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut definition = serde_json::json!({"id": "kept", "url": receiver.url("/k"), "events": ["a.b"], "secret": secret});
+    let created = host.http.post(host.url("/v1/webhooks")).json(&definition).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    definition.as_object_mut().unwrap().remove("secret");
+    definition["events"] = serde_json::json!(["a.b", "c.d"]);
+    let replaced = host.http.put(host.url("/v1/webhooks/kept")).json(&definition).send().await.unwrap();
+    assert_eq!(replaced.status(), 200);
+    assert_eq!(host.get("/v1/webhooks/kept/secret").await["secret"], secret);
+}

@@ -18,6 +18,8 @@ const TOKEN: &str = "console-admin-token-0123456789";
 struct Browser {
     driver: Child,
     client: Client,
+    /// The window's size beyond its viewport (borders, bars), to size the viewport.
+    chrome: (u32, u32),
 }
 
 impl Drop for Browser {
@@ -83,11 +85,25 @@ impl Browser {
                 .connect(&format!("http://127.0.0.1:{port}"))
                 .await;
             match connected {
-                Ok(client) => return Ok(Browser { driver: browser.0.take().unwrap(), client }),
+                Ok(client) => {
+                    let chrome = client
+                        .execute("return [outerWidth - innerWidth, outerHeight - innerHeight]", vec![])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let chrome = (chrome[0].as_u64().unwrap_or(0) as u32, chrome[1].as_u64().unwrap_or(0) as u32);
+                    let browser = Browser { driver: browser.0.take().unwrap(), client, chrome };
+                    browser.viewport(1280, 800).await;
+                    return Ok(browser);
+                }
                 Err(error) if Instant::now() > deadline => return Err(format!("no WebDriver session: {error}")),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
+    }
+
+    /// Sizes the page's viewport (what screenshots show) to `width` x `height`.
+    async fn viewport(&self, width: u32, height: u32) {
+        self.client.set_window_size(width + self.chrome.0, height + self.chrome.1).await.unwrap();
     }
 
     async fn open(&self, host: &TestHost, hash: &str) {
@@ -304,8 +320,20 @@ async fn a_bad_deploy_shows_its_error_and_the_console_fits_a_phone() {
     browser.text_of("main", "serving").await;
     browser.screenshot("plugin").await;
 
-    browser.client.set_window_size(390, 844).await.unwrap();
-    for page in ["/overview", "/webhooks", "/deliveries", "/plugins/slack-notify", "/webhooks/existing"] {
+    let inner = browser.client.execute("return [innerWidth, innerHeight]", vec![]).await.unwrap();
+    assert_eq!(inner, serde_json::json!([1280, 800]), "screenshots are 1280x800");
+    browser.viewport(390, 844).await;
+    let inner = browser.client.execute("return [innerWidth, innerHeight]", vec![]).await.unwrap();
+    assert_eq!(inner, serde_json::json!([390, 844]));
+    for page in [
+        "/overview",
+        "/webhooks",
+        "/deliveries",
+        "/plugins/slack-notify",
+        "/webhooks/existing",
+        "/webhooks/new",
+        "/events",
+    ] {
         browser.open(&host, page).await;
         browser.find("main h1").await;
         tokio::time::sleep(Duration::from_millis(200)).await;

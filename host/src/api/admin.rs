@@ -303,7 +303,14 @@ async fn stored_form(
     create: bool,
 ) -> Result<(StoredWebhook, Option<String>), ApiError> {
     if !state.shared_store {
-        return Ok((StoredWebhook { webhook: config, previous_secret: None }, None));
+        if create || config.secret.is_some() {
+            return Ok((StoredWebhook { webhook: config, previous_secret: None }, None));
+        }
+        // A replacement without a secret keeps the one the webhook was created with, if any
+        // (else its secret stays the generated file's).
+        let (_, current) = current_stored(state, &config.id).await?;
+        let webhook = WebhookConfig { secret: current.webhook.secret, ..config };
+        return Ok((StoredWebhook { webhook, previous_secret: current.previous_secret }, None));
     }
     if create {
         let secret = config.secret.clone().unwrap_or_else(|| crate::delivery::sign::Secret::generate().expose());

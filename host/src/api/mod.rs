@@ -168,11 +168,37 @@ pub async fn require_admin(
     }
 }
 
-/// The admin token when one is configured, else a loopback client.
+/// The admin token when one is configured, else a loopback client that is not a web page of
+/// another site: without a token, a browser on this machine could otherwise be made to call
+/// the API by any site it visits (a form posting here, or DNS rebinding a name to 127.0.0.1),
+/// so the request must name a loopback `Host` and must not come from another origin.
 fn admin_allowed(token: Option<&str>, headers: &axum::http::HeaderMap, peer: std::net::IpAddr) -> bool {
     match token {
         Some(token) => crate::ingest::bearer_matches(headers, token),
-        None => peer.to_canonical().is_loopback(),
+        None => peer.to_canonical().is_loopback() && names_loopback(headers) && !from_another_site(headers),
+    }
+}
+
+/// Whether the `Host` header (absent: HTTP/1.0 or a client that omits it) names this machine.
+fn names_loopback(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(axum::http::header::HOST) else { return true };
+    let Ok(host) = host.to_str() else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a browser says the request comes from a page of another site.
+fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, authority)| authority) != Some(host),
+        _ => false,
     }
 }
 
@@ -195,6 +221,24 @@ mod tests {
             !admin_allowed(Some("admin-token-0123456789"), &none, "127.0.0.1".parse().unwrap()),
             "a token is required even on loopback"
         );
+        let loopback = "127.0.0.1".parse().unwrap();
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            headers
+        };
+        assert!(admin_allowed(None, &with(&[("host", "127.0.0.1:8080")]), loopback));
+        assert!(admin_allowed(None, &with(&[("host", "localhost:8080"), ("sec-fetch-site", "same-origin")]), loopback));
+        assert!(admin_allowed(None, &with(&[("host", "[::1]:8080"), ("origin", "http://[::1]:8080")]), loopback));
+        assert!(!admin_allowed(None, &with(&[("host", "evil.example:8080")]), loopback), "DNS rebinding");
+        assert!(!admin_allowed(None, &with(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")]), loopback));
+        assert!(!admin_allowed(
+            None,
+            &with(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")]),
+            loopback
+        ));
     }
 }
 
