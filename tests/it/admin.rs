@@ -517,7 +517,8 @@ async fn replacing_a_webhook_without_a_secret_keeps_it() {
     let receiver = TestReceiver::start().await;
     let host = TestHost::start(LOCAL_DELIVERY, &[]);
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let mut definition = serde_json::json!({"id": "kept", "url": receiver.url("/k"), "events": ["a.b"], "secret": secret});
+    let mut definition =
+        serde_json::json!({"id": "kept", "url": receiver.url("/k"), "events": ["a.b"], "secret": secret});
     let created = host.http.post(host.url("/v1/webhooks")).json(&definition).send().await.unwrap();
     assert_eq!(created.status(), 201);
     definition.as_object_mut().unwrap().remove("secret");

@@ -265,7 +265,9 @@ async fn a_canary_takes_its_share_and_a_failing_one_is_rolled_back() {
         let id = request.headers["webhook-id"].to_str().unwrap().to_string();
         bodies.entry(id).or_default().push(is_envelope(&request.json()));
     }
-    assert_eq!(bodies.values().filter(|shapes| shapes.len() > 1).count(), 20, "twenty retried");
+    // A retry may itself meet a 500: twenty requests were retries, of up to twenty deliveries.
+    assert_eq!(bodies.values().map(|shapes| shapes.len() - 1).sum::<usize>(), 20, "twenty retries");
+    assert!(bodies.values().filter(|shapes| shapes.len() > 1).count() >= 10);
     assert!(bodies.values().all(|shapes| shapes.iter().all(|s| *s == shapes[0])), "a retry keeps its version");
     let canary = bodies.values().filter(|shapes| shapes[0]).count() as u64;
     assert!((60..=140).contains(&canary), "10% of {events} within tolerance: {canary}");
