@@ -382,7 +382,8 @@ struct CheckArgs {
 struct NewArgs {
     /// Directory to create; its name is the plugin's name.
     name: PathBuf,
-    /// Depend on the SDK at this path instead of the default.
+    /// Depend on an SDK checkout at this path instead of writing the SDK this binary carries
+    /// into the new crate (`sdk/`).
     #[arg(long)]
     sdk_path: Option<PathBuf>,
 }

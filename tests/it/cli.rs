@@ -188,6 +188,14 @@ fn plugin_new_scaffolds_a_crate_that_tests_builds_and_runs() {
     let crate_dir = dir.path().join("vip-only");
     let output = hookwasm(&["plugin", "new", crate_dir.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Nothing in the new crate reaches back into this checkout: the SDK and the contract are
+    // written beside it, so a binary installed elsewhere scaffolds crates that build.
+    let checkout = workspace_root().canonicalize().unwrap().display().to_string();
+    for entry in walk(&crate_dir) {
+        let text = std::fs::read_to_string(&entry).unwrap_or_default();
+        assert!(!text.contains(&checkout), "{} points into the checkout", entry.display());
+    }
+    assert!(crate_dir.join("sdk/wit/plugin.wit").is_file());
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target = workspace_root().join("target/scaffold");
@@ -235,4 +243,14 @@ fn filter_test_prints_match_no_match_or_the_error() {
     assert!(code == Some(2) && out.starts_with("error: the filter at line 1, column"), "{out}");
     let (code, out) = run("data.nope.deeper == 1");
     assert!(code == Some(2) && out.starts_with("error: "), "{out}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
 }

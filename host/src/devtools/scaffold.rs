@@ -1,5 +1,7 @@
 //! `hookwasm plugin new`: a plugin crate that builds for `wasm32-wasip2` and passes its own
-//! test out of the box.
+//! test out of the box, with no hookwasm checkout anywhere: until the SDK is published, the
+//! binary carries the SDK's sources and the plugin contract (WIT) and writes them into the new
+//! crate (`sdk/`), so an installed or copied binary scaffolds crates that build.
 
 use std::path::{Path, PathBuf};
 
@@ -8,16 +10,45 @@ use anyhow::{Context, bail};
 /// Where the generated crate finds the SDK.
 #[derive(Debug, Clone)]
 pub struct ScaffoldOptions {
-    /// A local SDK checkout to depend on by path. `None` uses the SDK next to this binary's
-    /// sources if they exist, else the published crate.
+    /// A local SDK checkout to depend on by path, for SDK development. `None` writes the SDK
+    /// this binary carries into the new crate.
     pub sdk_path: Option<PathBuf>,
 }
 
-/// The SDK directory of the source tree this binary was built from, if it still exists.
-fn bundled_sdk() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
-    path.join("Cargo.toml").is_file().then(|| path.canonicalize().ok()).flatten()
-}
+/// The SDK as this binary was built with it: its sources, the contract and its README.
+const SDK_FILES: &[(&str, &str)] = &[
+    ("src/lib.rs", include_str!("../../../plugin-sdk/src/lib.rs")),
+    ("src/action.rs", include_str!("../../../plugin-sdk/src/action.rs")),
+    ("src/arena.rs", include_str!("../../../plugin-sdk/src/arena.rs")),
+    ("src/config.rs", include_str!("../../../plugin-sdk/src/config.rs")),
+    ("src/error.rs", include_str!("../../../plugin-sdk/src/error.rs")),
+    ("src/event.rs", include_str!("../../../plugin-sdk/src/event.rs")),
+    ("src/log.rs", include_str!("../../../plugin-sdk/src/log.rs")),
+    ("src/testing.rs", include_str!("../../../plugin-sdk/src/testing.rs")),
+    ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
+    ("README.md", include_str!("../../../plugin-sdk/README.md")),
+];
+
+/// The SDK's manifest outside this repository's workspace: the same dependencies, spelled out
+/// (a test checks them against the workspace's).
+const SDK_MANIFEST: &str = r#"[package]
+name = "hookwasm-plugin-sdk"
+description = "Write hookwasm webhook plugins (a copy written by `hookwasm plugin new`)"
+version = "{version}"
+edition = "2024"
+publish = false
+
+[features]
+default = ["arena"]
+arena = []
+
+[dependencies]
+serde = { version = "1", features = ["derive"] }
+serde_json = { version = "1", features = ["raw_value"] }
+
+[target.'cfg(target_arch = "wasm32")'.dependencies]
+wit-bindgen = { version = "0.63", default-features = false, features = ["macros", "realloc"] }
+"#;
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -36,12 +67,16 @@ pub fn scaffold(dir: &Path, options: &ScaffoldOptions) -> anyhow::Result<Vec<Pat
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
-    let sdk = match options.sdk_path.clone().or_else(bundled_sdk) {
+    let (sdk, sdk_files) = match &options.sdk_path {
         Some(path) => {
             let path = path.canonicalize().with_context(|| format!("SDK path {}", path.display()))?;
-            format!("{{ path = {:?} }}", path.display().to_string())
+            (format!("{{ path = {:?} }}", path.display().to_string()), Vec::new())
         }
-        None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+        None => {
+            let manifest = ("sdk/Cargo.toml".to_string(), SDK_MANIFEST.replace("{version}", env!("CARGO_PKG_VERSION")));
+            let sources = SDK_FILES.iter().map(|(path, text)| (format!("sdk/{path}"), text.to_string()));
+            ("{ path = \"sdk\" }".to_string(), std::iter::once(manifest).chain(sources).collect())
+        }
     };
     let module = name.replace('-', "_");
     let type_name: String = name
@@ -53,12 +88,14 @@ pub fn scaffold(dir: &Path, options: &ScaffoldOptions) -> anyhow::Result<Vec<Pat
         .collect();
 
     let files = [
-        ("Cargo.toml", CARGO_TOML.replace("{name}", &name).replace("{sdk}", &sdk)),
-        ("src/lib.rs", LIB_RS.replace("{Type}", &type_name).replace("{name}", &name)),
-        ("README.md", README.replace("{name}", &name).replace("{module}", &module)),
-        (".gitignore", "/target\n".to_string()),
-        (".cargo/config.toml", CARGO_CONFIG.to_string()),
-    ];
+        ("Cargo.toml".to_string(), CARGO_TOML.replace("{name}", &name).replace("{sdk}", &sdk)),
+        ("src/lib.rs".to_string(), LIB_RS.replace("{Type}", &type_name).replace("{name}", &name)),
+        ("README.md".to_string(), README.replace("{name}", &name).replace("{module}", &module)),
+        (".gitignore".to_string(), "/target\n".to_string()),
+        (".cargo/config.toml".to_string(), CARGO_CONFIG.to_string()),
+    ]
+    .into_iter()
+    .chain(sdk_files);
     let mut written = Vec::new();
     for (relative, contents) in files {
         let path = dir.join(relative);
@@ -166,12 +203,48 @@ cargo build --target wasm32-wasip2 --release            # -> target/wasm32-wasip
 hookwasm plugin test target/wasm32-wasip2/release/{module}.wasm --event event.json --config prefix=Ticket
 ```
 
-Deploy by moving the `.wasm` file into the server's `plugins_dir` as `{name}.wasm`.
+Deploy with `hookwasm plugins deploy {name} target/wasm32-wasip2/release/{module}.wasm`, or by
+moving the `.wasm` file into the server's `plugins_dir` as `{name}.wasm`.
+
+`sdk/` is the hookwasm plugin SDK (and the plugin contract, `sdk/wit/plugin.wit`) as the
+`hookwasm` that wrote this crate carries it: keep it with the crate.
 "#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SDK's manifest written into scaffolds asks for what the SDK's own manifest does.
+    #[test]
+    fn the_written_sdk_manifest_matches_the_workspace() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let workspace: toml::Table = std::fs::read_to_string(root.join("Cargo.toml")).unwrap().parse().unwrap();
+        let sdk: toml::Table = std::fs::read_to_string(root.join("plugin-sdk/Cargo.toml")).unwrap().parse().unwrap();
+        let written: toml::Table = SDK_MANIFEST.replace("{version}", "0.0.0").parse().unwrap();
+        let shared = &workspace["workspace"]["dependencies"];
+        let spelled = |table: &toml::Value, name: &str| {
+            let dependency = &table[name];
+            dependency.get("workspace").map_or(dependency.clone(), |_| shared[name].clone())
+        };
+        for name in ["serde", "serde_json"] {
+            assert_eq!(spelled(&sdk["dependencies"], name), written["dependencies"][name], "{name}");
+        }
+        let wasm = "cfg(target_arch = \"wasm32\")";
+        assert_eq!(
+            spelled(&sdk["target"][wasm]["dependencies"], "wit-bindgen"),
+            written["target"][wasm]["dependencies"]["wit-bindgen"]
+        );
+        assert_eq!(sdk["features"], written["features"]);
+        let listed: Vec<&str> = SDK_FILES.iter().map(|(path, _)| *path).filter(|p| p.starts_with("src/")).collect();
+        let mut sources: Vec<String> = std::fs::read_dir(root.join("plugin-sdk/src"))
+            .unwrap()
+            .map(|e| format!("src/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        sources.sort();
+        let mut listed: Vec<String> = listed.into_iter().map(String::from).collect();
+        listed.sort();
+        assert_eq!(listed, sources, "every SDK source is carried");
+    }
 
     #[test]
     fn names_are_checked_and_existing_dirs_refused() {
@@ -181,7 +254,9 @@ mod tests {
         let err = scaffold(tmp.path(), &options).unwrap_err().to_string();
         assert!(err.contains("must start with") || err.contains("already exists"), "{err}");
         let files = scaffold(&tmp.path().join("vip-only"), &options).unwrap();
-        assert_eq!(files.len(), 5);
+        assert_eq!(files.len(), 5 + 1 + SDK_FILES.len(), "the crate, the SDK's manifest and its files");
+        let manifest = std::fs::read_to_string(tmp.path().join("vip-only/Cargo.toml")).unwrap();
+        assert!(manifest.contains(r#"hookwasm-plugin-sdk = { path = "sdk" }"#), "{manifest}");
         let lib = std::fs::read_to_string(tmp.path().join("vip-only/src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct VipOnly;"));
         assert!(scaffold(&tmp.path().join("vip-only"), &options).unwrap_err().to_string().contains("already exists"));
