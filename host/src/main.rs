@@ -329,6 +329,19 @@ enum PluginCommand {
     Check(CheckArgs),
     /// Create a new plugin crate in the directory NAME.
     New(NewArgs),
+    /// Build the plugin crate at PATH without WASI (wasm32-unknown-unknown) and make it a
+    /// component; prints the file to deploy.
+    Build(BuildArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The plugin crate's directory.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// The cargo profile to build with.
+    #[arg(long, default_value = "release")]
+    profile: String,
 }
 
 #[derive(Args)]
@@ -478,7 +491,7 @@ fn plugin_new(args: NewArgs) -> anyhow::Result<ExitCode> {
     devtools::scaffold(&args.name, &options)?;
     let dir = args.name.display();
     println!("created plugin crate {dir}");
-    println!("  cd {dir} && cargo test && cargo build --target wasm32-wasip2 --release");
+    println!("  cd {dir} && cargo test && hookwasm plugin build");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -869,6 +882,10 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),
         Command::Plugin(PluginCommand::Check(args)) => plugin_check(args),
         Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
+        Command::Plugin(PluginCommand::Build(args)) => devtools::build(&args.path, &args.profile).map(|path| {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }),
         Command::Filter(FilterCommand::Test { expression, event }) => filter_test(&expression, &event),
     };
     match result {

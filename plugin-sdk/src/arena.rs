@@ -28,10 +28,22 @@ pub const BUDGET: usize = 4 << 20;
 const MIN_CHUNK: usize = 16 << 10;
 const MAX_CHUNKS: usize = 16;
 
+/// Where the arena's first chunk comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum FirstChunk {
+    /// This many bytes from the system allocator (which, with wasi-libc, hands out the free
+    /// tail of the initial memory first).
+    Allocate(usize),
+    /// This region `[start, end)`, which no allocator uses: on `wasm32-unknown-unknown`,
+    /// std's allocator only ever grows memory, so the arena claims the initial memory's
+    /// free tail itself.
+    Region(usize, usize),
+}
+
 /// A bump arena for small blocks over `backing`. Single-threaded, as a wasm plugin is.
 pub struct Arena<B> {
     backing: B,
-    first_chunk: fn() -> usize,
+    first_chunk: fn() -> FirstChunk,
     state: UnsafeCell<State>,
 }
 
@@ -52,8 +64,8 @@ struct State {
 unsafe impl<B: Sync> Sync for Arena<B> {}
 
 impl<B: GlobalAlloc> Arena<B> {
-    /// An arena whose first chunk is `first_chunk()` bytes (called once, on first use).
-    pub const fn new(backing: B, first_chunk: fn() -> usize) -> Self {
+    /// An arena whose first chunk is what `first_chunk()` says (called once, on first use).
+    pub const fn new(backing: B, first_chunk: fn() -> FirstChunk) -> Self {
         Arena {
             backing,
             first_chunk,
@@ -86,19 +98,31 @@ impl<B: GlobalAlloc> Arena<B> {
             state.next = start + layout.size();
             return start as *mut u8;
         }
-        let size = match state.count {
-            0 => (self.first_chunk)().max(MIN_CHUNK),
-            _ => (state.end - state.chunk_start) * 2,
+        let (chunk, size) = match state.count {
+            0 => match (self.first_chunk)() {
+                FirstChunk::Region(start, end) if end > align_up(start, 16) + MIN_CHUNK => {
+                    let start = align_up(start, 16);
+                    (start, end - start)
+                }
+                FirstChunk::Region(..) => (0, MIN_CHUNK),
+                FirstChunk::Allocate(size) => (0, size.max(MIN_CHUNK)),
+            },
+            _ => (0, (state.end - state.chunk_start) * 2),
         };
         let Some(slot) = state.chunks.get_mut(state.count) else { return ptr::null_mut() };
-        if state.taken + size > BUDGET {
-            return ptr::null_mut();
-        }
-        // SAFETY: `size` is non-zero and 16 is a power of two.
-        let chunk = unsafe { self.backing.alloc(Layout::from_size_align_unchecked(size, 16)) } as usize;
-        if chunk == 0 {
-            return ptr::null_mut();
-        }
+        let chunk = if chunk != 0 {
+            chunk
+        } else {
+            if state.taken + size > BUDGET {
+                return ptr::null_mut();
+            }
+            // SAFETY: `size` is non-zero and 16 is a power of two.
+            let chunk = unsafe { self.backing.alloc(Layout::from_size_align_unchecked(size, 16)) } as usize;
+            if chunk == 0 {
+                return ptr::null_mut();
+            }
+            chunk
+        };
         *slot = (chunk, chunk + size);
         state.count += 1;
         state.taken += size;
@@ -173,17 +197,22 @@ unsafe impl<B: GlobalAlloc> GlobalAlloc for Arena<B> {
     }
 }
 
-/// The free tail of the initial linear memory, less what wasi-libc keeps for itself.
+/// The free tail of the initial linear memory: with wasi-libc, as a size to allocate, less
+/// what wasi-libc keeps for itself; without it, as the region itself.
 #[cfg(all(target_arch = "wasm32", feature = "arena"))]
-fn initial_memory_tail() -> usize {
-    /// Left in the initial memory for wasi-libc's own allocations.
-    const LIBC_RESERVE: usize = 2 << 10;
+fn initial_memory_tail() -> FirstChunk {
     unsafe extern "C" {
         static __heap_base: u8;
     }
     let heap_base = &raw const __heap_base as usize;
     let memory_end = core::arch::wasm32::memory_size(0) * 65536;
-    memory_end.saturating_sub(heap_base).saturating_sub(LIBC_RESERVE)
+    if cfg!(target_os = "unknown") {
+        FirstChunk::Region(heap_base, memory_end)
+    } else {
+        /// Left in the initial memory for wasi-libc's own allocations.
+        const LIBC_RESERVE: usize = 2 << 10;
+        FirstChunk::Allocate(memory_end.saturating_sub(heap_base).saturating_sub(LIBC_RESERVE))
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", feature = "arena"))]
@@ -196,11 +225,28 @@ mod tests {
     use std::alloc::System;
 
     fn arena() -> &'static Arena<System> {
-        Box::leak(Box::new(Arena::new(System, || 1024)))
+        Box::leak(Box::new(Arena::new(System, || FirstChunk::Allocate(1024))))
     }
 
     unsafe fn fill(block: *mut u8, len: usize, byte: u8) {
         unsafe { ptr::write_bytes(block, byte, len) }
+    }
+
+    #[test]
+    fn a_first_region_is_used_as_it_is_without_the_system_allocator() {
+        const LEN: usize = 64 << 10;
+        static mut REGION: [u8; LEN] = [0; LEN];
+        fn region() -> FirstChunk {
+            // Only its address is taken: the arena writes through raw pointers.
+            let start = (&raw mut REGION) as usize;
+            FirstChunk::Region(start, start + LEN)
+        }
+        let arena: &'static Arena<System> = Box::leak(Box::new(Arena::new(System, region)));
+        let layout = Layout::from_size_align(100, 8).unwrap();
+        let block = unsafe { arena.alloc(layout) } as usize;
+        let start = (&raw mut REGION) as usize;
+        assert!((start..start + LEN).contains(&block), "the block comes from the region");
+        assert_eq!(block % 8, 0);
     }
 
     #[test]

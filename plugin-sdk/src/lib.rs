@@ -103,11 +103,20 @@ pub mod __private {
         });
     }
 
+    /// Without WASI (`wasm32-unknown-unknown`) a panic's message would go nowhere: it goes
+    /// to the plugin's log instead, where hookwasm reports it with the trap.
+    #[cfg(target_arch = "wasm32")]
+    fn report_panics() {
+        #[cfg(target_os = "unknown")]
+        std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())));
+    }
+
     #[cfg(target_arch = "wasm32")]
     pub fn transform<P: crate::Plugin>(
         event: bindings::hookwasm::plugin::types::Event,
     ) -> Result<bindings::hookwasm::plugin::types::Action, String> {
         use bindings::hookwasm::plugin::types as wit;
+        report_panics();
         let event =
             crate::Event { id: event.id, event_type: event.event_type, timestamp: event.timestamp, data: event.data };
         match P::transform(event) {
@@ -122,6 +131,7 @@ pub mod __private {
 
     #[cfg(target_arch = "wasm32")]
     pub fn check_config<P: crate::Plugin>() -> Result<(), String> {
+        report_panics();
         P::check_config().map_err(|error| error.to_string())
     }
 }

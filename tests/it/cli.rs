@@ -210,6 +210,25 @@ fn plugin_new_scaffolds_a_crate_that_tests_builds_and_runs() {
         assert!(status.success(), "cargo {args:?} failed in the scaffolded crate");
     };
     run(&["test"]);
+    // Built without WASI by `plugin build`, the author's default; the wasip2 build is the
+    // other way and gives the same result.
+    let built = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+        .args(["plugin", "build"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let no_wasi = String::from_utf8_lossy(&built.stdout).trim().to_string();
+    assert_eq!(std::path::Path::new(&no_wasi), target.join("hookwasm/vip-only.wasm"));
+    let no_wasi_report = json(&hookwasm(&[
+        "plugin",
+        "test",
+        &no_wasi,
+        "--event",
+        sample_path("message.created").to_str().unwrap(),
+        "--json",
+    ]));
     run(&["build", "--target", "wasm32-wasip2", "--release"]);
     let wasm = target.join("wasm32-wasip2/release/vip_only.wasm");
     let report = hookwasm(&[
@@ -227,6 +246,7 @@ fn plugin_new_scaffolds_a_crate_that_tests_builds_and_runs() {
     assert!(body["text"].as_str().unwrap().starts_with("New message: Hi, my order"), "{report}");
     assert_eq!(body["conversation"], "cnv_5Hq8Lm");
     assert_eq!(report["logs"][0]["message"], "reshaping evt_01JDX4M8Q2");
+    assert_eq!((&no_wasi_report["body"], &no_wasi_report["logs"]), (&report["body"], &report["logs"]));
 }
 
 #[test]

@@ -35,6 +35,60 @@ fn slack_notify_in_wasm_matches_the_native_build() {
     assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(native.body).unwrap());
 }
 
+/// Built without WASI (`hookwasm plugin build`), every example plugin imports no WASI at all
+/// and decides exactly what its `wasm32-wasip2` build decides, on every sample event.
+#[test]
+fn plugins_built_without_wasi_import_none_and_decide_the_same() {
+    let cases = [
+        ("event-filter", vec![("labels", "vip")]),
+        ("slack-notify", vec![("base_url", "https://desk.example.com")]),
+        ("redact-pii", vec![]),
+        ("field-map", vec![("map", "$type=event,conversation.id=ticket")]),
+        ("pass-through", vec![]),
+    ];
+    let samples = std::fs::read_dir(crate::support::workspace_root().join("examples/events")).unwrap();
+    let names: Vec<String> =
+        samples.filter_map(|e| e.ok()?.path().file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
+    for (name, pairs) in &cases {
+        let bytes = std::fs::read(crate::support::no_wasi_plugin_path(name)).unwrap();
+        let engine = wasmtime::Engine::default();
+        let component = wasmtime::component::Component::new(&engine, &bytes).unwrap();
+        let imports: Vec<String> =
+            component.component_type().imports(&engine).map(|(name, _)| name.to_string()).collect();
+        assert!(imports.iter().all(|import| import.starts_with("hookwasm:plugin/")), "{name} imports {imports:?}");
+        let bare = runtime().load(name, &bytes).unwrap();
+        let wasip2 = plugin(name);
+        assert!(bare.check_config(&config(pairs)).result.is_ok(), "{name}");
+        for sample_name in &names {
+            let event = sample(sample_name).plugin_event();
+            let (a, b) = (bare.transform(&event, &config(pairs)), wasip2.transform(&event, &config(pairs)));
+            assert_eq!(format!("{:?}", a.result), format!("{:?}", b.result), "{name} on {sample_name}");
+            assert_eq!(a.logs, b.logs, "{name} on {sample_name}");
+        }
+    }
+}
+
+/// The sandbox's limits hold for a plugin without WASI too, and its panic message reaches
+/// the error through the plugin's log.
+#[test]
+fn the_sandbox_limits_hold_for_plugins_without_wasi() {
+    let bytes = std::fs::read(crate::support::no_wasi_plugin_path("hostile")).unwrap();
+    let bare = runtime().load("hostile", &bytes).unwrap();
+    let run = |mode: &str| {
+        bare.transform(&sample("message.created").plugin_event(), &config(&[("mode", mode)]))
+            .result
+            .expect_err(mode)
+            .kind
+    };
+    assert!(matches!(run("spin"), PluginErrorKind::Timeout(_)));
+    assert!(matches!(run("allocate"), PluginErrorKind::MemoryLimit(_)));
+    let PluginErrorKind::Trap(message) = run("panic") else { panic!("a panic traps") };
+    assert!(message.contains("hostile plugin panics on evt_01JDX4M8Q2"), "{message}");
+    assert!(message.contains("src/lib.rs"), "{message}");
+    assert!(matches!(run("error"), PluginErrorKind::Returned(_)));
+    assert!(matches!(run("reserved-header"), PluginErrorKind::InvalidOutput(_)));
+}
+
 #[test]
 fn every_example_plugin_runs_on_every_sample() {
     let cases = [

@@ -37,6 +37,31 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
+/// A plugin crate built without WASI by `hookwasm plugin build` (once per test binary and
+/// crate), as a component file.
+pub fn no_wasi_plugin_path(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let root = workspace_root();
+    let crate_dir = [root.join("plugins").join(name), root.join("tests/plugins").join(name)]
+        .into_iter()
+        .find(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| panic!("no plugin crate {name}"));
+    let output = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+        .args(["plugin", "build", "--profile", "plugin"])
+        .arg(&crate_dir)
+        .env("CARGO_TARGET_DIR", root.join("target/plugins"))
+        .output()
+        .expect("running hookwasm plugin build");
+    assert!(output.status.success(), "hookwasm plugin build {name}: {}", String::from_utf8_lossy(&output.stderr));
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    built.push((name.to_string(), path.clone()));
+    path
+}
+
 /// The built `.wasm` file of a plugin crate.
 pub fn plugin_path(name: &str) -> PathBuf {
     plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))

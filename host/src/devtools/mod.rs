@@ -1,11 +1,13 @@
-//! The plugin author's local loop: `hookwasm plugin test`, `check` and `new`.
+//! The plugin author's local loop: `hookwasm plugin test`, `check`, `new` and `build`.
 //!
 //! `test` runs a plugin in the same [`Runtime`](crate::plugins::Runtime) and limits as
 //! `serve` and reports exactly what would be sent.
 
+mod build;
 mod scaffold;
 mod test_report;
 
+pub use build::build;
 pub use scaffold::{ScaffoldOptions, scaffold};
 pub use test_report::{TestReport, run_plugin_test};
 

@@ -1,5 +1,5 @@
-//! `hookwasm plugin new`: a plugin crate that builds for `wasm32-wasip2` and passes its own
-//! test out of the box, with no hookwasm checkout anywhere: until the SDK is published, the
+//! `hookwasm plugin new`: a plugin crate that builds (`hookwasm plugin build`, or for
+//! `wasm32-wasip2`) and passes its own test out of the box, with no hookwasm checkout anywhere: until the SDK is published, the
 //! binary carries the SDK's sources and the plugin contract (WIT) and writes them into the new
 //! crate (`sdk/`), so an installed or copied binary scaffolds crates that build.
 
@@ -134,6 +134,9 @@ strip = "debuginfo"
 
 const CARGO_CONFIG: &str = r#"# A small stack keeps the memory hookwasm resets between events small: faster per event.
 # 64 KiB holds serde_json at its nesting limit; raise it if your plugin recurses deeper.
+[target.wasm32-unknown-unknown]
+rustflags = ["-C", "link-arg=-zstack-size=65536"]
+
 [target.wasm32-wasip2]
 rustflags = ["-C", "link-arg=-zstack-size=65536"]
 "#;
@@ -198,13 +201,16 @@ A [hookwasm](https://github.com/hookwasm/hookwasm) plugin.
 
 ```sh
 cargo test                                              # unit tests, natively
-rustup target add wasm32-wasip2
-cargo build --target wasm32-wasip2 --release            # -> target/wasm32-wasip2/release/{module}.wasm
-hookwasm plugin test target/wasm32-wasip2/release/{module}.wasm --event event.json --config prefix=Ticket
+hookwasm plugin build                                   # -> target/hookwasm/{name}.wasm
+hookwasm plugin test target/hookwasm/{name}.wasm --event event.json --config prefix=Ticket
 ```
 
-Deploy with `hookwasm plugins deploy {name} target/wasm32-wasip2/release/{module}.wasm`, or by
-moving the `.wasm` file into the server's `plugins_dir` as `{name}.wasm`.
+`plugin build` builds for `wasm32-unknown-unknown` (no WASI, so each event costs less) and
+makes the result a component. `cargo build --target wasm32-wasip2 --release` works too
+(-> `target/wasm32-wasip2/release/{module}.wasm`), with WASI's fixed cost per event.
+
+Deploy with `hookwasm plugins deploy {name} target/hookwasm/{name}.wasm`, or by moving the
+`.wasm` file into the server's `plugins_dir` as `{name}.wasm`.
 
 `sdk/` is the hookwasm plugin SDK (and the plugin contract, `sdk/wit/plugin.wit`) as the
 `hookwasm` that wrote this crate carries it: keep it with the crate.

@@ -12,9 +12,9 @@ pub enum LoadError {
     #[error("plugin `{plugin}`: not a WebAssembly file (no \\0asm header)")]
     NotWasm { plugin: String },
     #[error(
-        "plugin `{plugin}`: this is a core WebAssembly module, not a component; build it with `cargo build --target wasm32-wasip2`"
+        "plugin `{plugin}`: this core WebAssembly module does not carry the plugin contract ({reason}); build it with `hookwasm plugin build` or `cargo build --target wasm32-wasip2`"
     )]
-    CoreModule { plugin: String },
+    CoreModule { plugin: String, reason: String },
     #[error("plugin `{plugin}`: invalid component: {reason}")]
     Invalid { plugin: String, reason: String },
     #[error(

@@ -20,7 +20,7 @@ pub use error::{LoadError, PluginError, PluginErrorKind};
 pub use registry::{
     CanaryStatus, Outcome, PluginState, PluginStatus, Registry, RegistryError, VersionCounts, in_canary, plugin_name,
 };
-pub use runtime::{LoadSource, Plugin, Runtime};
+pub use runtime::{LoadSource, Plugin, Runtime, encode_component};
 
 /// The webhook's `plugin_config`, as the plugin reads it through `host.config`.
 pub type PluginConfig = Arc<BTreeMap<String, String>>;

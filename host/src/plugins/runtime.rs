@@ -205,11 +205,18 @@ impl Runtime {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(LoadError::NotWasm { plugin: plugin() });
         }
-        // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
-        if bytes[6..8] == [0, 0] {
-            return Err(LoadError::CoreModule { plugin: plugin() });
-        }
+        // The version is named by the bytes as deployed, whatever they are made into.
         let sha256 = hex::encode(Sha256::digest(bytes));
+        // Bytes 6..8 are the layer: 0 for a core module, 1 for a component. A core module
+        // built for `wasm32-unknown-unknown` carries its contract in a `component-type`
+        // section and becomes a component here (what `hookwasm plugin build` does ahead).
+        let encoded;
+        let bytes = if bytes[6..8] == [0, 0] {
+            encoded = encode_component(bytes).map_err(|reason| LoadError::CoreModule { plugin: plugin(), reason })?;
+            &encoded[..]
+        } else {
+            bytes
+        };
         let (component, load_source) = self
             .compile_pool
             .install(|| self.compile_cached(&sha256, bytes))
@@ -269,6 +276,16 @@ impl Runtime {
         }
         Ok((component, LoadSource::Compiled))
     }
+}
+
+/// A component made of a core module that carries its WIT world in a `component-type`
+/// section (as `wit-bindgen` embeds it). No WASI adapter is added: a module that imports WASI
+/// preview 1 is refused.
+pub fn encode_component(module: &[u8]) -> Result<Vec<u8>, String> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|error| format!("{error:#}"))
 }
 
 /// Cranelift's incremental compilation cache: compiled machine code per function, keyed by

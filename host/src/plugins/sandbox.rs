@@ -72,6 +72,11 @@ impl PluginState {
     /// What the plugin said on stderr before trapping: a Rust panic's location and message
     /// (`panicked at src/lib.rs:7:9: boom`), else its last line.
     pub fn last_words(&self) -> Option<String> {
+        // A plugin without WASI reports its panic through `host.log` (the SDK does).
+        let logged = self.logs.lines.iter().rev().find(|line| line.message.starts_with("panicked at "));
+        if let Some(line) = logged {
+            return Some(line.message.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
         let bytes = self.stderr.buffer.lock().ok()?.bytes.clone();
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("note: ")).collect();
