@@ -2,7 +2,8 @@
 //! plugin load time: cold, a new version of known code, and from the precompiled cache.
 //!
 //! `cargo bench -p hookwasm --bench runtime` (figures in BENCHMARKS.md); `-- filter` runs only
-//! the webhook filter's cost against the pass-through plugin.
+//! the webhook filter's cost against the pass-through plugin, `-- wasi` only plugins built
+//! with and without WASI against native.
 
 use std::sync::Arc;
 
@@ -126,6 +127,51 @@ fn interleaved_ratio() {
     );
 }
 
+/// slack-notify and pass-through built for `wasm32-wasip2` and without WASI (`hookwasm plugin
+/// build`), against native slack-notify, in alternating blocks.
+fn without_wasi() {
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let load = |name: &str, path: std::path::PathBuf| runtime.load(name, &std::fs::read(path).unwrap()).unwrap();
+    let slack = load("slack-notify", support::plugin_path("slack-notify"));
+    let slack_bare = load("slack-notify", support::no_wasi_plugin_path("slack-notify"));
+    let pass = load("pass-through", support::plugin_path("pass-through"));
+    let pass_bare = load("pass-through", support::no_wasi_plugin_path("pass-through"));
+    let config = support::config(&SLACK_CONFIG);
+    let empty = Arc::new(Default::default());
+    let event = support::sample("message.created").plugin_event();
+    let native_event = native_event("message.created");
+    let mut times = [(); 5].map(|_| Vec::new());
+    let (mut wasip2_ratio, mut bare_ratio) = (Vec::new(), Vec::new());
+    for _ in 0..60 {
+        let native = block(&|| {
+            std::hint::black_box(native_slack(&native_event));
+        });
+        let wasip2 = block(&|| {
+            std::hint::black_box(slack.transform(&event, &config).result.unwrap());
+        });
+        let bare = block(&|| {
+            std::hint::black_box(slack_bare.transform(&event, &config).result.unwrap());
+        });
+        let pass_wasip2 = block(&|| {
+            std::hint::black_box(pass.transform(&event, &empty).result.unwrap());
+        });
+        let pass_bare = block(&|| {
+            std::hint::black_box(pass_bare.transform(&event, &empty).result.unwrap());
+        });
+        for (series, value) in times.iter_mut().zip([native, wasip2, bare, pass_wasip2, pass_bare]) {
+            series.push(value);
+        }
+        wasip2_ratio.push(wasip2 / native);
+        bare_ratio.push(bare / native);
+    }
+    let [native, wasip2, bare, pass_wasip2, pass_bare] = times.map(|mut series| median(&mut series));
+    println!(
+        "without WASI, message.created (60 alternating blocks of 500): slack-notify native {native:.1} µs, wasip2 {wasip2:.1} µs ({:.2}x), no WASI {bare:.1} µs ({:.2}x); pass-through wasip2 {pass_wasip2:.1} µs, no WASI {pass_bare:.1} µs",
+        median(&mut wasip2_ratio),
+        median(&mut bare_ratio)
+    );
+}
+
 /// A webhook filter (the README's example) against the pass-through plugin, on the same
 /// event, in alternating blocks.
 fn filter_against_pass_through() {
@@ -176,6 +222,9 @@ fn main() {
     }
     if filters.is_empty() || filters.iter().any(|f| "filter".contains(f.as_str())) {
         filter_against_pass_through();
+    }
+    if filters.is_empty() || filters.iter().any(|f| "wasi".contains(f.as_str())) {
+        without_wasi();
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

@@ -104,10 +104,11 @@ pub mod __private {
     }
 
     /// Without WASI (`wasm32-unknown-unknown`) a panic's message would go nowhere: it goes
-    /// to the plugin's log instead, where hookwasm reports it with the trap.
+    /// to the plugin's log instead, where hookwasm reports it with the trap (the
+    /// `panic-messages` feature).
     #[cfg(target_arch = "wasm32")]
     fn report_panics() {
-        #[cfg(target_os = "unknown")]
+        #[cfg(all(target_os = "unknown", feature = "panic-messages"))]
         std::panic::set_hook(Box::new(|info| crate::log::error(info.to_string())));
     }
 

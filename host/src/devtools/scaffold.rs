@@ -39,8 +39,9 @@ edition = "2024"
 publish = false
 
 [features]
-default = ["arena"]
+default = ["arena", "panic-messages"]
 arena = []
+panic-messages = []
 
 [dependencies]
 serde = { version = "1", features = ["derive"] }
