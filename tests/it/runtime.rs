@@ -265,7 +265,7 @@ fn broken_files_are_refused_with_a_clear_error() {
     assert!(matches!(load_bytes(b"hello"), LoadError::NotWasm { .. }));
     let core = wat::parse_str("(module)").unwrap();
     let error = load_bytes(&core);
-    assert!(error.to_string().contains("core WebAssembly module, not a component"), "{error}");
+    assert!(error.to_string().contains("core WebAssembly module does not carry the plugin contract"), "{error}");
     let mut truncated = std::fs::read(plugin_path("slack-notify")).unwrap();
     truncated.truncate(truncated.len() / 2);
     assert!(matches!(load_bytes(&truncated), LoadError::Invalid { .. }));

@@ -282,6 +282,12 @@ impl Runtime {
 /// section (as `wit-bindgen` embeds it). No WASI adapter is added: a module that imports WASI
 /// preview 1 is refused.
 pub fn encode_component(module: &[u8]) -> Result<Vec<u8>, String> {
+    let carries_contract = wasmparser::Parser::new(0).parse_all(module).any(|payload| {
+        matches!(payload, Ok(wasmparser::Payload::CustomSection(section)) if section.name().starts_with("component-type"))
+    });
+    if !carries_contract {
+        return Err("no component-type section".into());
+    }
     wit_component::ComponentEncoder::default()
         .module(module)
         .and_then(|encoder| encoder.validate(true).encode())
