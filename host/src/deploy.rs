@@ -471,7 +471,7 @@ impl Deployer {
         }
         let known = async {
             let last_file = self.store.plugin_file(name).await?;
-            let served = self.store.plugin_activations().await?.iter().any(|a| a.plugin == name);
+            let served = self.activation(name).await?.is_some();
             anyhow::Ok(served && last_file.as_deref() == Some(sha256.as_str()))
         };
         match known.await {

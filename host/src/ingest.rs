@@ -103,19 +103,8 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
             format!("content-type must be application/json, got {:?}", content_type),
         ));
     }
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|error| {
-        let too_large =
-            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than the {}-byte limit", state.max_body_bytes),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the request body: {error}"))
-        }
-    })?;
+    let too_large = format!("request body is larger than the {}-byte limit", state.max_body_bytes);
+    let bytes = crate::api::read_body(body, state.max_body_bytes, too_large).await?;
     let event = Event::parse_envelope(&bytes)?;
     if event.event_type.starts_with(crate::ops::PREFIX) {
         return Err(ApiError::invalid_field(

@@ -46,9 +46,7 @@ fn plugins_built_without_wasi_import_none_and_decide_the_same() {
         ("field-map", vec![("map", "$type=event,conversation.id=ticket")]),
         ("pass-through", vec![]),
     ];
-    let samples = std::fs::read_dir(crate::support::workspace_root().join("examples/events")).unwrap();
-    let names: Vec<String> =
-        samples.filter_map(|e| e.ok()?.path().file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
+    let names = crate::support::sample_names();
     for (name, pairs) in &cases {
         let bytes = std::fs::read(crate::support::no_wasi_plugin_path(name)).unwrap();
         let engine = wasmtime::Engine::default();
@@ -97,9 +95,7 @@ fn every_example_plugin_runs_on_every_sample() {
         ("redact-pii", vec![]),
         ("field-map", vec![("map", "$type=event,conversation.id=ticket")]),
     ];
-    let samples = std::fs::read_dir(crate::support::workspace_root().join("examples/events")).unwrap();
-    let names: Vec<String> =
-        samples.filter_map(|e| e.ok()?.path().file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
+    let names = crate::support::sample_names();
     assert!(names.len() >= 9);
     for (name, pairs) in &cases {
         let plugin = plugin(name);

@@ -87,6 +87,12 @@ pub fn variant(bytes: &[u8], n: u64) -> Vec<u8> {
     out
 }
 
+/// The names of every sample event in `examples/events/`.
+pub fn sample_names() -> Vec<String> {
+    let samples = std::fs::read_dir(workspace_root().join("examples/events")).unwrap();
+    samples.filter_map(|e| e.ok()?.path().file_stem().map(|s| s.to_string_lossy().into_owned())).collect()
+}
+
 pub fn sample_path(name: &str) -> PathBuf {
     workspace_root().join(format!("examples/events/{name}.json"))
 }

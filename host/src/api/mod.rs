@@ -341,6 +341,20 @@ async fn add_hosts(state: &AppState, plugins: &mut Vec<types::PluginView>) {
     }
 }
 
+/// The request body, at most `limit` bytes; over it, a 413 saying `too_large`, which names
+/// the limit and the setting behind it.
+pub async fn read_body(body: axum::body::Body, limit: usize, too_large: String) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let over_limit =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", too_large)
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the request body: {error}"))
+        }
+    })
+}
+
 /// A JSON error: `{"error": message, "code": code, "field"?: field}`.
 #[derive(Debug)]
 pub struct ApiError {

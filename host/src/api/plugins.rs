@@ -42,22 +42,11 @@ fn checked_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The request body, at most `limit` bytes.
-async fn body_bytes(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let too_large =
-            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the component is larger than the {limit}-byte limit (plugins.max_file_mib)"),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the body failed: {error}"))
-        }
-    })?;
-    Ok(bytes.to_vec())
+/// An uploaded component, at most `plugins.max_file_mib`.
+async fn component(state: &AppState, body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+    let limit = state.max_plugin_bytes;
+    let too_large = format!("the component is larger than the {limit}-byte limit (plugins.max_file_mib)");
+    Ok(super::read_body(body, limit, too_large).await?.to_vec())
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -78,7 +67,7 @@ pub async fn deploy(
 ) -> Result<Response, ApiError> {
     checked_name(&name)?;
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let wasm = body_bytes(body, state.max_plugin_bytes).await?;
+    let wasm = component(&state, body).await?;
     let uploaded_by = if state.admin_token.is_some() { "admin token" } else { "loopback" };
     let activate = query.activate.unwrap_or(true);
     let deployed = state.deployer.deploy(&name, wasm, uploaded_by, activate).await.map_err(deploy_error)?;
@@ -176,7 +165,7 @@ pub async fn dry_run(
             format!("plugin `{name}` has no serving version to compare with"),
         ));
     };
-    let wasm = body_bytes(body, state.max_plugin_bytes).await?;
+    let wasm = component(&state, body).await?;
     let wasm = (!wasm.is_empty()).then_some(wasm);
     let candidate = state.deployer.candidate(&name, wasm, query.sha256.as_deref()).await.map_err(deploy_error)?;
     let configs: std::collections::BTreeMap<String, crate::plugins::PluginConfig> =
