@@ -1,7 +1,7 @@
 //! Read access to the webhook's `plugin_config`.
 //!
-//! In a plugin these call the host. Natively (unit tests) they read the configuration that
-//! [`crate::testing::run`] installed for the current thread.
+//! In a plugin these read the configuration the host passed to the call. Natively (unit
+//! tests) they read the configuration that [`crate::testing::run`] installed for the thread.
 
 use crate::{Error, Result};
 
@@ -37,16 +37,30 @@ pub fn flag(key: &str, default: bool) -> Result<bool> {
     }
 }
 
+/// Keeps the configuration the host passed to this call (sorted by key) for [`get`].
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn install(config: Vec<(String, String)>) {
+    imp::CONFIG.with(|installed| *installed.borrow_mut() = config);
+}
+
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use crate::__private::bindings::hookwasm::plugin::host;
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub static CONFIG: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    }
 
     pub fn get(key: &str) -> Option<String> {
-        host::config(key)
+        CONFIG.with(|config| {
+            let config = config.borrow();
+            let found = config.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+            Some(config[found].1.clone())
+        })
     }
 
     pub fn keys() -> Vec<String> {
-        host::config_keys()
+        CONFIG.with(|config| config.borrow().iter().map(|(k, _)| k.clone()).collect())
     }
 }
 

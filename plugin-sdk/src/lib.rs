@@ -1,8 +1,8 @@
 //! The hookwasm plugin SDK: everything a plugin author needs and nothing more.
 //!
 //! A plugin is a type implementing [`Plugin`], exported with [`export_plugin!`] and built with
-//! `cargo build --target wasm32-wasip2 --release`. The same code compiles natively, where the
-//! host imports ([`config`], [`log`]) read from and write to a test context that
+//! `hookwasm plugin build` (or `cargo build --target wasm32-wasip2 --release`). The same code
+//! compiles natively, where [`config`] and [`log`] read from and write to a test context that
 //! [`testing::run`] sets up, so plugin logic is unit-tested with plain `cargo test`.
 //!
 //! ```
@@ -31,6 +31,7 @@ pub mod config;
 mod error;
 mod event;
 pub mod log;
+pub mod system;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
@@ -40,7 +41,7 @@ pub use event::Event;
 
 /// `use hookwasm_plugin_sdk::prelude::*;` brings in what a plugin needs.
 pub mod prelude {
-    pub use crate::{Action, Error, Event, Plugin, Request, Result, config, export_plugin, log};
+    pub use crate::{Action, Error, Event, Plugin, Request, Result, config, export_plugin, log, system};
     pub use serde_json;
 }
 
@@ -69,14 +70,14 @@ macro_rules! export_plugin {
             impl $crate::__private::bindings::Guest for __HookwasmExport {
                 fn transform(
                     event: $crate::__private::bindings::hookwasm::plugin::types::Event,
-                ) -> ::core::result::Result<
-                    $crate::__private::bindings::hookwasm::plugin::types::Action,
-                    ::std::string::String,
-                > {
-                    $crate::__private::transform::<$plugin>(event)
+                    config: $crate::__private::bindings::hookwasm::plugin::types::Config,
+                ) -> $crate::__private::bindings::hookwasm::plugin::types::Transformed {
+                    $crate::__private::transform::<$plugin>(event, config)
                 }
-                fn check_config() -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::check_config::<$plugin>()
+                fn check_config(
+                    config: $crate::__private::bindings::hookwasm::plugin::types::Config,
+                ) -> $crate::__private::bindings::hookwasm::plugin::types::Checked {
+                    $crate::__private::check_config::<$plugin>(config)
                 }
             }
             $crate::__private::bindings::__export_transformer!(__HookwasmExport with_types_in $crate::__private::bindings);
@@ -104,8 +105,8 @@ pub mod __private {
     }
 
     /// Without WASI (`wasm32-unknown-unknown`) a panic's message would go nowhere: it goes
-    /// to the plugin's log instead, where hookwasm reports it with the trap (the
-    /// `panic-messages` feature).
+    /// to the host as the call's trap message instead, which hookwasm reports with the trap
+    /// (the `panic-messages` feature). With WASI, std prints it to stderr, which the host reads.
     #[cfg(target_arch = "wasm32")]
     fn report_panics() {
         #[cfg(all(target_os = "unknown", feature = "panic-messages"))]
@@ -120,31 +121,44 @@ pub mod __private {
                 line += ": ";
             }
             line += info.payload_as_str().unwrap_or("(no message)");
-            crate::log::error(line);
+            // Eight bytes per call: the import takes only numbers, so the plugin stays one
+            // core instance (see `wit/plugin.wit`).
+            for chunk in line.as_bytes().chunks(8) {
+                let mut bytes = [0u8; 8];
+                bytes[..chunk.len()].copy_from_slice(chunk);
+                bindings::hookwasm::plugin::host::trap_message(u64::from_le_bytes(bytes), chunk.len() as u8);
+            }
         }));
     }
 
     #[cfg(target_arch = "wasm32")]
     pub fn transform<P: crate::Plugin>(
         event: bindings::hookwasm::plugin::types::Event,
-    ) -> Result<bindings::hookwasm::plugin::types::Action, String> {
+        config: bindings::hookwasm::plugin::types::Config,
+    ) -> bindings::hookwasm::plugin::types::Transformed {
         use bindings::hookwasm::plugin::types as wit;
         report_panics();
+        crate::config::install(config);
         let event =
             crate::Event { id: event.id, event_type: event.event_type, timestamp: event.timestamp, data: event.data };
-        match P::transform(event) {
+        let action = match P::transform(event) {
             Ok(crate::Action::Deliver(request)) => {
                 Ok(wit::Action::Deliver(wit::Request { headers: request.headers, body: request.body }))
             }
             Ok(crate::Action::Pass) => Ok(wit::Action::Pass),
             Ok(crate::Action::Skip(reason)) => Ok(wit::Action::Skip(reason)),
             Err(error) => Err(error.to_string()),
-        }
+        };
+        wit::Transformed { action, logs: crate::log::take() }
     }
 
     #[cfg(target_arch = "wasm32")]
-    pub fn check_config<P: crate::Plugin>() -> Result<(), String> {
+    pub fn check_config<P: crate::Plugin>(
+        config: bindings::hookwasm::plugin::types::Config,
+    ) -> bindings::hookwasm::plugin::types::Checked {
         report_panics();
-        P::check_config().map_err(|error| error.to_string())
+        crate::config::install(config);
+        let outcome = P::check_config().map_err(|error| error.to_string());
+        bindings::hookwasm::plugin::types::Checked { outcome, logs: crate::log::take() }
     }
 }

@@ -1,5 +1,7 @@
-//! Logging to the host: lines appear in the host's log tagged with the plugin and event,
-//! and in `hookwasm plugin test` output. Natively they are captured by [`crate::testing`].
+//! Logging to the host: lines go back with the call's result and appear in the host's log
+//! tagged with the plugin and event, and in `hookwasm plugin test` output. A call that traps
+//! loses its lines (its panic message still reaches the host). Natively they are captured by
+//! [`crate::testing`].
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,19 +37,31 @@ pub fn error(message: impl AsRef<str>) {
     log(Level::Error, message);
 }
 
+/// The lines logged so far in this call, which go back to the host with its result.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn take() -> Vec<crate::__private::bindings::hookwasm::plugin::types::LogLine> {
+    imp::LINES.with(|lines| std::mem::take(&mut *lines.borrow_mut()))
+}
+
 #[cfg(target_arch = "wasm32")]
 mod imp {
+    use std::cell::RefCell;
+
     use super::Level;
-    use crate::__private::bindings::hookwasm::plugin::host;
+    use crate::__private::bindings::hookwasm::plugin::types as wit;
+
+    thread_local! {
+        pub static LINES: RefCell<Vec<wit::LogLine>> = const { RefCell::new(Vec::new()) };
+    }
 
     pub fn log(level: Level, message: &str) {
         let level = match level {
-            Level::Debug => host::Level::Debug,
-            Level::Info => host::Level::Info,
-            Level::Warn => host::Level::Warn,
-            Level::Error => host::Level::Error,
+            Level::Debug => wit::Level::Debug,
+            Level::Info => wit::Level::Info,
+            Level::Warn => wit::Level::Warn,
+            Level::Error => wit::Level::Error,
         };
-        host::log(level, message);
+        LINES.with(|lines| lines.borrow_mut().push(wit::LogLine { level, message: message.to_string() }));
     }
 }
 

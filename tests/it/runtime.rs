@@ -54,7 +54,9 @@ fn plugins_built_without_wasi_import_none_and_decide_the_same() {
         let imports: Vec<String> =
             component.component_type().imports(&engine).map(|(name, _)| name.to_string()).collect();
         assert!(imports.iter().all(|import| import.starts_with("hookwasm:plugin/")), "{name} imports {imports:?}");
+        assert_eq!(core_instances(&bytes), 1, "{name} is one core instance");
         let bare = runtime().load(name, &bytes).unwrap();
+        assert_eq!(bare.contract(), "0.2.0");
         let wasip2 = plugin(name);
         assert!(bare.check_config(&config(pairs)).result.is_ok(), "{name}");
         for sample_name in &names {
@@ -66,8 +68,55 @@ fn plugins_built_without_wasi_import_none_and_decide_the_same() {
     }
 }
 
+/// Core modules a component instantiates: what the 0.2.0 contract's number-only imports keep
+/// at one for a plugin without WASI (an import taking a string needs two more).
+fn core_instances(component: &[u8]) -> usize {
+    wasmparser::Parser::new(0)
+        .parse_all(component)
+        .map(|payload| match payload.unwrap() {
+            wasmparser::Payload::InstanceSection(instances) => instances
+                .into_iter()
+                .filter(|instance| matches!(instance, Ok(wasmparser::Instance::Instantiate { .. })))
+                .count(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Plugins built against `hookwasm:plugin@0.1.0` (the fixtures, built before 0.2.0 from the
+/// same crates) load and decide exactly what the same crates built today decide, with the
+/// same logs, on every sample event; their config checks still run.
+#[test]
+fn plugins_built_against_0_1_0_keep_working() {
+    let cases = [
+        ("field-map", vec![("map", "$type=event,conversation.id=ticket")]),
+        ("field-map", vec![("keep", "conversation.id,message.body")]),
+        ("redact-pii", vec![]),
+        ("redact-pii", vec![("fields", "message.body")]),
+    ];
+    let names = crate::support::sample_names();
+    for (name, pairs) in &cases {
+        let fixture = crate::support::workspace_root().join(format!("tests/fixtures/plugins/{name}-0.1.0.wasm"));
+        let old = runtime().load(name, &std::fs::read(&fixture).unwrap()).unwrap();
+        let current = plugin(name);
+        assert_eq!((old.contract(), current.contract()), ("0.1.0", "0.2.0"));
+        assert!(old.check_config(&config(pairs)).result.is_ok(), "{name} {pairs:?}");
+        for sample_name in &names {
+            let event = sample(sample_name).plugin_event();
+            let (a, b) = (old.transform(&event, &config(pairs)), current.transform(&event, &config(pairs)));
+            assert_eq!(format!("{:?}", a.result), format!("{:?}", b.result), "{name} on {sample_name}");
+            assert_eq!(a.logs, b.logs, "{name} on {sample_name}");
+        }
+    }
+    let field_map = crate::support::workspace_root().join("tests/fixtures/plugins/field-map-0.1.0.wasm");
+    let old = runtime().load("field-map", &std::fs::read(field_map).unwrap()).unwrap();
+    let rejected = old.check_config(&config(&[("map", "a.b")])).result.unwrap_err();
+    let current = plugin("field-map").check_config(&config(&[("map", "a.b")])).result.unwrap_err();
+    assert_eq!(rejected.kind, current.kind);
+}
+
 /// The sandbox's limits hold for a plugin without WASI too, and its panic message reaches
-/// the error through the plugin's log.
+/// the error through the host's trap-message import.
 #[test]
 fn the_sandbox_limits_hold_for_plugins_without_wasi() {
     let bytes = std::fs::read(crate::support::no_wasi_plugin_path("hostile")).unwrap();

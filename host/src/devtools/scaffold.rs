@@ -24,6 +24,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/error.rs", include_str!("../../../plugin-sdk/src/error.rs")),
     ("src/event.rs", include_str!("../../../plugin-sdk/src/event.rs")),
     ("src/log.rs", include_str!("../../../plugin-sdk/src/log.rs")),
+    ("src/system.rs", include_str!("../../../plugin-sdk/src/system.rs")),
     ("src/testing.rs", include_str!("../../../plugin-sdk/src/testing.rs")),
     ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
     ("README.md", include_str!("../../../plugin-sdk/README.md")),

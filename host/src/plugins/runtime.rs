@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use super::bindings::{self, TransformerPre};
+use super::bindings::{v0_1, v0_2};
 use super::sandbox::PluginState;
 use super::{Action, Execution, Limits, LoadError, PluginConfig, PluginError, PluginErrorKind, PluginEvent};
 
@@ -27,8 +27,11 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEADER_BYTES: usize = 8 << 10;
 
 /// Import namespaces a plugin may use. Rust's `wasm32-wasip2` std imports the WASI CLI world
-/// even when unused; every capability in it is denied by the sandbox's `WasiCtx`.
+/// even when unused, as do the JavaScript and Python runtimes; every capability in it is
+/// denied by the sandbox's `WasiCtx`.
 const ALLOWED_IMPORTS: &[&str] = &[
+    "hookwasm:plugin/host@0.2.",
+    "hookwasm:plugin/types@0.2.",
     "hookwasm:plugin/host@0.1.",
     "hookwasm:plugin/types@0.1.",
     "wasi:cli/",
@@ -105,7 +108,7 @@ pub struct Plugin {
 struct PluginInner {
     name: String,
     sha256: String,
-    pre: TransformerPre<PluginState>,
+    contract: Contract,
     limits: Limits,
     engine: Engine,
     checks: Arc<CheckSlots>,
@@ -155,7 +158,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::sandbox::clamp_timers_to_deadline(&mut linker)?;
-        bindings::Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        v0_2::Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        v0_1::Transformer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -232,13 +236,13 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongInterface { plugin: plugin(), reason: format!("{e:#}") })?;
-        let pre = TransformerPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongInterface { plugin: plugin(), reason: format!("{e:#}") })?;
+        let contract =
+            Contract::new(instance_pre).map_err(|reason| LoadError::WrongInterface { plugin: plugin(), reason })?;
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 name: name.to_string(),
                 sha256,
-                pre,
+                contract,
                 limits: self.limits.clone(),
                 engine: self.engine.clone(),
                 checks: self.checks.clone(),
@@ -275,6 +279,25 @@ impl Runtime {
             let _ = std::fs::remove_file(&tmp);
         }
         Ok((component, LoadSource::Compiled))
+    }
+}
+
+/// A loaded component, pre-instantiated against the contract version it was built for.
+enum Contract {
+    V0_2(v0_2::TransformerPre<PluginState>),
+    V0_1(v0_1::TransformerPre<PluginState>),
+}
+
+impl Contract {
+    /// Matches the component's exports against the current contract, then the previous one.
+    fn new(pre: wasmtime::component::InstancePre<PluginState>) -> Result<Contract, String> {
+        let current = match v0_2::TransformerPre::new(pre.clone()) {
+            Ok(pre) => return Ok(Contract::V0_2(pre)),
+            Err(error) => error,
+        };
+        v0_1::TransformerPre::new(pre).map(Contract::V0_1).map_err(|previous| {
+            format!("not a hookwasm:plugin@0.2.0 plugin ({current:#}), nor a 0.1.0 one ({previous:#})")
+        })
     }
 }
 
@@ -383,32 +406,75 @@ impl Plugin {
         self.inner.load_time
     }
 
+    /// The contract version the plugin was built against (`0.2.0` or `0.1.0`).
+    pub fn contract(&self) -> &'static str {
+        match self.inner.contract {
+            Contract::V0_2(_) => "0.2.0",
+            Contract::V0_1(_) => "0.1.0",
+        }
+    }
+
     /// Runs `transform` on a fresh instance. Blocking (up to the deadline): call it from a
     /// blocking thread, not an async task.
     pub fn transform(&self, event: &PluginEvent, config: &PluginConfig) -> Execution {
-        self.call(config, |bindings, store| {
-            let event = bindings::Event {
-                id: event.id.clone(),
-                event_type: event.event_type.clone(),
-                timestamp: event.timestamp.clone(),
-                data: event.data.clone(),
-            };
-            bindings.call_transform(store, &event)
-        })
-        .and_then_result(|action| self.validate(action))
+        let execution = match &self.inner.contract {
+            Contract::V0_2(pre) => self.call(
+                config,
+                |store| pre.instantiate(store),
+                |bindings, store| {
+                    let event = v0_2::Event {
+                        id: event.id.clone(),
+                        event_type: event.event_type.clone(),
+                        timestamp: event.timestamp.clone(),
+                        data: event.data.clone(),
+                    };
+                    let transformed = bindings.call_transform(&mut *store, &event, &config_pairs(config))?;
+                    store.data_mut().returned_logs(transformed.logs);
+                    Ok(transformed.action.map(Action::from))
+                },
+            ),
+            Contract::V0_1(pre) => self.call(
+                config,
+                |store| pre.instantiate(store),
+                |bindings, store| {
+                    let event = v0_1::Event {
+                        id: event.id.clone(),
+                        event_type: event.event_type.clone(),
+                        timestamp: event.timestamp.clone(),
+                        data: event.data.clone(),
+                    };
+                    Ok(bindings.call_transform(store, &event)?.map(Action::from))
+                },
+            ),
+        };
+        execution.and_then_result(|action| self.validate(action))
     }
 
     /// Runs `check-config` with `config` on a fresh instance, once one of the instance
     /// slots reserved for checks is free. Blocking.
     pub fn check_config(&self, config: &PluginConfig) -> Execution<()> {
         let _slot = self.inner.checks.acquire();
-        self.call(config, |bindings, store| bindings.call_check_config(store))
+        match &self.inner.contract {
+            Contract::V0_2(pre) => self.call(
+                config,
+                |store| pre.instantiate(store),
+                |bindings, store| {
+                    let checked = bindings.call_check_config(&mut *store, &config_pairs(config))?;
+                    store.data_mut().returned_logs(checked.logs);
+                    Ok(checked.outcome)
+                },
+            ),
+            Contract::V0_1(pre) => {
+                self.call(config, |store| pre.instantiate(store), |bindings, store| bindings.call_check_config(store))
+            }
+        }
     }
 
-    fn call<T>(
+    fn call<B, T>(
         &self,
         config: &PluginConfig,
-        run: impl FnOnce(&bindings::Transformer, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
+        instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<B>,
+        run: impl FnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
     ) -> Execution<T> {
         let started = Instant::now();
         let limits = &self.inner.limits;
@@ -419,7 +485,7 @@ impl Plugin {
         let ticks = limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
         store.set_epoch_deadline(ticks);
 
-        let outcome = match self.inner.pre.instantiate(&mut store) {
+        let outcome = match instantiate(&mut store) {
             Err(error) => Err(self.classify(error, &store, true)),
             Ok(bindings) => match run(&bindings, &mut store) {
                 Ok(Ok(value)) => Ok(value),
@@ -457,27 +523,27 @@ impl Plugin {
         self.error(kind)
     }
 
-    fn validate(&self, action: bindings::Action) -> Result<Action, PluginError> {
+    /// Checks what the plugin returned against the limits and the header rules.
+    fn validate(&self, action: Action) -> Result<Action, PluginError> {
         let invalid = |message: String| self.error(PluginErrorKind::InvalidOutput(message));
-        let request = match action {
-            bindings::Action::Pass => return Ok(Action::Pass),
-            bindings::Action::Skip(reason) => return Ok(Action::Skip(reason)),
-            bindings::Action::Deliver(request) => request,
+        let (returned_headers, body) = match action {
+            Action::Deliver { headers, body } => (headers, body),
+            decided => return Ok(decided),
         };
         let limit = self.inner.limits.output_bytes;
-        if request.body.len() > limit {
-            return Err(self.error(PluginErrorKind::OutputTooLarge { size: request.body.len(), limit }));
+        if body.len() > limit {
+            return Err(self.error(PluginErrorKind::OutputTooLarge { size: body.len(), limit }));
         }
-        if request.headers.len() > MAX_HEADERS {
-            return Err(invalid(format!("{} headers, at most {MAX_HEADERS} allowed", request.headers.len())));
+        if returned_headers.len() > MAX_HEADERS {
+            return Err(invalid(format!("{} headers, at most {MAX_HEADERS} allowed", returned_headers.len())));
         }
-        let header_bytes: usize = request.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let header_bytes: usize = returned_headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         if header_bytes > MAX_HEADER_BYTES {
             return Err(invalid(format!("{header_bytes} bytes of headers, at most {MAX_HEADER_BYTES} allowed")));
         }
-        let mut headers = Vec::with_capacity(request.headers.len());
+        let mut headers = Vec::with_capacity(returned_headers.len());
         let mut content_type = false;
-        for (name, value) in request.headers {
+        for (name, value) in returned_headers {
             let name = name.to_ascii_lowercase();
             if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(invalid(format!("header name {name:?} is not a valid HTTP header name")));
@@ -491,11 +557,16 @@ impl Plugin {
             content_type |= name == "content-type";
             headers.push((name, value));
         }
-        if !content_type && serde_json::from_slice::<serde::de::IgnoredAny>(&request.body).is_err() {
+        if !content_type && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
             return Err(invalid("body is not JSON; set a content-type header to send anything else".to_string()));
         }
-        Ok(Action::Deliver { headers, body: request.body })
+        Ok(Action::Deliver { headers, body })
     }
+}
+
+/// The webhook's `plugin_config` as a 0.2.0 plugin receives it: pairs sorted by key.
+fn config_pairs(config: &PluginConfig) -> Vec<(String, String)> {
+    config.iter().map(|(key, value)| (key.clone(), value.clone())).collect()
 }
 
 impl<T> Execution<T> {

@@ -1,7 +1,9 @@
-//! The per-call sandbox: the store data a plugin instance sees. WASI with no preopened
+//! The per-call sandbox: the store data a plugin instance sees. WASI (made on a plugin's
+//! first WASI call, so a plugin that imports none pays nothing for it) with no preopened
 //! directories, no environment, no arguments, no network and no inherited stdio; stdout and
-//! stderr captured into a capped buffer; memory growth checked against the limit; and the
-//! `host` interface (logging, read-only `plugin_config`).
+//! stderr captured into a capped buffer; memory growth checked against the limit; and both
+//! contracts' `host` interfaces (0.2.0: clock, randomness, trap message; 0.1.0: logging and
+//! read-only `plugin_config`).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +14,11 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{Level, hookwasm};
+use super::bindings::{v0_1, v0_2};
 use super::{LogLevel, LogLine, PluginConfig};
+
+/// Bytes of a trap message kept per call.
+const TRAP_MESSAGE_BYTES: usize = 4 << 10;
 
 /// Store data for one plugin call.
 pub struct PluginState {
@@ -21,32 +26,50 @@ pub struct PluginState {
     pub deadline: std::time::Instant,
     /// The plugin asked to wait past its deadline: the call timed out, whatever it returns.
     pub overslept: bool,
-    wasi: WasiCtx,
+    wasi: Option<Box<Wasi>>,
     table: ResourceTable,
     pub limiter: MemoryLimiter,
     config: PluginConfig,
     pub logs: LogBuffer,
+    trap_message: Vec<u8>,
+}
+
+/// WASI for one call, and the plugin's captured stdout and stderr.
+struct Wasi {
+    ctx: WasiCtx,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
 }
 
-impl PluginState {
-    pub fn new(config: PluginConfig, memory_bytes: usize, log_bytes: usize, deadline: std::time::Instant) -> Self {
+impl Wasi {
+    fn new(log_bytes: usize) -> Wasi {
         let stdout = CapturedOutput::new(log_bytes);
         let stderr = CapturedOutput::new(log_bytes);
         // The builder's defaults are the sandbox: no args, env, preopens, sockets or name
         // lookup; stdin is empty.
-        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let ctx = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        Wasi { ctx, stdout, stderr }
+    }
+}
+
+impl PluginState {
+    pub fn new(config: PluginConfig, memory_bytes: usize, log_bytes: usize, deadline: std::time::Instant) -> Self {
         PluginState {
             deadline,
             overslept: false,
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: memory_bytes, hit: false },
             config,
             logs: LogBuffer::new(log_bytes),
-            stdout,
-            stderr,
+            trap_message: Vec::new(),
+        }
+    }
+
+    /// Keeps the lines a 0.2.0 plugin returned with its result.
+    pub fn returned_logs(&mut self, lines: Vec<v0_2::LogLine>) {
+        for line in lines {
+            self.logs.push(level(line.level), line.message);
         }
     }
 
@@ -57,7 +80,8 @@ impl PluginState {
 
     /// The log lines of the call: `host.log` lines, then stdout, then stderr.
     pub fn take_logs(&mut self) -> Vec<LogLine> {
-        for (output, level) in [(&self.stdout, LogLevel::Stdout), (&self.stderr, LogLevel::Stderr)] {
+        let Some(wasi) = &self.wasi else { return self.logs.finish() };
+        for (output, level) in [(&wasi.stdout, LogLevel::Stdout), (&wasi.stderr, LogLevel::Stderr)] {
             let (bytes, dropped) = output.take();
             for line in String::from_utf8_lossy(&bytes).lines() {
                 self.logs.push(level, line.to_string());
@@ -69,15 +93,19 @@ impl PluginState {
         self.logs.finish()
     }
 
-    /// What the plugin said on stderr before trapping: a Rust panic's location and message
-    /// (`panicked at src/lib.rs:7:9: boom`), else its last line.
+    /// What the plugin said before trapping: its trap message (0.2.0), else a Rust panic's
+    /// location and message on stderr (`panicked at src/lib.rs:7:9: boom`), else the last
+    /// line there.
     pub fn last_words(&self) -> Option<String> {
-        // A plugin without WASI reports its panic through `host.log` (the SDK does).
+        if !self.trap_message.is_empty() {
+            return Some(String::from_utf8_lossy(&self.trap_message).split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        // A 0.1.0 plugin without WASI reported its panic through `host.log`.
         let logged = self.logs.lines.iter().rev().find(|line| line.message.starts_with("panicked at "));
         if let Some(line) = logged {
             return Some(line.message.split_whitespace().collect::<Vec<_>>().join(" "));
         }
-        let bytes = self.stderr.buffer.lock().ok()?.bytes.clone();
+        let bytes = self.wasi.as_ref()?.stderr.buffer.lock().ok()?.bytes.clone();
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("note: ")).collect();
         match lines.iter().rposition(|l| l.contains(" panicked at ")) {
@@ -116,19 +144,47 @@ pub fn clamp_timers_to_deadline(linker: &mut Linker<PluginState>) -> wasmtime::R
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let log_bytes = self.logs.cap;
+        let wasi = self.wasi.get_or_insert_with(|| Box::new(Wasi::new(log_bytes)));
+        WasiCtxView { ctx: &mut wasi.ctx, table: &mut self.table }
     }
 }
 
-impl hookwasm::plugin::types::Host for PluginState {}
+fn level(level: v0_2::Level) -> LogLevel {
+    match level {
+        v0_2::Level::Debug => LogLevel::Debug,
+        v0_2::Level::Info => LogLevel::Info,
+        v0_2::Level::Warn => LogLevel::Warn,
+        v0_2::Level::Error => LogLevel::Error,
+    }
+}
 
-impl hookwasm::plugin::host::Host for PluginState {
-    fn log(&mut self, level: Level, message: String) {
+impl v0_2::hookwasm::plugin::types::Host for PluginState {}
+
+impl v0_2::hookwasm::plugin::host::Host for PluginState {
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn random_u64(&mut self) -> u64 {
+        rand::random()
+    }
+
+    fn trap_message(&mut self, bytes: u64, len: u8) {
+        let len = usize::from(len.min(8)).min(TRAP_MESSAGE_BYTES.saturating_sub(self.trap_message.len()));
+        self.trap_message.extend_from_slice(&bytes.to_le_bytes()[..len]);
+    }
+}
+
+impl v0_1::hookwasm::plugin::types::Host for PluginState {}
+
+impl v0_1::hookwasm::plugin::host::Host for PluginState {
+    fn log(&mut self, level: v0_1::Level, message: String) {
         let level = match level {
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
+            v0_1::Level::Debug => LogLevel::Debug,
+            v0_1::Level::Info => LogLevel::Info,
+            v0_1::Level::Warn => LogLevel::Warn,
+            v0_1::Level::Error => LogLevel::Error,
         };
         self.logs.push(level, message);
     }
