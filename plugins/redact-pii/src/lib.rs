@@ -56,7 +56,7 @@ impl Rules {
     fn redact_text(&self, text: &str) -> Option<String> {
         let mut out = std::borrow::Cow::Borrowed(text);
         if self.email && EMAIL.is_match(&out) {
-            out = EMAIL.replace_all(&out, self.replacement.as_str()).into_owned().into();
+            out = EMAIL.replace_all(&out, regex_lite::NoExpand(&self.replacement)).into_owned().into();
         }
         if self.phone && PHONE.is_match(&out) {
             let replaced = PHONE.replace_all(&out, |m: &regex_lite::Captures| {
