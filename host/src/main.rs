@@ -329,17 +329,18 @@ enum PluginCommand {
     Check(CheckArgs),
     /// Create a new plugin crate in the directory NAME.
     New(NewArgs),
-    /// Build the plugin crate at PATH without WASI (wasm32-unknown-unknown) and make it a
-    /// component; prints the file to deploy.
+    /// Build the plugin at PATH into a component; prints the file to deploy. A Rust crate is
+    /// built without WASI (wasm32-unknown-unknown); JavaScript, TypeScript and Python plugins
+    /// with their SDK's build (componentize-js, componentize-py).
     Build(BuildArgs),
 }
 
 #[derive(Args)]
 struct BuildArgs {
-    /// The plugin crate's directory.
+    /// The plugin's directory.
     #[arg(default_value = ".")]
     path: PathBuf,
-    /// The cargo profile to build with.
+    /// The cargo profile to build a Rust crate with.
     #[arg(long, default_value = "release")]
     profile: String,
 }
@@ -396,9 +397,20 @@ struct NewArgs {
     /// Directory to create; its name is the plugin's name.
     name: PathBuf,
     /// Depend on an SDK checkout at this path instead of writing the SDK this binary carries
-    /// into the new crate (`sdk/`).
+    /// into the new project (`sdk/`).
     #[arg(long)]
     sdk_path: Option<PathBuf>,
+    /// The plugin's language.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    lang: Lang,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
+    Ts,
+    Js,
+    Py,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -487,11 +499,23 @@ fn plugin_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn plugin_new(args: NewArgs) -> anyhow::Result<ExitCode> {
-    let options = devtools::ScaffoldOptions { sdk_path: args.sdk_path };
+    let lang = match args.lang {
+        Lang::Rust => None,
+        Lang::Ts => Some(devtools::ScriptLang::TypeScript),
+        Lang::Js => Some(devtools::ScriptLang::JavaScript),
+        Lang::Py => Some(devtools::ScriptLang::Python),
+    };
+    let options = devtools::ScaffoldOptions { sdk_path: args.sdk_path, lang };
     devtools::scaffold(&args.name, &options)?;
     let dir = args.name.display();
-    println!("created plugin crate {dir}");
-    println!("  cd {dir} && cargo test && hookwasm plugin build");
+    println!("created plugin {dir}");
+    match args.lang {
+        Lang::Rust => println!("  cd {dir} && cargo test && hookwasm plugin build"),
+        Lang::Ts | Lang::Js => println!("  cd {dir} && npm install && npm test && hookwasm plugin build"),
+        Lang::Py => println!(
+            "  cd {dir} && python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && .venv/bin/python -m unittest && hookwasm plugin build"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,23 +1,114 @@
-//! `hookwasm plugin build`: a plugin crate built for `wasm32-unknown-unknown` (no WASI: one
-//! core instance per call instead of three, so each event costs less) and made a component
-//! ahead of deploying, so what is deployed is what runs.
+//! `hookwasm plugin build`: a plugin project made a component ahead of deploying, so what is
+//! deployed is what runs. A Rust crate is built for `wasm32-unknown-unknown` (no WASI: one
+//! core instance per call instead of three, so each event costs less); a JavaScript or
+//! TypeScript project (`package.json`) and a Python one (`plugin.py`) are built by their SDK's
+//! own build (componentize-js, componentize-py), after installing its tools if they are not.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
 /// The target plugins without WASI are built for.
 pub const TARGET: &str = "wasm32-unknown-unknown";
 
+/// Builds the plugin project at `dir` (a Rust crate with `profile`) and writes its component
+/// to `target/hookwasm/<name>.wasm` (a crate's target directory); returns that path.
+pub fn build(dir: &Path, profile: &str) -> anyhow::Result<PathBuf> {
+    if dir.join("Cargo.toml").is_file() {
+        build_crate(dir, profile)
+    } else if dir.join("package.json").is_file() {
+        build_javascript(dir)
+    } else if dir.join("plugin.py").is_file() {
+        build_python(dir)
+    } else {
+        bail!("{} has no Cargo.toml, package.json or plugin.py: give the plugin's directory", dir.display())
+    }
+}
+
+/// A JavaScript or TypeScript plugin: `npm install` if no `node_modules` is in reach, then
+/// the SDK's build (the package's `build` script).
+fn build_javascript(dir: &Path) -> anyhow::Result<PathBuf> {
+    if !dir.ancestors().any(|ancestor| ancestor.join("node_modules").is_dir()) {
+        let installed = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund"])
+            .current_dir(dir)
+            .stdout(Stdio::from(std::io::stderr()))
+            .status()
+            .context("running npm install (is Node.js with npm installed?)")?;
+        if !installed.success() {
+            bail!("npm install failed in {}", dir.display());
+        }
+    }
+    let mut npm = Command::new("npm");
+    npm.args(["run", "--silent", "build"]).current_dir(dir);
+    printed_path(npm, "npm run build")
+}
+
+/// A Python plugin: the SDK's build run by the project's Python (the active virtualenv, else
+/// `.venv`, made from `requirements.txt` if it is missing).
+fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
+    let active = std::env::var_os("VIRTUAL_ENV").map(|venv| PathBuf::from(venv).join("bin/python"));
+    let python = match active.filter(|python| python.exists()) {
+        Some(python) => python,
+        None => {
+            let venv = dir.join(".venv");
+            if !venv.join("bin/python").exists() {
+                setup_venv(dir, &venv)?;
+            }
+            venv.join("bin/python")
+        }
+    };
+    let mut command = Command::new(&python);
+    command.args(["-m", "hookwasm.build"]).arg(dir);
+    printed_path(command, "python -m hookwasm.build")
+}
+
+fn setup_venv(dir: &Path, venv: &Path) -> anyhow::Result<()> {
+    if !dir.join("requirements.txt").is_file() {
+        bail!("{} has no requirements.txt to set up .venv from; activate a virtualenv with the SDK", dir.display());
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv)
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .context("running python3 -m venv (is Python 3.11+ with venv installed?)")?;
+    if !created.success() {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "-r", "requirements.txt"])
+        .current_dir(dir)
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .context("running pip install -r requirements.txt")?;
+    if !installed.success() {
+        bail!("pip install -r requirements.txt failed in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Runs a build that prints the component's path last on stdout (its progress goes to
+/// stderr), and returns that path.
+fn printed_path(mut command: Command, what: &str) -> anyhow::Result<PathBuf> {
+    let output = command.stderr(Stdio::inherit()).output().with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        bail!("{what} failed");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let path = stdout.lines().rev().find(|line| !line.trim().is_empty()).map(|line| PathBuf::from(line.trim()));
+    match path {
+        Some(path) if path.is_file() => Ok(path),
+        _ => bail!("{what} did not print the component it built"),
+    }
+}
+
 /// Builds the plugin crate at `crate_dir` with `profile` and writes its component to
 /// `<target dir>/hookwasm/<package>.wasm`; returns that path.
-pub fn build(crate_dir: &Path, profile: &str) -> anyhow::Result<PathBuf> {
+fn build_crate(crate_dir: &Path, profile: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = crate_dir.join("Cargo.toml");
-    if !manifest.is_file() {
-        bail!("{} has no Cargo.toml: give the plugin crate's directory", crate_dir.display());
-    }
     let metadata = Command::new(&cargo)
         .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
         .arg(&manifest)

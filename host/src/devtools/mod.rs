@@ -5,10 +5,12 @@
 
 mod build;
 mod scaffold;
+mod scaffold_script;
 mod test_report;
 
 pub use build::build;
 pub use scaffold::{ScaffoldOptions, scaffold};
+pub use scaffold_script::ScriptLang;
 pub use test_report::{TestReport, run_plugin_test};
 
 use std::path::{Path, PathBuf};

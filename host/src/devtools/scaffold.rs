@@ -7,12 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::scaffold_script::ScriptLang;
+
 /// Where the generated crate finds the SDK.
 #[derive(Debug, Clone)]
 pub struct ScaffoldOptions {
     /// A local SDK checkout to depend on by path, for SDK development. `None` writes the SDK
     /// this binary carries into the new crate.
     pub sdk_path: Option<PathBuf>,
+    /// Write a JavaScript, TypeScript or Python plugin instead of a Rust crate.
+    pub lang: Option<ScriptLang>,
 }
 
 /// The SDK as this binary was built with it: its sources, the contract and its README.
@@ -68,6 +72,18 @@ pub fn scaffold(dir: &Path, options: &ScaffoldOptions) -> anyhow::Result<Vec<Pat
     }
     if dir.exists() {
         bail!("{} already exists", dir.display());
+    }
+    if let Some(lang) = options.lang {
+        let mut files = super::scaffold_script::files(&name, lang);
+        if let Some(path) = &options.sdk_path {
+            let path = path.canonicalize().with_context(|| format!("SDK path {}", path.display()))?;
+            files.retain(|(file, _)| !file.starts_with("sdk"));
+            for (_, text) in &mut files {
+                *text = text.replace("\"file:sdk\"", &format!("{:?}", format!("file:{}", path.display())));
+                *text = text.replace("-e ./sdk", &format!("-e {}", path.display()));
+            }
+        }
+        return super::scaffold_script::write(dir, files);
     }
     let (sdk, sdk_files) = match &options.sdk_path {
         Some(path) => {
@@ -257,7 +273,7 @@ mod tests {
     #[test]
     fn names_are_checked_and_existing_dirs_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let options = ScaffoldOptions { sdk_path: None };
+        let options = ScaffoldOptions { sdk_path: None, lang: None };
         assert!(scaffold(&tmp.path().join("Bad Name"), &options).is_err());
         let err = scaffold(tmp.path(), &options).unwrap_err().to_string();
         assert!(err.contains("must start with") || err.contains("already exists"), "{err}");

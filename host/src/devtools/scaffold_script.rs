@@ -1,0 +1,319 @@
+//! `hookwasm plugin new NAME --lang js|ts|py`: a JavaScript, TypeScript or Python plugin with a
+//! native test, and beside it (`sdk/`) the SDK for its language as this binary carries it, so
+//! the project builds with no hookwasm checkout present.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// A language a plugin can be written in, other than Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptLang {
+    JavaScript,
+    TypeScript,
+    Python,
+}
+
+/// The JavaScript/TypeScript SDK as this binary was built with it.
+const JS_SDK: &[(&str, &str)] = &[
+    ("sdk/package.json", include_str!("../../../plugin-sdk-js/package.json")),
+    ("sdk/hookwasm.ts", include_str!("../../../plugin-sdk-js/hookwasm.ts")),
+    ("sdk/component.ts", include_str!("../../../plugin-sdk-js/component.ts")),
+    ("sdk/testing.ts", include_str!("../../../plugin-sdk-js/testing.ts")),
+    ("sdk/build.mjs", include_str!("../../../plugin-sdk-js/build.mjs")),
+    ("sdk/wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
+];
+
+/// The Python SDK as this binary was built with it.
+const PY_SDK: &[(&str, &str)] = &[
+    ("sdk/pyproject.toml", include_str!("../../../plugin-sdk-py/pyproject.toml")),
+    ("sdk/hookwasm/__init__.py", include_str!("../../../plugin-sdk-py/hookwasm/__init__.py")),
+    ("sdk/hookwasm/testing.py", include_str!("../../../plugin-sdk-py/hookwasm/testing.py")),
+    ("sdk/hookwasm/_component.py", include_str!("../../../plugin-sdk-py/hookwasm/_component.py")),
+    ("sdk/hookwasm/build.py", include_str!("../../../plugin-sdk-py/hookwasm/build.py")),
+    ("sdk/hookwasm/wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
+];
+
+/// The files of a new plugin called `name` in `lang`, relative to its directory.
+pub fn files(name: &str, lang: ScriptLang) -> Vec<(PathBuf, String)> {
+    let fill = |text: &str| text.replace("{name}", name);
+    let mut files: Vec<(&str, String)> = match lang {
+        ScriptLang::TypeScript => vec![
+            ("package.json", fill(TS_PACKAGE)),
+            ("tsconfig.json", TSCONFIG.to_string()),
+            ("src/plugin.ts", fill(TS_PLUGIN)),
+            ("src/plugin.test.ts", fill(TS_TEST)),
+            ("README.md", fill(&JS_README.replace("{ext}", "ts"))),
+            (".gitignore", "node_modules/\ntarget/\n".to_string()),
+        ],
+        ScriptLang::JavaScript => vec![
+            ("package.json", fill(JS_PACKAGE)),
+            ("src/plugin.js", fill(&strip_types(TS_PLUGIN))),
+            ("src/plugin.test.js", fill(&TS_TEST.replace("./plugin.ts", "./plugin.js"))),
+            ("README.md", fill(&JS_README.replace("{ext}", "js"))),
+            (".gitignore", "node_modules/\ntarget/\n".to_string()),
+        ],
+        ScriptLang::Python => vec![
+            ("pyproject.toml", fill(PY_PROJECT)),
+            ("requirements.txt", PY_REQUIREMENTS.to_string()),
+            ("plugin.py", fill(PY_PLUGIN)),
+            ("test_plugin.py", fill(PY_TEST)),
+            ("README.md", fill(PY_README)),
+            (".gitignore", ".venv/\ntarget/\n__pycache__/\n".to_string()),
+        ],
+    };
+    let sdk = if lang == ScriptLang::Python { PY_SDK } else { JS_SDK };
+    files.extend(sdk.iter().map(|(path, text)| (*path, text.to_string())));
+    files.into_iter().map(|(path, text)| (PathBuf::from(path), text)).collect()
+}
+
+/// Writes `files` under `dir`; returns their paths.
+pub fn write(dir: &Path, files: Vec<(PathBuf, String)>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (relative, contents) in files {
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The TypeScript template as JavaScript: the two type annotations it has removed.
+fn strip_types(source: &str) -> String {
+    source.replace("import { type Action, type Event, ", "import { ").replace("(event: Event): Action", "(event)")
+}
+
+const TS_PACKAGE: &str = r#"{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "main": "src/plugin.ts",
+  "scripts": {
+    "build": "hookwasm-plugin-build",
+    "test": "tsc --noEmit && node --import tsx --test src/plugin.test.ts"
+  },
+  "dependencies": {
+    "@hookwasm/plugin-sdk": "file:sdk"
+  },
+  "devDependencies": {
+    "@types/node": "20.19.43",
+    "tsx": "4.23.15",
+    "typescript": "5.9.3"
+  }
+}
+"#;
+
+const JS_PACKAGE: &str = r#"{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "main": "src/plugin.js",
+  "scripts": {
+    "build": "hookwasm-plugin-build",
+    "test": "node --import tsx --test src/plugin.test.js"
+  },
+  "dependencies": {
+    "@hookwasm/plugin-sdk": "file:sdk"
+  },
+  "devDependencies": {
+    "tsx": "4.23.15"
+  }
+}
+"#;
+
+const TSCONFIG: &str = r#"{
+  "compilerOptions": {
+    "target": "es2022",
+    "module": "nodenext",
+    "moduleResolution": "nodenext",
+    "strict": true,
+    "noEmit": true,
+    "allowImportingTsExtensions": true,
+    "skipLibCheck": true,
+    "types": ["node"]
+  },
+  "include": ["src"]
+}
+"#;
+
+const TS_PLUGIN: &str = r#"// `{name}`: a hookwasm plugin. Edit `transform` to filter or reshape events.
+
+import { type Action, type Event, config, deliverJson, log, skip } from "@hookwasm/plugin-sdk";
+
+// Validate plugin_config once at load, e.g. `config.require("channel");`. Throwing rejects it.
+export function checkConfig() {}
+
+export function transform(event: Event): Action {
+  if (event.eventType !== "message.created") {
+    return skip(`{name} only handles message.created, not ${event.eventType}`);
+  }
+  const data = event.json();
+  const prefix = config.get("prefix") ?? "New message";
+  log.info(`reshaping ${event.id}`);
+  return deliverJson({ text: `${prefix}: ${data.message?.body ?? ""}`, conversation: data.conversation?.id });
+}
+"#;
+
+const TS_TEST: &str = r#"import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { deliveredJson, event, run } from "@hookwasm/plugin-sdk/testing";
+
+import * as plugin from "./plugin.ts";
+
+test("reshapes new messages", () => {
+  const data = { conversation: { id: "cnv_1" }, message: { body: "Hello" } };
+  const { result, logs } = run(plugin, event("message.created", data), { prefix: "Ticket" });
+  assert.ok(result.ok);
+  assert.deepEqual(deliveredJson(result.value), { text: "Ticket: Hello", conversation: "cnv_1" });
+  assert.equal(logs.length, 1);
+});
+
+test("skips other events", () => {
+  const { result } = run(plugin, event("conversation.created", {}));
+  assert.ok(result.ok && result.value.kind === "skip");
+});
+"#;
+
+const JS_README: &str = r#"# {name}
+
+A [hookwasm](https://github.com/hookwasm/hookwasm) plugin.
+
+```sh
+npm install                                             # the SDK's tools (componentize-js, esbuild)
+npm test                                                # unit tests, natively (node --test)
+hookwasm plugin build                                   # -> target/hookwasm/{name}.wasm
+hookwasm plugin test target/hookwasm/{name}.wasm --event event.json --config prefix=Ticket
+```
+
+`src/plugin.{ext}` exports `transform(event)` and `checkConfig()`. `plugin build` (or
+`npm run build`) bundles it with the SDK and makes it a WebAssembly component with
+componentize-js. `console.log` output reaches the plugin's log as stdout.
+
+Deploy with `hookwasm plugins deploy {name} target/hookwasm/{name}.wasm`, or by moving the
+`.wasm` file into the server's `plugins_dir` as `{name}.wasm`.
+
+`sdk/` is the hookwasm plugin SDK (and the plugin contract, `sdk/wit/plugin.wit`) as the
+`hookwasm` that wrote this project carries it: keep it with the project.
+"#;
+
+const PY_PROJECT: &str = r#"[project]
+name = "{name}"
+version = "0.1.0"
+requires-python = ">=3.11"
+"#;
+
+const PY_REQUIREMENTS: &str = "componentize-py==0.25.1\n-e ./sdk\n";
+
+const PY_PLUGIN: &str = r#""""`{name}`: a hookwasm plugin. Edit `transform` to filter or reshape events."""
+
+from hookwasm import Action, Event, config, log
+
+
+def check_config() -> None:
+    """Validate plugin_config once at load, e.g. `config.require("channel")`. Raising rejects it."""
+
+
+def transform(event: Event) -> Action:
+    if event.event_type != "message.created":
+        return Action.skip(f"{name} only handles message.created, not {event.event_type}")
+    data = event.json()
+    prefix = config.get("prefix") or "New message"
+    log.info(f"reshaping {event.id}")
+    return Action.deliver_json(
+        {"text": f"{prefix}: {data.get('message', {}).get('body', '')}", "conversation": data.get("conversation", {}).get("id")}
+    )
+"#;
+
+const PY_TEST: &str = r#"import unittest
+
+import plugin
+from hookwasm import testing
+
+
+class PluginTest(unittest.TestCase):
+    def test_reshapes_new_messages(self):
+        data = {"conversation": {"id": "cnv_1"}, "message": {"body": "Hello"}}
+        outcome = testing.run(plugin, testing.event("message.created", data), {"prefix": "Ticket"})
+        self.assertTrue(outcome.ok, outcome.error)
+        self.assertEqual(testing.delivered_json(outcome.value), {"text": "Ticket: Hello", "conversation": "cnv_1"})
+        self.assertEqual(len(outcome.logs), 1)
+
+    def test_skips_other_events(self):
+        outcome = testing.run(plugin, testing.event("conversation.created", {}))
+        self.assertEqual(outcome.value.kind, "skip")
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+const PY_README: &str = r#"# {name}
+
+A [hookwasm](https://github.com/hookwasm/hookwasm) plugin.
+
+```sh
+python3 -m venv .venv && .venv/bin/pip install -r requirements.txt   # componentize-py, the SDK
+.venv/bin/python -m unittest                            # unit tests, natively
+hookwasm plugin build                                   # -> target/hookwasm/{name}.wasm
+hookwasm plugin test target/hookwasm/{name}.wasm --event event.json --config prefix=Ticket
+```
+
+`plugin.py` defines `transform(event)` and `check_config()`. `plugin build` (or
+`.venv/bin/python -m hookwasm.build`) makes it a WebAssembly component with componentize-py
+(it sets up `.venv` itself if it is missing). `print` output reaches the plugin's log as
+stdout. Only the standard library and pure-Python packages installed in `.venv` can be used.
+
+Deploy with `hookwasm plugins deploy {name} target/hookwasm/{name}.wasm`, or by moving the
+`.wasm` file into the server's `plugins_dir` as `{name}.wasm`.
+
+`sdk/` is the hookwasm plugin SDK (and the plugin contract, `sdk/hookwasm/wit/plugin.wit`) as
+the `hookwasm` that wrote this project carries it: keep it with the project.
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of each SDK is carried, so a scaffold builds with no checkout present.
+    #[test]
+    fn every_sdk_file_is_carried() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let listed = |sdk: &[(&str, &str)]| {
+            let mut names: Vec<String> =
+                sdk.iter().map(|(path, _)| path.rsplit('/').next().unwrap().to_string()).collect();
+            names.sort();
+            names
+        };
+        let on_disk = |dir: &str, extra: &[&str]| {
+            let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| {
+                    name != "wit" && name != "node_modules" && name != "__pycache__" && !name.ends_with(".egg-info")
+                })
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(listed(JS_SDK), on_disk("plugin-sdk-js", &["plugin.wit"]));
+        let mut python = on_disk("plugin-sdk-py/hookwasm", &["plugin.wit", "pyproject.toml"]);
+        python.sort();
+        assert_eq!(listed(PY_SDK), python);
+    }
+
+    #[test]
+    fn the_javascript_template_has_no_type_annotations_left() {
+        let files = files("vip-only", ScriptLang::JavaScript);
+        let (_, plugin) = files.iter().find(|(path, _)| path.ends_with("src/plugin.js")).unwrap();
+        assert!(!plugin.contains(": Event") && !plugin.contains("type Action"), "{plugin}");
+        let (_, manifest) = files.iter().find(|(path, _)| path.ends_with("package.json")).unwrap();
+        assert!(manifest.contains("src/plugin.test.js") && !manifest.contains("tsc"), "{manifest}");
+    }
+}
