@@ -4,7 +4,7 @@
 // (esbuild), then makes the bundle a component of hookwasm:plugin@0.2.0 (componentize-js).
 // Prints the component's path, `target/hookwasm/NAME.wasm`, and nothing else on stdout.
 
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, realpath, writeFile } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -41,7 +41,8 @@ await writeFile(source, bundled.outputFiles[0].contents);
 // No HTTP: the sandbox has no network, and leaving it out keeps the component smaller.
 const { component } = await componentize({
   sourcePath: source,
-  witPath: fileURLToPath(new URL("./wit", import.meta.url)),
+  // The real path: componentize-js's WASI sandbox does not follow a symlinked `wit`.
+  witPath: await realpath(fileURLToPath(new URL("./wit", import.meta.url))),
   worldName: "transformer",
   disableFeatures: ["http", "fetch-event"],
 });

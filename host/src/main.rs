@@ -181,8 +181,8 @@ struct AddWebhookArgs {
     events: Vec<String>,
     #[arg(long)]
     plugin: Option<String>,
-    /// A plugin_config entry; repeat for more.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A plugin_config entry (KEY=@FILE reads the value from a file); repeat for more.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_entry)]
     config: Vec<(String, String)>,
     /// An extra header; repeat for more.
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_key_value)]
@@ -368,8 +368,8 @@ struct TestArgs {
     /// The event envelope file (`{"id", "type", "timestamp", "data"}`); `-` reads stdin.
     #[arg(long)]
     event: PathBuf,
-    /// A plugin_config entry; repeat for more.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// A plugin_config entry (KEY=@FILE reads the value from a file); repeat for more.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_entry)]
     config: Vec<(String, String)>,
     /// Secret to sign with [default: a random one, printed in the headers' signature only].
     #[arg(long, env = "HOOKWASM_TEST_SECRET", hide_env_values = true)]
@@ -385,8 +385,9 @@ struct TestArgs {
 struct CheckArgs {
     /// The plugin component (`.wasm`).
     plugin: PathBuf,
-    /// Also run the plugin's check-config with this plugin_config entry; repeatable.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// Also run the plugin's check-config with this plugin_config entry (KEY=@FILE reads the
+    /// value from a file); repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_entry)]
     config: Vec<(String, String)>,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -411,6 +412,19 @@ enum Lang {
     Ts,
     Js,
     Py,
+}
+
+/// A `plugin_config` entry: `KEY=VALUE`, or `KEY=@FILE` for a value kept in a file (a
+/// transformation's script, say).
+fn parse_config_entry(text: &str) -> Result<(String, String), String> {
+    let (key, value) = parse_key_value(text)?;
+    match value.strip_prefix('@') {
+        Some(path) => {
+            let value = std::fs::read_to_string(path).map_err(|error| format!("reading {path} for {key}: {error}"))?;
+            Ok((key, value))
+        }
+        None => Ok((key, value)),
+    }
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -482,8 +496,9 @@ fn plugin_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime(&args.runtime)?;
     let plugin = runtime.load_file(&devtools::plugin_name(&args.plugin), &args.plugin)?;
     println!(
-        "ok: {} implements hookwasm:plugin/transformer@0.1.0 (sha256 {}, {:?} in {:.1} ms)",
+        "ok: {} implements hookwasm:plugin/transformer@{} (sha256 {}, {:?} in {:.1} ms)",
         args.plugin.display(),
+        plugin.contract(),
         plugin.sha256(),
         plugin.load_source(),
         plugin.load_time().as_secs_f64() * 1e3

@@ -176,7 +176,7 @@ fn plugin_check_validates_without_running() {
     let plugin = plugin_path("slack-notify");
     let ok = hookwasm(&["plugin", "check", plugin.to_str().unwrap()]);
     assert!(ok.status.success());
-    assert!(String::from_utf8(ok.stdout).unwrap().contains("implements hookwasm:plugin/transformer@0.1.0"));
+    assert!(String::from_utf8(ok.stdout).unwrap().contains("implements hookwasm:plugin/transformer@0.2.0"));
     let rejected = hookwasm(&["plugin", "check", plugin.to_str().unwrap(), "--config", "channel=#x"]);
     assert_eq!(rejected.status.code(), Some(2));
     assert!(String::from_utf8(rejected.stderr).unwrap().contains("plugin_config.base_url is required"));

@@ -97,6 +97,7 @@ const TS_PACKAGE: &str = r#"{
     "test": "tsc --noEmit && node --import tsx --test src/plugin.test.ts"
   },
   "dependencies": {
+    "@bytecodealliance/preview2-shim": "0.25.0",
     "@hookwasm/plugin-sdk": "file:sdk"
   },
   "devDependencies": {
@@ -118,6 +119,7 @@ const JS_PACKAGE: &str = r#"{
     "test": "node --import tsx --test src/plugin.test.js"
   },
   "dependencies": {
+    "@bytecodealliance/preview2-shim": "0.25.0",
     "@hookwasm/plugin-sdk": "file:sdk"
   },
   "devDependencies": {

@@ -21,7 +21,7 @@ pub enum LoadError {
         "plugin `{plugin}`: imports `{import}`, which hookwasm does not provide (plugins may import only hookwasm:plugin/host and the WASI 0.2 CLI interfaces)"
     )]
     ForbiddenImport { plugin: String, import: String },
-    #[error("plugin `{plugin}`: does not implement the hookwasm:plugin/transformer@0.1.0 world: {reason}")]
+    #[error("plugin `{plugin}`: does not implement the hookwasm:plugin/transformer world: {reason}")]
     WrongInterface { plugin: String, reason: String },
 }
 
