@@ -120,6 +120,10 @@ pub struct PluginLimitsConfig {
     #[serde(deserialize_with = "duration")]
     pub deadline: Duration,
     pub memory_mib: usize,
+    /// A memory cap of its own for a plugin (by name) that needs more (or less) than
+    /// `memory_mib`: a JavaScript or Python plugin holding large payloads, say.
+    #[serde(default)]
+    pub memory_mib_by_plugin: std::collections::BTreeMap<String, usize>,
     pub output_kib: usize,
     pub max_concurrent: u32,
     pub max_file_mib: usize,
@@ -299,6 +303,11 @@ impl Config {
         if self.plugins.memory_mib == 0 || self.plugins.memory_mib > 4096 {
             bail!("invalid config at `plugins.memory_mib`: must be 1-4096");
         }
+        for (plugin, &mib) in &self.plugins.memory_mib_by_plugin {
+            if mib == 0 || mib > 4096 {
+                bail!("invalid config at `plugins.memory_mib_by_plugin.{plugin}`: must be 1-4096");
+            }
+        }
         if self.store.retention < Duration::from_secs(1) || self.store.retention > MAX_RETENTION {
             bail!("invalid config at `store.retention`: must be between 1s and 100 years");
         }
@@ -363,6 +372,12 @@ impl Config {
         Limits {
             deadline: self.plugins.deadline,
             memory_bytes: self.plugins.memory_mib << 20,
+            memory_bytes_by_plugin: self
+                .plugins
+                .memory_mib_by_plugin
+                .iter()
+                .map(|(name, mib)| (name.clone(), mib << 20))
+                .collect(),
             output_bytes: self.plugins.output_kib << 10,
             max_concurrent: self.plugins.max_concurrent,
             plugin_file_bytes: self.plugins.max_file_mib << 20,

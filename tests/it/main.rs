@@ -9,6 +9,7 @@ mod cluster;
 mod console;
 mod crash;
 mod host;
+mod languages;
 mod pipeline;
 mod reload;
 mod runtime;

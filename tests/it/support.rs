@@ -133,3 +133,80 @@ pub fn plugin_in(runtime: &'static Runtime, name: &str) -> Plugin {
     let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap();
     loaded.entry(key).or_insert_with(|| runtime.load_file(name, &plugin_path(name)).unwrap()).clone()
 }
+
+/// Runs a setup step, installing `packages` from Debian first if `probe` fails (the README's
+/// test command works on a fresh machine). Panics with the output if the step fails.
+fn setup_step(probe: &[&str], packages: &[&str]) {
+    let works = |args: &[&str]| Command::new(args[0]).args(&args[1..]).output().is_ok_and(|out| out.status.success());
+    if !works(probe) {
+        let installed = Command::new("apt-get").args(["install", "-y", "-q"]).args(packages).status();
+        assert!(installed.is_ok_and(|s| s.success()), "{probe:?} fails and apt-get install {packages:?} failed");
+        assert!(works(probe), "{probe:?} still fails after installing {packages:?}");
+    }
+}
+
+fn run_ok(command: &mut Command, what: &str) -> String {
+    let output = command.output().unwrap_or_else(|error| panic!("{what}: {error}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The repository's npm workspace (the JavaScript SDK and example plugins) installed from its
+/// lockfile, once per test binary.
+pub fn npm_workspace() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        setup_step(&["npm", "--version"], &["nodejs", "npm"]);
+        let root = workspace_root();
+        if !root.join("node_modules/@bytecodealliance/componentize-js").is_dir() {
+            run_ok(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&root), "npm ci");
+        }
+        root
+    })
+}
+
+/// A virtualenv with componentize-py and the Python SDK (`target/py-venv`), once per test
+/// binary.
+pub fn python_venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = workspace_root().join("target/py-venv");
+        if !venv.join("bin/componentize-py").exists() {
+            setup_step(&["python3", "-c", "import ensurepip, venv"], &["python3-venv", "python3-pip"]);
+            run_ok(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
+            run_ok(
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "--quiet", "-r", "requirements.txt"])
+                    .current_dir(workspace_root().join("plugins/redact-pii-py")),
+                "pip install -r plugins/redact-pii-py/requirements.txt",
+            );
+        }
+        venv
+    })
+}
+
+/// A JavaScript, TypeScript or Python example plugin (`plugins/NAME`) built by
+/// `hookwasm plugin build`, once per test binary and plugin.
+pub fn script_plugin_path(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let dir = workspace_root().join("plugins").join(name);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookwasm"));
+    command.args(["plugin", "build"]).arg(&dir);
+    if dir.join("plugin.py").is_file() {
+        command.env("VIRTUAL_ENV", python_venv());
+    } else {
+        npm_workspace();
+    }
+    let path = PathBuf::from(run_ok(&mut command, &format!("hookwasm plugin build plugins/{name}")).trim());
+    built.push((name.to_string(), path.clone()));
+    path
+}

@@ -28,6 +28,8 @@ pub struct TestReport {
     pub headers: BTreeMap<String, String>,
     pub logs: Vec<LogLine>,
     pub duration_us: u64,
+    /// Linear memory the instance held at the end of the call.
+    pub memory_bytes: usize,
     pub error: Option<String>,
 }
 
@@ -50,6 +52,7 @@ impl TestReport {
             let _ = writeln!(out, "error     {error}");
         }
         let _ = writeln!(out, "time      {}", format_duration(Duration::from_micros(self.duration_us)));
+        let _ = writeln!(out, "memory    {:.1} MiB", self.memory_bytes as f64 / f64::from(1 << 20));
         if !self.headers.is_empty() {
             let _ = writeln!(out, "headers");
             for (name, value) in &self.headers {
@@ -98,6 +101,7 @@ pub fn run_plugin_test(
         headers: BTreeMap::new(),
         logs: execution.logs,
         duration_us: execution.duration.as_micros() as u64,
+        memory_bytes: execution.memory_bytes,
         error: None,
     };
     let (plugin_headers, body) = match execution.result {

@@ -62,6 +62,8 @@ pub struct Execution<T = Action> {
     pub logs: Vec<LogLine>,
     /// Wall-clock time of the whole call: store setup, instantiation, the call, validation.
     pub duration: Duration,
+    /// Linear memory the instance held at the end of the call, across its memories.
+    pub memory_bytes: usize,
 }
 
 /// Sandbox limits applied to every plugin call.
@@ -71,6 +73,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// Linear memory cap per instance, in bytes.
     pub memory_bytes: usize,
+    /// Plugins (by name) whose instances have a memory cap of their own.
+    pub memory_bytes_by_plugin: BTreeMap<String, usize>,
     /// Largest body a plugin may return, in bytes.
     pub output_bytes: usize,
     /// Log, stdout and stderr bytes kept per call; the rest is dropped and counted.
@@ -86,11 +90,25 @@ impl Default for Limits {
         Limits {
             deadline: Duration::from_millis(50),
             memory_bytes: 32 << 20,
+            memory_bytes_by_plugin: BTreeMap::new(),
             output_bytes: 1 << 20,
             log_bytes: 64 << 10,
             plugin_file_bytes: 64 << 20,
             max_concurrent: 64,
         }
+    }
+}
+
+impl Limits {
+    /// The limits for the plugin called `name`: its own memory cap, if it has one.
+    pub fn for_plugin(&self, name: &str) -> Limits {
+        let memory_bytes = self.memory_bytes_by_plugin.get(name).copied().unwrap_or(self.memory_bytes);
+        Limits { memory_bytes, ..self.clone() }
+    }
+
+    /// The largest memory cap any plugin has: what an instance slot must hold.
+    pub fn largest_memory_bytes(&self) -> usize {
+        self.memory_bytes_by_plugin.values().copied().fold(self.memory_bytes, usize::max)
     }
 }
 

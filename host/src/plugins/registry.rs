@@ -363,6 +363,7 @@ impl Registry {
                 .error(super::PluginErrorKind::Instantiate("the plugin call did not complete (host bug)".to_string()))),
             logs: Vec::new(),
             duration: started.elapsed(),
+            memory_bytes: 0,
         })
     }
 }

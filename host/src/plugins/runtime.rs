@@ -139,7 +139,7 @@ impl Runtime {
             .max_memories_per_component(2)
             .max_tables_per_component(8)
             .max_core_instances_per_component(16)
-            .max_memory_size(limits.memory_bytes.next_multiple_of(64 << 10))
+            .max_memory_size(limits.largest_memory_bytes().next_multiple_of(64 << 10))
             // Resetting the first MiB of a slot with memset instead of madvise avoids a page
             // fault per page the next instance touches: measured best of 0, 256 KiB, 1 MiB
             // and 4 MiB (BENCHMARKS.md).
@@ -243,7 +243,7 @@ impl Runtime {
                 name: name.to_string(),
                 sha256,
                 contract,
-                limits: self.limits.clone(),
+                limits: self.limits.for_plugin(name),
                 engine: self.engine.clone(),
                 checks: self.checks.clone(),
                 loaded_at: SystemTime::now(),
@@ -498,7 +498,7 @@ impl Plugin {
             outcome => outcome,
         };
         let logs = store.data_mut().take_logs();
-        Execution { result: outcome, logs, duration: started.elapsed() }
+        Execution { result: outcome, logs, duration: started.elapsed(), memory_bytes: store.data().limiter.total }
     }
 
     pub(super) fn error(&self, kind: PluginErrorKind) -> PluginError {
@@ -571,6 +571,11 @@ fn config_pairs(config: &PluginConfig) -> Vec<(String, String)> {
 
 impl<T> Execution<T> {
     fn and_then_result<U>(self, f: impl FnOnce(T) -> Result<U, PluginError>) -> Execution<U> {
-        Execution { result: self.result.and_then(f), logs: self.logs, duration: self.duration }
+        Execution {
+            result: self.result.and_then(f),
+            logs: self.logs,
+            duration: self.duration,
+            memory_bytes: self.memory_bytes,
+        }
     }
 }

@@ -59,7 +59,7 @@ impl PluginState {
             overslept: false,
             wasi: None,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { cap: memory_bytes, hit: false },
+            limiter: MemoryLimiter { cap: memory_bytes, hit: false, total: 0 },
             config,
             logs: LogBuffer::new(log_bytes),
             trap_message: Vec::new(),
@@ -198,19 +198,22 @@ impl v0_1::hookwasm::plugin::host::Host for PluginState {
     }
 }
 
-/// Refuses memory growth past the cap and remembers that it did, so the resulting trap (a
-/// Rust guest aborts when allocation fails) is reported as a memory-limit error.
+/// Refuses a memory's growth past the cap and remembers that it did, so the resulting trap (a
+/// Rust guest aborts when allocation fails) is reported as a memory-limit error. Counts the
+/// linear memory the instance holds, across its memories.
 pub struct MemoryLimiter {
     cap: usize,
     pub hit: bool,
+    pub total: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.hit = true;
             return Ok(false);
         }
+        self.total += desired.saturating_sub(current);
         Ok(true)
     }
 
