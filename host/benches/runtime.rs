@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p hookwasm --bench runtime` (figures in BENCHMARKS.md); `-- filter` runs only
 //! the webhook filter's cost against the pass-through plugin, `-- wasi` only plugins built
-//! with and without WASI against native.
+//! with and without WASI against native, `-- languages` the JavaScript and Python plugins
+//! against their Rust twins (load time, memory, per-event p50/p99).
 
 use std::sync::Arc;
 
@@ -172,6 +173,70 @@ fn without_wasi() {
     );
 }
 
+/// The JavaScript (SpiderMonkey) and Python (CPython) plugins beside their Rust twins built
+/// without WASI: load time (compile, and from the precompiled cache), linear memory per
+/// instance, and per-event time of 1,000 calls each, in alternating blocks.
+fn languages() {
+    const SVIX: &str = "function handler(webhook) {\n  webhook.payload = { text: `${webhook.eventType}: ${webhook.payload.data.conversation.subject}` };\n  return webhook;\n}";
+    let cases: [(&str, std::path::PathBuf, Vec<(&str, &str)>); 5] = [
+        ("slack-notify (Rust)", support::no_wasi_plugin_path("slack-notify"), SLACK_CONFIG.to_vec()),
+        ("slack-notify-js (TypeScript)", support::script_plugin_path("slack-notify-js"), SLACK_CONFIG.to_vec()),
+        ("svix-adapter (JavaScript)", support::script_plugin_path("svix-adapter"), vec![("script", SVIX)]),
+        ("redact-pii (Rust)", support::no_wasi_plugin_path("redact-pii"), vec![]),
+        ("redact-pii-py (Python)", support::script_plugin_path("redact-pii-py"), vec![]),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(Limits::default(), Some(cache.path().into())).unwrap();
+    let event = support::sample("message.created").plugin_event();
+    let mut loaded = Vec::new();
+    for (label, path, pairs) in &cases {
+        let bytes = std::fs::read(path).unwrap();
+        let compiled = runtime.load(label, &bytes).unwrap();
+        let from_cache =
+            Runtime::new(Limits::default(), Some(cache.path().into())).unwrap().load(label, &bytes).unwrap();
+        let config = support::config(pairs);
+        let first = compiled.transform(&event, &config);
+        assert!(first.result.is_ok(), "{label}: {:?}", first.result);
+        loaded.push((
+            label,
+            bytes.len(),
+            compiled.load_time(),
+            from_cache.load_time(),
+            first.memory_bytes,
+            compiled,
+            config,
+        ));
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _ in 0..20 {
+        for ((.., plugin, config), series) in loaded.iter().zip(&mut times) {
+            for call in 0..55 {
+                let execution = plugin.transform(&event, config);
+                assert!(execution.result.is_ok(), "{:?}", execution.result);
+                // The first calls of a block warm the caches the other plugins' blocks cooled.
+                if call >= 5 {
+                    series.push(execution.duration.as_secs_f64() * 1e6);
+                }
+            }
+        }
+    }
+    println!("languages, message.created (20 alternating blocks of 50 calls; default limits: 50 ms, 32 MiB):");
+    for ((label, size, compile, cached, memory, ..), mut series) in loaded.into_iter().zip(times) {
+        series.sort_by(f64::total_cmp);
+        let at = |q: f64| series[((series.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "  {label}: {:.1} MiB file, compile {:.0} ms, from cache {:.1} ms, memory {:.1} MiB, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+            size as f64 / f64::from(1 << 20),
+            compile.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e3,
+            memory as f64 / f64::from(1 << 20),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+}
+
 /// A webhook filter (the README's example) against the pass-through plugin, on the same
 /// event, in alternating blocks.
 fn filter_against_pass_through() {
@@ -225,6 +290,9 @@ fn main() {
     }
     if filters.is_empty() || filters.iter().any(|f| "wasi".contains(f.as_str())) {
         without_wasi();
+    }
+    if filters.is_empty() || filters.iter().any(|f| "languages".contains(f.as_str())) {
+        languages();
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hookwasm::plugins::{Action, Limits, PluginErrorKind, Runtime};
 
-use crate::host::{LOCAL_DELIVERY, TestHost, TestReceiver, delivery_for, webhook};
+use crate::host::{LOCAL_DELIVERY, SECRET, TestHost, TestReceiver, delivery_for, webhook};
 use crate::support::{config, plugin, runtime, sample, sample_names, script_plugin_path};
 
 fn load(name: &str) -> hookwasm::plugins::Plugin {
@@ -125,10 +125,35 @@ async fn the_binary_delivers_javascript_and_python_plugins_output() {
     ]
     .concat();
     let mut host = TestHost::create(&config, &[]);
-    for name in ["slack-notify-js", "redact-pii-py"] {
+    for name in ["slack-notify-js", "redact-pii-py", "svix-adapter"] {
         std::fs::copy(script_plugin_path(name), host.plugins_dir().join(format!("{name}.wasm"))).unwrap();
     }
     host.spawn();
+    host.wait_plugin("svix-adapter", Duration::from_secs(60), |status| status["state"] == "loaded").await;
+    // A Svix transformation, from a file, as an operator moving from Svix adds it.
+    let script = host.plugins_dir().join("transform.js");
+    std::fs::write(
+        &script,
+        "function handler(webhook) {\n  webhook.payload = { kind: webhook.eventType };\n  return webhook;\n}\n",
+    )
+    .unwrap();
+    let added = host.cli(&[
+        "webhooks",
+        "add",
+        "--id",
+        "svix",
+        "--url",
+        &receiver.url("/svix"),
+        "--events",
+        "message.created",
+        "--secret",
+        SECRET,
+        "--plugin",
+        "svix-adapter",
+        "--config",
+        &format!("script=@{}", script.display()),
+    ]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let event = host.post_sample("message.created").await;
     let deliveries = host.settled_deliveries(&event, Duration::from_secs(30)).await;
     assert_eq!(delivery_for(&deliveries, "slack")["state"], "delivered", "{deliveries:#?}");
@@ -137,6 +162,8 @@ async fn the_binary_delivers_javascript_and_python_plugins_output() {
     assert!(slack[0].json()["text"].as_str().unwrap().starts_with("New message from Ada Okafor"));
     let redacted = receiver.wait_for("/redacted", 1, Duration::from_secs(10)).await;
     assert!(!redacted[0].json().to_string().contains("ada.okafor@example.org"));
+    let svix = receiver.wait_for("/svix", 1, Duration::from_secs(10)).await;
+    assert_eq!(svix[0].json(), serde_json::json!({ "kind": "message.created" }));
     assert!(receiver.all().iter().all(|r| r.verified));
 }
 
@@ -209,4 +236,14 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// The JavaScript and Python SDKs' examples pass their own tests, run by their languages'
+/// runners (`node --test` through `npm test`, `python -m unittest`).
+#[test]
+fn the_examples_own_tests_pass() {
+    let root = crate::support::npm_workspace();
+    run(root, "npm", &["test", "--workspaces", "--if-present"]);
+    let python = crate::support::python_venv().join("bin/python");
+    run(&root.join("plugins/redact-pii-py"), python.to_str().unwrap(), &["-m", "unittest", "-v"]);
 }
