@@ -40,13 +40,13 @@ export type Action =
  * `content-type` header is given. */
 export function deliver(body: Uint8Array | string, headers: Record<string, string> = {}): Action {
   const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
-  return { kind: "deliver", headers: Object.entries(headers), body: bytes };
+  return { kind: "deliver", headers: Object.entries(headers).map(([name, value]) => [name, String(value)]), body: bytes };
 }
 
 /** Send `value` as compact JSON. With `sortKeys`, object keys are written sorted (as Rust's
  * `serde_json::Value` writes them), else in insertion order. */
 export function deliverJson(value: unknown, options: { sortKeys?: boolean } = {}): Action {
-  const text = options.sortKeys ? JSON.stringify(sorted(value)) : JSON.stringify(value);
+  const text = options.sortKeys ? sortedJson(value) : JSON.stringify(value);
   if (text === undefined) throw new Error("deliverJson: the value is not JSON");
   return deliver(text);
 }
@@ -61,14 +61,30 @@ export function skip(reason: string): Action {
   return { kind: "skip", reason };
 }
 
-function sorted(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sorted);
-  if (value !== null && typeof value === "object" && !(value instanceof Uint8Array)) {
-    const out: Record<string, unknown> = {};
-    for (const key of Object.keys(value).sort()) out[key] = sorted((value as Record<string, unknown>)[key]);
-    return out;
+/** Code point order, as Rust compares strings (UTF-16 order differs past U+FFFF). */
+function byCodePoint(a: string, b: string): number {
+  const [x, y] = [Array.from(a), Array.from(b)];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const diff = x[i].codePointAt(0)! - y[i].codePointAt(0)!;
+    if (diff !== 0) return diff;
   }
-  return value;
+  return x.length - y.length;
+}
+
+/** JSON with object keys written in code point order. Written out here rather than by
+ * rebuilding objects: an object lists integer-like keys first whatever the insertion order. */
+function sortedJson(value: unknown): string | undefined {
+  if (value !== null && typeof value === "object" && typeof (value as { toJSON?: unknown }).toJSON === "function") {
+    value = (value as { toJSON: () => unknown }).toJSON();
+  }
+  if (Array.isArray(value)) return `[${value.map((item) => sortedJson(item) ?? "null").join(",")}]`;
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  const fields: string[] = [];
+  for (const key of Object.keys(value).sort(byCodePoint)) {
+    const field = sortedJson((value as Record<string, unknown>)[key]);
+    if (field !== undefined) fields.push(`${JSON.stringify(key)}:${field}`);
+  }
+  return `{${fields.join(",")}}`;
 }
 
 /** The webhook's `plugin_config`, for the call in progress. */
@@ -105,10 +121,10 @@ export type Level = "debug" | "info" | "warn" | "error";
 /** Lines for the host's log, tagged there with the plugin and event. `console.log` output
  * reaches the log too, as stdout. */
 export const log = {
-  debug: (message: string) => current.logs.push({ level: "debug", message }),
-  info: (message: string) => current.logs.push({ level: "info", message }),
-  warn: (message: string) => current.logs.push({ level: "warn", message }),
-  error: (message: string) => current.logs.push({ level: "error", message }),
+  debug: (message: unknown) => current.logs.push({ level: "debug", message: String(message) }),
+  info: (message: unknown) => current.logs.push({ level: "info", message: String(message) }),
+  warn: (message: unknown) => current.logs.push({ level: "warn", message: String(message) }),
+  error: (message: unknown) => current.logs.push({ level: "error", message: String(message) }),
 };
 
 /** A plugin module: what `hookwasm plugin build` and `./testing.ts` call. */

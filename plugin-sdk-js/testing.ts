@@ -29,8 +29,8 @@ export function event(eventType: string, data: unknown, id = "evt_test", timesta
   return makeEvent(id, eventType, timestamp, new TextEncoder().encode(JSON.stringify(data)));
 }
 
-/** An event from an envelope file (`{"id", "type", "timestamp", "data"}`), its `data` kept
- * byte for byte as hookwasm passes it. */
+/** An event from an envelope file (`{"id", "type", "timestamp", "data"}`); its `data` is
+ * written again as compact JSON, as hookwasm passes it. */
 export function loadEvent(path: string): Event {
   const envelope = JSON.parse(readFileSync(path, "utf8"));
   return makeEvent(envelope.id, envelope.type, envelope.timestamp, new TextEncoder().encode(JSON.stringify(envelope.data)));

@@ -181,7 +181,7 @@ struct AddWebhookArgs {
     events: Vec<String>,
     #[arg(long)]
     plugin: Option<String>,
-    /// A plugin_config entry (KEY=@FILE reads the value from a file); repeat for more.
+    /// A plugin_config entry (KEY=@FILE reads the value from a file, KEY=@@V is @V); repeat for more.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_entry)]
     config: Vec<(String, String)>,
     /// An extra header; repeat for more.
@@ -368,7 +368,7 @@ struct TestArgs {
     /// The event envelope file (`{"id", "type", "timestamp", "data"}`); `-` reads stdin.
     #[arg(long)]
     event: PathBuf,
-    /// A plugin_config entry (KEY=@FILE reads the value from a file); repeat for more.
+    /// A plugin_config entry (KEY=@FILE reads the value from a file, KEY=@@V is @V); repeat for more.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_entry)]
     config: Vec<(String, String)>,
     /// Secret to sign with [default: a random one, printed in the headers' signature only].
@@ -386,7 +386,7 @@ struct CheckArgs {
     /// The plugin component (`.wasm`).
     plugin: PathBuf,
     /// Also run the plugin's check-config with this plugin_config entry (KEY=@FILE reads the
-    /// value from a file); repeatable.
+    /// value from a file, KEY=@@V is @V); repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_entry)]
     config: Vec<(String, String)>,
     #[command(flatten)]
@@ -415,9 +415,12 @@ enum Lang {
 }
 
 /// A `plugin_config` entry: `KEY=VALUE`, or `KEY=@FILE` for a value kept in a file (a
-/// transformation's script, say).
+/// transformation's script, say); `KEY=@@VALUE` is the value `@VALUE`.
 fn parse_config_entry(text: &str) -> Result<(String, String), String> {
     let (key, value) = parse_key_value(text)?;
+    if let Some(literal) = value.strip_prefix("@@") {
+        return Ok((key, format!("@{literal}")));
+    }
     match value.strip_prefix('@') {
         Some(path) => {
             let value = std::fs::read_to_string(path).map_err(|error| format!("reading {path} for {key}: {error}"))?;

@@ -30,8 +30,9 @@ def _pairs(config: Config | None) -> list[tuple[str, str]]:
 
 
 def event(event_type: str, data: Any, id: str = "evt_test", timestamp: str = "2026-01-01T00:00:00Z") -> Event:
-    """An event of ``event_type`` with ``data`` (serialized as JSON)."""
-    return Event(id, event_type, timestamp, json.dumps(data).encode())
+    """An event of ``event_type`` with ``data`` (serialized as compact JSON, as hookwasm
+    passes it)."""
+    return Event(id, event_type, timestamp, json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def load_event(path: str) -> Event:

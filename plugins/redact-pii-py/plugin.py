@@ -1,7 +1,9 @@
 """``redact-pii-py``: masks email addresses and phone numbers in every string of the payload,
 and blanks whole fields by name. The result is the event envelope with redacted ``data``.
 The Python twin of ``plugins/redact-pii``: the same config, and the same bytes out for every
-event (a test checks it on every sample).
+event (a test checks it on every sample). One difference: numbers are written again as Python
+writes them, so a float in exponent form differs from the Rust plugin's (``1e+16`` against
+``1e16``), and an integer past 64 bits stays exact where Rust makes it a float.
 
 =============== ==============================================================
 key             meaning

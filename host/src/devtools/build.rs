@@ -26,10 +26,11 @@ pub fn build(dir: &Path, profile: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// A JavaScript or TypeScript plugin: `npm install` if no `node_modules` is in reach, then
-/// the SDK's build (the package's `build` script).
+/// A JavaScript or TypeScript plugin: `npm install` if the SDK is not installed where Node
+/// would find it (the project's `node_modules`, or a workspace's above it), then the SDK's
+/// build (the package's `build` script).
 fn build_javascript(dir: &Path) -> anyhow::Result<PathBuf> {
-    if !dir.ancestors().any(|ancestor| ancestor.join("node_modules").is_dir()) {
+    if !dir.ancestors().any(|ancestor| ancestor.join("node_modules/@hookwasm/plugin-sdk").is_dir()) {
         let installed = Command::new("npm")
             .args(["install", "--no-audit", "--no-fund"])
             .current_dir(dir)
@@ -45,17 +46,16 @@ fn build_javascript(dir: &Path) -> anyhow::Result<PathBuf> {
     printed_path(npm, "npm run build")
 }
 
-/// A Python plugin: the SDK's build run by the project's Python (the active virtualenv, else
-/// `.venv`, made from `requirements.txt` if it is missing).
+/// A Python plugin: the SDK's build run by the project's Python: its `.venv`, else the active
+/// virtualenv, else a `.venv` made from `requirements.txt`.
 fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
+    let venv = dir.join(".venv");
     let active = std::env::var_os("VIRTUAL_ENV").map(|venv| PathBuf::from(venv).join("bin/python"));
     let python = match active.filter(|python| python.exists()) {
+        _ if venv.join("bin/python").exists() => venv.join("bin/python"),
         Some(python) => python,
         None => {
-            let venv = dir.join(".venv");
-            if !venv.join("bin/python").exists() {
-                setup_venv(dir, &venv)?;
-            }
+            setup_venv(dir, &venv)?;
             venv.join("bin/python")
         }
     };

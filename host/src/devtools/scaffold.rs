@@ -74,16 +74,11 @@ pub fn scaffold(dir: &Path, options: &ScaffoldOptions) -> anyhow::Result<Vec<Pat
         bail!("{} already exists", dir.display());
     }
     if let Some(lang) = options.lang {
-        let mut files = super::scaffold_script::files(&name, lang);
-        if let Some(path) = &options.sdk_path {
-            let path = path.canonicalize().with_context(|| format!("SDK path {}", path.display()))?;
-            files.retain(|(file, _)| !file.starts_with("sdk"));
-            for (_, text) in &mut files {
-                *text = text.replace("\"file:sdk\"", &format!("{:?}", format!("file:{}", path.display())));
-                *text = text.replace("-e ./sdk", &format!("-e {}", path.display()));
-            }
-        }
-        return super::scaffold_script::write(dir, files);
+        let sdk = match &options.sdk_path {
+            Some(path) => Some(path.canonicalize().with_context(|| format!("SDK path {}", path.display()))?),
+            None => None,
+        };
+        return super::scaffold_script::write(dir, super::scaffold_script::files(&name, lang, sdk.as_deref()));
     }
     let (sdk, sdk_files) = match &options.sdk_path {
         Some(path) => {

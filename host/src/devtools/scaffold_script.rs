@@ -34,9 +34,17 @@ const PY_SDK: &[(&str, &str)] = &[
     ("sdk/hookwasm/wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
 ];
 
-/// The files of a new plugin called `name` in `lang`, relative to its directory.
-pub fn files(name: &str, lang: ScriptLang) -> Vec<(PathBuf, String)> {
-    let fill = |text: &str| text.replace("{name}", name);
+/// The files of a new plugin called `name` in `lang`, relative to its directory: with the SDK
+/// this binary carries in `sdk/`, or depending on the SDK checkout at `sdk_path`.
+pub fn files(name: &str, lang: ScriptLang, sdk_path: Option<&Path>) -> Vec<(PathBuf, String)> {
+    // npm takes a `file:` path; pip takes a quoted path after `-e`.
+    let (js_sdk, py_sdk) = match sdk_path {
+        Some(path) => (format!("file:{}", path.display()), format!("{:?}", path.display().to_string())),
+        None => ("file:sdk".to_string(), "./sdk".to_string()),
+    };
+    let fill = |text: &str| {
+        text.replace("{name}", name).replace("{js_sdk}", &serde_json::to_string(&js_sdk).unwrap_or_default())
+    };
     let mut files: Vec<(&str, String)> = match lang {
         ScriptLang::TypeScript => vec![
             ("package.json", fill(TS_PACKAGE)),
@@ -55,15 +63,17 @@ pub fn files(name: &str, lang: ScriptLang) -> Vec<(PathBuf, String)> {
         ],
         ScriptLang::Python => vec![
             ("pyproject.toml", fill(PY_PROJECT)),
-            ("requirements.txt", PY_REQUIREMENTS.to_string()),
+            ("requirements.txt", PY_REQUIREMENTS.replace("{py_sdk}", &py_sdk)),
             ("plugin.py", fill(PY_PLUGIN)),
             ("test_plugin.py", fill(PY_TEST)),
             ("README.md", fill(PY_README)),
-            (".gitignore", ".venv/\ntarget/\n__pycache__/\n".to_string()),
+            (".gitignore", ".venv/\ntarget/\n__pycache__/\n*.egg-info/\n".to_string()),
         ],
     };
-    let sdk = if lang == ScriptLang::Python { PY_SDK } else { JS_SDK };
-    files.extend(sdk.iter().map(|(path, text)| (*path, text.to_string())));
+    if sdk_path.is_none() {
+        let sdk = if lang == ScriptLang::Python { PY_SDK } else { JS_SDK };
+        files.extend(sdk.iter().map(|(path, text)| (*path, text.to_string())));
+    }
     files.into_iter().map(|(path, text)| (PathBuf::from(path), text)).collect()
 }
 
@@ -98,7 +108,7 @@ const TS_PACKAGE: &str = r#"{
   },
   "dependencies": {
     "@bytecodealliance/preview2-shim": "0.25.0",
-    "@hookwasm/plugin-sdk": "file:sdk"
+    "@hookwasm/plugin-sdk": {js_sdk}
   },
   "devDependencies": {
     "@types/node": "20.19.43",
@@ -120,7 +130,7 @@ const JS_PACKAGE: &str = r#"{
   },
   "dependencies": {
     "@bytecodealliance/preview2-shim": "0.25.0",
-    "@hookwasm/plugin-sdk": "file:sdk"
+    "@hookwasm/plugin-sdk": {js_sdk}
   },
   "devDependencies": {
     "tsx": "4.23.15"
@@ -210,7 +220,7 @@ version = "0.1.0"
 requires-python = ">=3.11"
 "#;
 
-const PY_REQUIREMENTS: &str = "componentize-py==0.25.1\n-e ./sdk\n";
+const PY_REQUIREMENTS: &str = "componentize-py==0.25.1\n-e {py_sdk}\n";
 
 const PY_PLUGIN: &str = r#""""`{name}`: a hookwasm plugin. Edit `transform` to filter or reshape events."""
 
@@ -227,9 +237,9 @@ def transform(event: Event) -> Action:
     data = event.json()
     prefix = config.get("prefix") or "New message"
     log.info(f"reshaping {event.id}")
-    return Action.deliver_json(
-        {"text": f"{prefix}: {data.get('message', {}).get('body', '')}", "conversation": data.get("conversation", {}).get("id")}
-    )
+    message = data.get("message") or {}
+    conversation = data.get("conversation") or {}
+    return Action.deliver_json({"text": f"{prefix}: {message.get('body') or ''}", "conversation": conversation.get("id")})
 "#;
 
 const PY_TEST: &str = r#"import unittest
@@ -312,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_javascript_template_has_no_type_annotations_left() {
-        let files = files("vip-only", ScriptLang::JavaScript);
+        let files = files("vip-only", ScriptLang::JavaScript, None);
         let (_, plugin) = files.iter().find(|(path, _)| path.ends_with("src/plugin.js")).unwrap();
         assert!(!plugin.contains(": Event") && !plugin.contains("type Action"), "{plugin}");
         let (_, manifest) = files.iter().find(|(path, _)| path.ends_with("package.json")).unwrap();

@@ -22,22 +22,34 @@ pub mod v0_1 {
     pub use hookwasm::plugin::host::Level;
 }
 
-impl From<v0_2::Action> for super::Action {
-    fn from(action: v0_2::Action) -> Self {
-        match action {
-            v0_2::Action::Deliver(request) => super::Action::Deliver { headers: request.headers, body: request.body },
-            v0_2::Action::Pass => super::Action::Pass,
-            v0_2::Action::Skip(reason) => super::Action::Skip(reason),
+/// The conversions out of each version's generated types, which are distinct types of the
+/// same shape.
+macro_rules! conversions {
+    ($version:ident) => {
+        impl From<$version::Action> for super::Action {
+            fn from(action: $version::Action) -> Self {
+                match action {
+                    $version::Action::Deliver(request) => {
+                        super::Action::Deliver { headers: request.headers, body: request.body }
+                    }
+                    $version::Action::Pass => super::Action::Pass,
+                    $version::Action::Skip(reason) => super::Action::Skip(reason),
+                }
+            }
         }
-    }
+
+        impl From<$version::Level> for super::LogLevel {
+            fn from(level: $version::Level) -> Self {
+                match level {
+                    $version::Level::Debug => super::LogLevel::Debug,
+                    $version::Level::Info => super::LogLevel::Info,
+                    $version::Level::Warn => super::LogLevel::Warn,
+                    $version::Level::Error => super::LogLevel::Error,
+                }
+            }
+        }
+    };
 }
 
-impl From<v0_1::Action> for super::Action {
-    fn from(action: v0_1::Action) -> Self {
-        match action {
-            v0_1::Action::Deliver(request) => super::Action::Deliver { headers: request.headers, body: request.body },
-            v0_1::Action::Pass => super::Action::Pass,
-            v0_1::Action::Skip(reason) => super::Action::Skip(reason),
-        }
-    }
-}
+conversions!(v0_2);
+conversions!(v0_1);

@@ -23,6 +23,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// host is saturated, so deploying a plugin barely dents throughput (BENCHMARKS.md).
 const COMPILE_NICE: i32 = 10;
 
+/// Core instances one plugin may create.
+const MAX_CORE_INSTANCES: u32 = 32;
+
 const MAX_HEADERS: usize = 32;
 const MAX_HEADER_BYTES: usize = 8 << 10;
 
@@ -132,13 +135,15 @@ impl Runtime {
         // config checks have slots of their own, so a pool full of slow deliveries cannot
         // make a good plugin or webhook fail its check.
         let slots = limits.max_concurrent.max(1) + CHECK_SLOTS as u32;
+        // Sized so that every slot can hold the largest plugins: a Python component
+        // (componentize-py) is 14 core instances, a JavaScript one 4, a Rust one 1-3.
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 8)
+            .total_core_instances(slots * MAX_CORE_INSTANCES)
             .total_memories(slots * 2)
             .total_tables(slots * 8)
             .max_memories_per_component(2)
             .max_tables_per_component(8)
-            .max_core_instances_per_component(16)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
             .max_memory_size(limits.largest_memory_bytes().next_multiple_of(64 << 10))
             // Resetting the first MiB of a slot with memset instead of madvise avoids a page
             // fault per page the next instance touches: measured best of 0, 256 KiB, 1 MiB
@@ -489,6 +494,11 @@ impl Plugin {
             Err(error) => Err(self.classify(error, &store, true)),
             Ok(bindings) => match run(&bindings, &mut store) {
                 Ok(Ok(value)) => Ok(value),
+                // A runtime that catches its own out-of-memory (SpiderMonkey, CPython) returns
+                // an error where a Rust plugin traps: the limiter knows which it was.
+                Ok(Err(_)) if store.data().limiter.hit => {
+                    Err(self.error(PluginErrorKind::MemoryLimit(limits.memory_bytes)))
+                }
                 Ok(Err(message)) => Err(self.error(PluginErrorKind::Returned(message))),
                 Err(error) => Err(self.classify(error, &store, false)),
             },

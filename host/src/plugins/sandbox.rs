@@ -69,7 +69,7 @@ impl PluginState {
     /// Keeps the lines a 0.2.0 plugin returned with its result.
     pub fn returned_logs(&mut self, lines: Vec<v0_2::LogLine>) {
         for line in lines {
-            self.logs.push(level(line.level), line.message);
+            self.logs.push(line.level.into(), line.message);
         }
     }
 
@@ -150,15 +150,6 @@ impl WasiView for PluginState {
     }
 }
 
-fn level(level: v0_2::Level) -> LogLevel {
-    match level {
-        v0_2::Level::Debug => LogLevel::Debug,
-        v0_2::Level::Info => LogLevel::Info,
-        v0_2::Level::Warn => LogLevel::Warn,
-        v0_2::Level::Error => LogLevel::Error,
-    }
-}
-
 impl v0_2::hookwasm::plugin::types::Host for PluginState {}
 
 impl v0_2::hookwasm::plugin::host::Host for PluginState {
@@ -180,13 +171,7 @@ impl v0_1::hookwasm::plugin::types::Host for PluginState {}
 
 impl v0_1::hookwasm::plugin::host::Host for PluginState {
     fn log(&mut self, level: v0_1::Level, message: String) {
-        let level = match level {
-            v0_1::Level::Debug => LogLevel::Debug,
-            v0_1::Level::Info => LogLevel::Info,
-            v0_1::Level::Warn => LogLevel::Warn,
-            v0_1::Level::Error => LogLevel::Error,
-        };
-        self.logs.push(level, message);
+        self.logs.push(level.into(), message);
     }
 
     fn config(&mut self, key: String) -> Option<String> {
@@ -198,9 +183,9 @@ impl v0_1::hookwasm::plugin::host::Host for PluginState {
     }
 }
 
-/// Refuses a memory's growth past the cap and remembers that it did, so the resulting trap (a
-/// Rust guest aborts when allocation fails) is reported as a memory-limit error. Counts the
-/// linear memory the instance holds, across its memories.
+/// Refuses growth that would take the instance's linear memory, across its memories, past the
+/// cap, and remembers that it did, so the resulting trap (a Rust guest aborts when allocation
+/// fails) is reported as a memory-limit error.
 pub struct MemoryLimiter {
     cap: usize,
     pub hit: bool,
@@ -209,11 +194,12 @@ pub struct MemoryLimiter {
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
+        let total = self.total - current.min(self.total) + desired;
+        if total > self.cap {
             self.hit = true;
             return Ok(false);
         }
-        self.total += desired.saturating_sub(current);
+        self.total = total;
         Ok(true)
     }
 

@@ -14,26 +14,81 @@ import { type Action, type Event, config, deliverJson, skip } from "@hookwasm/pl
 
 const MAX_EXCERPT = 280;
 
-interface Person {
-  name?: string;
-}
-
+/** The event's data, read as the Rust plugin's serde types read it. */
 interface Data {
   conversation: {
     id: string;
-    subject?: string;
-    status?: string;
-    priority?: string;
-    channel?: string;
-    inbox?: { name: string } | null;
-    customer?: Person | null;
+    subject: string;
+    status: string;
+    priority: string;
+    channel: string;
+    inbox?: { name: string };
+    customer?: { name: string };
   };
-  message?: { author: Person; body?: string; private?: boolean } | null;
-  assignee?: Person | null;
-  from?: string | null;
-  to?: string | null;
-  label?: string | null;
-  changes?: Record<string, unknown> | null;
+  message?: { author: { name: string }; body: string; private: boolean };
+  assignee?: { name: string };
+  from?: string;
+  to?: string;
+  label?: string;
+  changes?: Record<string, unknown>;
+}
+
+function fail(path: string, expected: string): never {
+  throw new Error(`event data: ${path} must be ${expected}`);
+}
+
+/** A string field with a default: absent or `null` is "", anything but a string an error. */
+function text(value: unknown, path: string): string {
+  if (value === undefined || value === null) return "";
+  return typeof value === "string" ? value : fail(path, "a string");
+}
+
+/** An optional string field: absent or `null` is none. */
+function optionalText(value: unknown, path: string): string | undefined {
+  return value === undefined || value === null ? undefined : typeof value === "string" ? value : fail(path, "a string");
+}
+
+/** An optional object field: absent or `null` is none. */
+function object(value: unknown, path: string): Record<string, unknown> | undefined {
+  if (value === undefined || value === null) return undefined;
+  return typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : fail(path, "an object");
+}
+
+function parse(event: Event): Data {
+  const data = object(event.json(), "data") ?? fail("data", "an object");
+  const c = object(data.conversation, "conversation") ?? fail("conversation", "present");
+  const person = (value: unknown, path: string) => {
+    const found = object(value, path);
+    return found && { name: text(found.name, `${path}.name`) };
+  };
+  const inbox = object(c.inbox, "conversation.inbox");
+  const message = object(data.message, "message");
+  return {
+    conversation: {
+      id: typeof c.id === "string" ? c.id : fail("conversation.id", "a string"),
+      subject: text(c.subject, "conversation.subject"),
+      status: text(c.status, "conversation.status"),
+      priority: text(c.priority, "conversation.priority"),
+      channel: text(c.channel, "conversation.channel"),
+      inbox: inbox && { name: typeof inbox.name === "string" ? inbox.name : fail("conversation.inbox.name", "a string") },
+      customer: person(c.customer, "conversation.customer"),
+    },
+    message: message && {
+      author: person(message.author, "message.author") ?? fail("message.author", "present"),
+      body: text(message.body, "message.body"),
+      private:
+        message.private === undefined || message.private === null
+          ? false
+          : typeof message.private === "boolean"
+            ? message.private
+            : fail("message.private", "a boolean"),
+    },
+    assignee: person(data.assignee, "assignee"),
+    from: optionalText(data.from, "from"),
+    to: optionalText(data.to, "to"),
+    label: optionalText(data.label, "label"),
+    changes: object(data.changes, "changes"),
+  };
 }
 
 function baseUrl(): string {
@@ -54,18 +109,18 @@ function excerpt(text: string): string {
 
 /** The headline, or why the event is skipped. */
 function headline(eventType: string, data: Data): { text: string } | { skip: string } {
-  const subject = escape(data.conversation.subject ?? "");
+  const subject = escape(data.conversation.subject);
   switch (eventType) {
     case "message.created": {
       const message = data.message;
       if (!message) return { skip: "message.created without a message" };
       const kind = message.private ? "Private note" : "New message";
-      return { text: `${kind} from ${escape(message.author.name ?? "")} on “${subject}”` };
+      return { text: `${kind} from ${escape(message.author.name)} on “${subject}”` };
     }
     case "conversation.created":
       return { text: `New conversation: “${subject}”` };
     case "conversation.assigned":
-      return { text: `“${subject}” assigned to ${escape(data.assignee ? (data.assignee.name ?? "") : "nobody")}` };
+      return { text: `“${subject}” assigned to ${escape(data.assignee ? data.assignee.name : "nobody")}` };
     case "conversation.status_changed":
       return { text: `“${subject}” changed from ${data.from ?? "?"} to ${data.to ?? "?"}` };
     case "conversation.label_added":
@@ -78,17 +133,6 @@ function headline(eventType: string, data: Data): { text: string } | { skip: str
       if (eventType.startsWith("conversation.")) return { text: `“${subject}”: ${eventType}` };
       return { skip: `slack-notify does not handle ${eventType}` };
   }
-}
-
-function parse(event: Event): Data {
-  const data = event.json();
-  if (typeof data?.conversation?.id !== "string") {
-    throw new Error("event data: conversation.id must be a string");
-  }
-  if (data.message && typeof data.message.author !== "object") {
-    throw new Error("event data: message.author is missing");
-  }
-  return data as Data;
 }
 
 export function checkConfig(): void {
@@ -112,15 +156,15 @@ export function transform(event: Event): Action {
 
   const blocks: unknown[] = [{ type: "section", text: { type: "mrkdwn", text: `*<${link}|${text}>*` } }];
   if (data.message) {
-    blocks.push({ type: "section", text: { type: "mrkdwn", text: `> ${escape(excerpt(data.message.body ?? ""))}` } });
+    blocks.push({ type: "section", text: { type: "mrkdwn", text: `> ${escape(excerpt(data.message.body))}` } });
   }
   const context = [
-    `*Status:* ${conversation.status ?? ""}`,
-    `*Priority:* ${conversation.priority ?? ""}`,
-    `*Channel:* ${conversation.channel ?? ""}`,
+    `*Status:* ${conversation.status}`,
+    `*Priority:* ${conversation.priority}`,
+    `*Channel:* ${conversation.channel}`,
   ];
   if (conversation.inbox) context.push(`*Inbox:* ${escape(conversation.inbox.name)}`);
-  if (conversation.customer) context.push(`*Customer:* ${escape(conversation.customer.name ?? "")}`);
+  if (conversation.customer) context.push(`*Customer:* ${escape(conversation.customer.name)}`);
   blocks.push({ type: "context", elements: context.map((t) => ({ type: "mrkdwn", text: t })) });
   blocks.push({
     type: "actions",

@@ -29,13 +29,13 @@ struct Data {
 #[derive(Deserialize)]
 struct Conversation {
     id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     subject: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     status: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     priority: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     channel: String,
     inbox: Option<Named>,
     customer: Option<Person>,
@@ -48,17 +48,26 @@ struct Named {
 
 #[derive(Deserialize)]
 struct Person {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     name: String,
 }
 
 #[derive(Deserialize)]
 struct Message {
     author: Person,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     body: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     private: bool,
+}
+
+/// A field that is absent or `null` takes its default: EasyDesk sends `null` for unset fields.
+fn or_default<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 const MAX_EXCERPT: usize = 280;
