@@ -178,7 +178,7 @@ fn without_wasi() {
 /// instance, and per-event time of 1,000 calls each, in alternating blocks.
 fn languages() {
     const SVIX: &str = "function handler(webhook) {\n  webhook.payload = { text: `${webhook.eventType}: ${webhook.payload.data.conversation.subject}` };\n  return webhook;\n}";
-    let cases: [(&str, std::path::PathBuf, Vec<(&str, &str)>); 5] = [
+    let cases = [
         ("slack-notify (Rust)", support::no_wasi_plugin_path("slack-notify"), SLACK_CONFIG.to_vec()),
         ("slack-notify-js (TypeScript)", support::script_plugin_path("slack-notify-js"), SLACK_CONFIG.to_vec()),
         ("svix-adapter (JavaScript)", support::script_plugin_path("svix-adapter"), vec![("script", SVIX)]),
