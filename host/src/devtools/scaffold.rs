@@ -78,7 +78,7 @@ pub fn scaffold(dir: &Path, options: &ScaffoldOptions) -> anyhow::Result<Vec<Pat
             Some(path) => Some(path.canonicalize().with_context(|| format!("SDK path {}", path.display()))?),
             None => None,
         };
-        return super::scaffold_script::write(dir, super::scaffold_script::files(&name, lang, sdk.as_deref()));
+        return write_files(dir, super::scaffold_script::files(&name, lang, sdk.as_deref()));
     }
     let (sdk, sdk_files) = match &options.sdk_path {
         Some(path) => {
@@ -108,7 +108,13 @@ pub fn scaffold(dir: &Path, options: &ScaffoldOptions) -> anyhow::Result<Vec<Pat
         (".cargo/config.toml".to_string(), CARGO_CONFIG.to_string()),
     ]
     .into_iter()
-    .chain(sdk_files);
+    .chain(sdk_files)
+    .map(|(path, contents)| (PathBuf::from(path), contents));
+    write_files(dir, files.collect())
+}
+
+/// Writes `files` (paths relative to `dir`) and the folders they need; returns their paths.
+fn write_files(dir: &Path, files: Vec<(PathBuf, String)>) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for (relative, contents) in files {
         let path = dir.join(relative);

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 /// A language a plugin can be written in, other than Rust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptLang {
@@ -75,20 +73,6 @@ pub fn files(name: &str, lang: ScriptLang, sdk_path: Option<&Path>) -> Vec<(Path
         files.extend(sdk.iter().map(|(path, text)| (*path, text.to_string())));
     }
     files.into_iter().map(|(path, text)| (PathBuf::from(path), text)).collect()
-}
-
-/// Writes `files` under `dir`; returns their paths.
-pub fn write(dir: &Path, files: Vec<(PathBuf, String)>) -> anyhow::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    for (relative, contents) in files {
-        let path = dir.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
 }
 
 /// The TypeScript template as JavaScript: the two type annotations it has removed.
