@@ -175,32 +175,84 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
-/// Loopback, private, shared (CGNAT), link-local (including the cloud metadata address),
-/// unique-local, multicast, unspecified, broadcast, documentation and IPv4-mapped IPv6.
+/// IPv4 ranges that are not globally reachable: the IANA IPv4 Special-Purpose Address Registry,
+/// multicast, and the reserved 240.0.0.0/4 (broadcast included).
+const INTERNAL_V4: &[(u32, u8)] = &[
+    (0x0000_0000, 8),  // 0.0.0.0/8 "this network"
+    (0x0a00_0000, 8),  // 10.0.0.0/8 private
+    (0x6440_0000, 10), // 100.64.0.0/10 shared address space (carrier-grade NAT)
+    (0x7f00_0000, 8),  // 127.0.0.0/8 loopback
+    (0xa9fe_0000, 16), // 169.254.0.0/16 link-local, cloud metadata services
+    (0xac10_0000, 12), // 172.16.0.0/12 private
+    (0xc000_0000, 24), // 192.0.0.0/24 IETF protocol assignments
+    (0xc000_0200, 24), // 192.0.2.0/24 documentation
+    (0xc058_6300, 24), // 192.88.99.0/24 6to4 relay anycast (deprecated)
+    (0xc0a8_0000, 16), // 192.168.0.0/16 private
+    (0xc612_0000, 15), // 198.18.0.0/15 benchmarking
+    (0xc633_6400, 24), // 198.51.100.0/24 documentation
+    (0xcb00_7100, 24), // 203.0.113.0/24 documentation
+    (0xe000_0000, 4),  // 224.0.0.0/4 multicast
+    (0xf000_0000, 4),  // 240.0.0.0/4 reserved, 255.255.255.255 broadcast
+];
+
+/// IPv6 ranges that are not globally reachable (the IANA IPv6 Special-Purpose Address
+/// Registry, multicast, deprecated site-local), after the ranges that embed an IPv4 address
+/// were judged by that address (see [`embedded_ipv4`]).
+const INTERNAL_V6: &[(u128, u8)] = &[
+    (0, 96),                           // ::/96 unspecified, loopback, IPv4-compatible (deprecated)
+    (0x0064_ff9b_0001 << 80, 48),      // 64:ff9b:1::/48 local-use NAT64
+    (0x0100 << 112, 64),               // 100::/64 discard-only
+    (0x0100_0000_0000_0001 << 64, 64), // 100:0:0:1::/64 dummy prefix
+    (0x2001 << 112, 23),               // 2001::/23 IETF protocol assignments
+    (0x2001_0db8 << 96, 32),           // 2001:db8::/32 documentation
+    (0x3fff << 112, 20),               // 3fff::/20 documentation
+    (0x5f00 << 112, 16),               // 5f00::/16 segment routing SIDs
+    (0xfc00 << 112, 7),                // fc00::/7 unique local
+    (0xfe80 << 112, 10),               // fe80::/10 link-local
+    (0xfec0 << 112, 10),               // fec0::/10 site-local (deprecated)
+    (0xff00 << 112, 8),                // ff00::/8 multicast
+];
+
+fn in_range<T>(address: T, (network, length): (T, u8), bits: u32) -> bool
+where
+    T: Copy + std::ops::Shr<u32, Output = T> + PartialEq,
+{
+    let shift = bits - u32::from(length);
+    shift >= bits || address >> shift == network >> shift
+}
+
+/// The IPv4 address an IPv6 address carries to its destination: IPv4-mapped (`::ffff:a.b.c.d`),
+/// the well-known NAT64 prefix (`64:ff9b::/96`), 6to4 (`2002:AABB:CCDD::/48`), and Teredo
+/// (`2001::/32`: the server, and the client's address stored inverted).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Vec<std::net::Ipv4Addr> {
+    let bits = u128::from(v6);
+    let low = std::net::Ipv4Addr::from(bits as u32);
+    if let Some(mapped) = v6.to_ipv4_mapped() {
+        vec![mapped]
+    } else if bits >> 32 == 0x0064_ff9b << 64 {
+        vec![low]
+    } else if bits >> 112 == 0x2002 {
+        vec![std::net::Ipv4Addr::from((bits >> 80) as u32)]
+    } else if bits >> 96 == 0x2001_0000 {
+        vec![std::net::Ipv4Addr::from((bits >> 64) as u32), std::net::Ipv4Addr::from(!(bits as u32))]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether `ip` is not globally reachable: loopback, private, shared, link-local (the cloud
+/// metadata address), documentation, benchmarking, reserved, multicast, unique-local, and every
+/// other range of the IANA special-purpose registries that is not globally reachable. An IPv6
+/// address that carries an IPv4 one (IPv4-mapped, NAT64, 6to4, Teredo) is judged by it.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || (a == 100 && (64..128).contains(&b))
-                || a == 0
-                || a >= 240
-        }
+        IpAddr::V4(v4) => INTERNAL_V4.iter().any(|&range| in_range(u32::from(v4), range, 32)),
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some()
-                || v6.segments()[..6] == [0, 0, 0, 0, 0, 0]
+            let embedded = embedded_ipv4(v6);
+            if !embedded.is_empty() {
+                return embedded.into_iter().any(|v4| is_internal(IpAddr::V4(v4)));
+            }
+            INTERNAL_V6.iter().any(|&range| in_range(u128::from(v6), range, 128))
         }
     }
 }
@@ -256,16 +308,112 @@ mod tests {
             "169.254.169.254",
             "100.64.0.1",
             "0.0.0.0",
+            "0.1.2.3",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
             "::1",
+            "::",
+            "::10.0.0.1",
+            "::8.8.8.8",
             "fd00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
             "ff02::1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::1.1.1.1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+            "2001:db8::1",
+            "100::1",
+            "3fff::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "198.20.0.1",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "64:ff9b::1.1.1.1",
+            "2002:101:101::1",
+            "2001:0:4136:e378:8000:63bf:fefe:fefe",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    /// The registries' ranges, written out here independently of the tables above.
+    const SPECIAL_V4: &[&str] = &[
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    ];
+    const SPECIAL_V6: &[&str] = &[
+        "::/96",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "100:0:0:1::/64",
+        "2001:2::/48",
+        "2001:10::/28",
+        "2001:db8::/32",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    ];
+
+    fn v4_in(range: &str, host: u32) -> std::net::Ipv4Addr {
+        let net: ipnet::Ipv4Net = range.parse().unwrap();
+        std::net::Ipv4Addr::from(u32::from(net.network()) | (host & u32::from(net.hostmask())))
+    }
+
+    fn special_v4(ip: std::net::Ipv4Addr) -> bool {
+        SPECIAL_V4.iter().any(|range| range.parse::<ipnet::Ipv4Net>().unwrap().contains(&ip))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_address_in_a_special_range_is_refused(range in 0..SPECIAL_V4.len(), v6 in 0..SPECIAL_V6.len(), host: u32, host6: u128) {
+            proptest::prop_assert!(is_internal(IpAddr::V4(v4_in(SPECIAL_V4[range], host))));
+            let net: ipnet::Ipv6Net = SPECIAL_V6[v6].parse().unwrap();
+            let ip = std::net::Ipv6Addr::from(u128::from(net.network()) | (host6 & u128::from(net.hostmask())));
+            proptest::prop_assert!(is_internal(IpAddr::V6(ip)), "{}", ip);
+        }
+
+        #[test]
+        fn public_addresses_are_allowed_and_judged_alike_when_embedded(bits: u32, suffix: u16) {
+            let v4 = std::net::Ipv4Addr::from(bits);
+            let special = special_v4(v4);
+            proptest::prop_assert_eq!(is_internal(IpAddr::V4(v4)), special, "{}", v4);
+            let embedded = [
+                v4.to_ipv6_mapped(),
+                std::net::Ipv6Addr::from((0x0064_ff9b_u128 << 96) | u128::from(bits)),
+                std::net::Ipv6Addr::from((0x2002_u128 << 112) | (u128::from(bits) << 80) | u128::from(suffix)),
+                // Teredo: a public server, the client's address inverted.
+                std::net::Ipv6Addr::from((0x2001_0000_u128 << 96) | (0x0101_0101_u128 << 64) | u128::from(!bits)),
+            ];
+            for ip in embedded {
+                proptest::prop_assert_eq!(is_internal(IpAddr::V6(ip)), special, "{} carrying {}", ip, v4);
+            }
         }
     }
 
