@@ -350,6 +350,15 @@ impl Config {
         if self.server.ingest_token.is_some() && self.server.ingest_token == self.server.admin_token {
             bail!("invalid config at `server.admin_token`: must differ from ingest_token");
         }
+        // Without a token the admin API trusts loopback clients; listening beyond loopback
+        // would hand it to whoever can reach the port.
+        if self.server.admin_token.is_none() && !self.server.listen.ip().is_loopback() {
+            bail!(
+                "invalid config at `server.listen`: {} is not a loopback address and `server.admin_token` is not set; \
+                 set an admin token (HOOKWASM_SERVER_ADMIN_TOKEN), or listen on 127.0.0.1 behind a reverse proxy",
+                self.server.listen
+            );
+        }
         self.validate_webhooks(&self.webhooks)
     }
 
@@ -562,6 +571,17 @@ mod tests {
         assert!(config.delivery.allow_http);
         assert!(config.webhooks[0].subscribes_to("conversation.created"));
         assert!(!config.webhooks[0].subscribes_to("message.created"));
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_an_admin_token() {
+        let open = load("", &[("HOOKWASM_SERVER_LISTEN", "0.0.0.0:8080")]).unwrap_err().to_string();
+        assert!(open.contains("server.listen") && open.contains("server.admin_token"), "{open}");
+        assert!(load("", &[("HOOKWASM_SERVER_LISTEN", "[::]:8080")]).is_err());
+        let token =
+            [("HOOKWASM_SERVER_LISTEN", "0.0.0.0:8080"), ("HOOKWASM_SERVER_ADMIN_TOKEN", "a-long-enough-token")];
+        assert!(load("", &token).is_ok());
+        assert!(load("", &[("HOOKWASM_SERVER_LISTEN", "[::1]:8080")]).is_ok());
     }
 
     #[test]

@@ -274,3 +274,33 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// `serve` on a non-loopback address with no admin token stops at start, naming both keys,
+/// rather than opening the token-less admin API to the network.
+#[test]
+fn serve_refuses_to_listen_beyond_loopback_without_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_hookwasm"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HOOKWASM_SERVER_LISTEN", "0.0.0.0:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            server.kill().unwrap();
+            panic!("serve kept running on 0.0.0.0 without an admin token");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = server.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!status.success());
+    assert!(stderr.contains("server.listen") && stderr.contains("server.admin_token"), "{stderr}");
+}
