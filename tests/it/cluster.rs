@@ -264,6 +264,15 @@ async fn a_database_outage_refuses_events_and_everything_resumes_when_it_returns
         refused += 1;
     }
     assert_eq!(refused, 20);
+    let ready = host.http.get(host.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert_eq!(body, r#"{"status":"not_ready"}"#, "only ready or not: the store's error stays in the log");
+    let logged = Instant::now() + Duration::from_secs(5);
+    while !host.log().contains("not ready: the store does not answer") {
+        assert!(Instant::now() < logged, "the cause is not in the log:\n{}", host.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -242,12 +242,15 @@ mod tests {
     }
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers (on a read connection) and its writer runs", body = types::Status), (status = 503, description = "It does not", body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers (on a read connection) and its writer runs", body = types::Status), (status = 503, description = "It does not (`not_ready`; the cause is in the log)", body = types::Status)))]
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.store.ready().await {
         Ok(()) => Json(types::Status { status: "ready".into() }).into_response(),
+        // The endpoint is public: the store's error (hosts, paths, database names) goes to
+        // the log only.
         Err(error) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string()).into_response()
+            tracing::warn!(error = %format!("{error:#}"), "not ready: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(types::Status { status: "not_ready".into() })).into_response()
         }
     }
 }

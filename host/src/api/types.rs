@@ -312,7 +312,7 @@ pub struct Envelope {
 /// `GET /healthz`, `GET /readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
-    /// `ok` (the process is up) or `ready` (the store answers).
+    /// `ok` (the process is up), `ready` (the store answers) or `not_ready`.
     pub status: String,
 }
 
