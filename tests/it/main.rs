@@ -4,6 +4,7 @@
 pub const ON_POSTGRES: bool = false;
 
 mod admin;
+mod chaos;
 mod cli;
 mod cluster;
 mod console;
