@@ -573,6 +573,23 @@ mod tests {
         assert!(!config.webhooks[0].subscribes_to("message.created"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+        /// Any file text and any value of a known key gives a config or an error, never a panic.
+        #[test]
+        fn any_input_gives_a_config_or_an_error(
+            text in "(\\[[a-z]{1,10}\\]\n|[a-z_]{1,16} = [-\"0-9a-z.\\[\\], ]{0,24}\n|[ -~]{0,40}\n){0,8}",
+            key in proptest::sample::select(vec![
+                "HOOKWASM_SERVER_LISTEN", "HOOKWASM_DELIVERY_TIMEOUT", "HOOKWASM_DELIVERY_RETRY_SCHEDULE",
+                "HOOKWASM_PLUGINS_MEMORY_MIB", "HOOKWASM_STORE_RETENTION", "HOOKWASM_DELIVERY_MAX_IN_FLIGHT_PER_WEBHOOK",
+                "HOOKWASM_PLUGINS_DEADLINE", "HOOKWASM_STORE_BACKEND", "HOOKWASM_SERVER_ADMIN_TOKEN",
+            ]),
+            value in "[ -~]{0,24}",
+        ) {
+            let _ = load(&text, &[(key, value.as_str())]);
+        }
+    }
+
     #[test]
     fn listening_beyond_loopback_needs_an_admin_token() {
         let open = load("", &[("HOOKWASM_SERVER_LISTEN", "0.0.0.0:8080")]).unwrap_err().to_string();

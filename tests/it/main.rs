@@ -12,6 +12,7 @@ mod crash;
 mod host;
 mod languages;
 mod pipeline;
+mod properties;
 mod reload;
 mod runtime;
 mod sqlite;

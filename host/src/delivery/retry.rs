@@ -54,4 +54,29 @@ mod tests {
         assert_eq!(verdict(Some(410)), Verdict::Gone);
         assert_eq!(verdict(None), Verdict::Retry);
     }
+
+    proptest::proptest! {
+        /// Each delay is its schedule entry within the jitter bounds, raised to `Retry-After`
+        /// capped at the maximum, and there is none past the schedule's end.
+        #[test]
+        fn delays_stay_within_jitter_and_retry_after_is_capped(
+            schedule in proptest::collection::vec(0u64..100_000_000, 0..12),
+            attempts in 0u32..16,
+            retry_after in proptest::option::of(0u64..10_000_000_000),
+            cap in 0u64..1_000_000_000,
+        ) {
+            let schedule: Vec<Duration> = schedule.into_iter().map(Duration::from_millis).collect();
+            let (retry_after, cap) = (retry_after.map(Duration::from_millis), Duration::from_millis(cap));
+            let delay = next_delay(&schedule, attempts, retry_after, cap);
+            let Some(&base) = schedule.get(attempts as usize) else {
+                proptest::prop_assert_eq!(delay, None);
+                return Ok(());
+            };
+            let delay = delay.unwrap();
+            let (low, high) = (base.mul_f64(0.8), base.mul_f64(1.2));
+            let floor = retry_after.map_or(Duration::ZERO, |wanted| wanted.min(cap));
+            proptest::prop_assert!(delay >= low.max(floor) - Duration::from_nanos(1), "{:?} < {:?}", delay, low.max(floor));
+            proptest::prop_assert!(delay <= high.max(floor) + Duration::from_nanos(1), "{:?} > {:?}", delay, high.max(floor));
+        }
+    }
 }

@@ -76,4 +76,16 @@ mod tests {
         assert_eq!(Secret::parse(&secret.expose()).unwrap(), secret);
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
     }
+
+    proptest::proptest! {
+        /// The signature is the official library's on any key, id, timestamp and body (text:
+        /// the library signs only UTF-8).
+        #[test]
+        fn matches_the_official_library(key: [u8; 32], id in "[ -~]{1,64}", timestamp in 0i64..4_102_444_800, body: String) {
+            let secret = Secret::parse(&format!("{PREFIX}{}", STANDARD.encode(key))).unwrap();
+            let official = standardwebhooks::Webhook::new(&secret.expose()).unwrap();
+            let ours = secret.sign(&id, timestamp, body.as_bytes());
+            proptest::prop_assert_eq!(ours, official.sign(&id, timestamp, body.as_bytes()).unwrap());
+        }
+    }
 }
