@@ -72,6 +72,12 @@ pub struct ServerConfig {
     /// How often `watch = "poll"` looks.
     #[serde(deserialize_with = "duration")]
     pub poll_interval: Duration,
+    /// The key that seals the webhook secrets the host stores (else `HOOKWASM_SECRET_KEY`).
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    /// During a key rotation, the key being replaced (else `HOOKWASM_PREVIOUS_SECRET_KEY`).
+    #[serde(default)]
+    pub previous_secret_key_file: Option<PathBuf>,
 }
 
 /// How `plugins_dir` and the config file are watched.

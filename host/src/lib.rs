@@ -46,6 +46,7 @@ pub mod ops;
 pub mod plugins;
 pub mod presence;
 pub mod reload;
+pub mod sealing;
 pub mod server;
 pub mod store;
 pub mod sync;

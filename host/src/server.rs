@@ -34,6 +34,22 @@ pub async fn run(
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
+    let keys = crate::sealing::Keys::load(
+        crate::sealing::KeySource {
+            file: config.server.secret_key_file.as_deref(),
+            env: std::env::var("HOOKWASM_SECRET_KEY").ok(),
+            name: "the secret key",
+        },
+        crate::sealing::KeySource {
+            file: config.server.previous_secret_key_file.as_deref(),
+            env: std::env::var("HOOKWASM_PREVIOUS_SECRET_KEY").ok(),
+            name: "the previous secret key",
+        },
+    )?;
+    if keys.is_none() {
+        tracing::warn!("no secret key: webhook secrets are stored in the clear ([server] secret_key_file)");
+    }
+    crate::sealing::install(keys);
     let store: Arc<dyn Store> = match config.store.backend {
         StoreBackend::Sqlite => {
             let store = SqliteStore::open(&data_dir)?;
@@ -54,6 +70,7 @@ pub async fn run(
         }
     };
 
+    crate::webhooks::reseal_stored_secrets(store.as_ref(), &data_dir).await?;
     let disabled = store.disabled_webhooks().await?.into_iter().map(|(id, d)| (id, (d.url, d.reason))).collect();
     let mut webhooks = config
         .webhooks

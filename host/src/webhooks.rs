@@ -74,22 +74,78 @@ pub struct PreviousSecret {
 impl StoredWebhook {
     /// Reads a stored definition: this form, or a bare [`WebhookConfig`] (what a single host
     /// stores, and what every host stored before secrets moved into the database).
+    /// Its secrets are opened ([`crate::sealing`]).
     pub fn parse(json: &str) -> anyhow::Result<StoredWebhook> {
         let value: serde_json::Value = serde_json::from_str(json)?;
-        if value.get("webhook").is_some() {
-            return Ok(serde_json::from_value(value)?);
+        let mut stored = if value.get("webhook").is_some() {
+            serde_json::from_value(value)?
+        } else {
+            StoredWebhook { webhook: serde_json::from_value(value)?, previous_secret: None }
+        };
+        for secret in stored.secrets_mut() {
+            *secret = crate::sealing::open(secret).context("the webhook's stored secret")?;
         }
-        Ok(StoredWebhook { webhook: serde_json::from_value(value)?, previous_secret: None })
+        Ok(stored)
     }
 
-    /// The JSON the store keeps: a bare definition when there is nothing else to keep.
+    /// The JSON the store keeps, secrets sealed: a bare definition when there is nothing else
+    /// to keep.
     pub fn to_json(&self) -> String {
-        let json = match &self.previous_secret {
-            None => serde_json::to_string(&self.webhook),
-            Some(_) => serde_json::to_string(self),
+        let mut sealed = self.clone();
+        for secret in sealed.secrets_mut() {
+            *secret = crate::sealing::seal(secret);
+        }
+        let json = match &sealed.previous_secret {
+            None => serde_json::to_string(&sealed.webhook),
+            Some(_) => serde_json::to_string(&sealed),
         };
         json.expect("a webhook definition serializes")
     }
+
+    fn secrets_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        self.webhook.secret.iter_mut().chain(self.previous_secret.iter_mut().map(|previous| &mut previous.secret))
+    }
+}
+
+/// Writes again every secret the host stores that is plain or sealed with a key other than the
+/// current one ([`crate::sealing::needs_reseal`]): the webhooks in the store, and the data
+/// dir's secret files. Run at start, so setting or rotating the key takes effect at once.
+pub async fn reseal_stored_secrets(store: &dyn crate::store::Store, data_dir: &Path) -> anyhow::Result<()> {
+    let mut resealed = 0;
+    for (id, json) in store.stored_webhooks().await? {
+        let raw: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        let definition = raw.get("webhook").unwrap_or(&raw);
+        let plain = [&definition["secret"], &raw["previous_secret"]["secret"]]
+            .into_iter()
+            .filter_map(|value| value.as_str())
+            .any(crate::sealing::needs_reseal);
+        if !plain {
+            continue;
+        }
+        // One that cannot be read is reported where webhooks are loaded.
+        let Ok(stored) = StoredWebhook::parse(&json) else { continue };
+        if store.replace_webhook(&id, &json, stored.to_json()).await? {
+            resealed += 1;
+        }
+    }
+    let dir = data_dir.join("secrets");
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let is_secret = path.extension().is_none() || path.extension().is_some_and(|e| e == "previous");
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let (secret, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+        if !is_secret || !crate::sealing::needs_reseal(secret) {
+            continue;
+        }
+        let opened = crate::sealing::open(secret).with_context(|| format!("secret file {}", path.display()))?;
+        let sealed = crate::sealing::seal(&opened);
+        replace_private(&path, &if rest.is_empty() { sealed } else { format!("{sealed} {rest}") })?;
+        resealed += 1;
+    }
+    if resealed > 0 {
+        tracing::info!(resealed, "sealed stored webhook secrets with the current secret key");
+    }
+    Ok(())
 }
 
 /// The webhooks created through the API, from the store's `(id, definition)` rows, ready to
@@ -235,10 +291,10 @@ impl Webhook {
         let dir = data_dir.join("secrets");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let expires = crate::store::now_ms() + grace.as_millis() as i64;
-        let previous = format!("{} {expires}", self.secrets[0].expose());
+        let previous = format!("{} {expires}", crate::sealing::seal(&self.secrets[0].expose()));
         replace_private(&dir.join(format!("{}.previous", self.config.id)), &previous)?;
         let path = dir.join(&self.config.id);
-        replace_private(&path, &Secret::generate().expose())?;
+        replace_private(&path, &crate::sealing::seal(&Secret::generate().expose()))?;
         Ok((path, expires))
     }
 }
@@ -247,9 +303,9 @@ impl Webhook {
 fn previous_secret(id: &str, data_dir: &Path) -> anyhow::Result<Option<(Secret, i64)>> {
     let path = data_dir.join("secrets").join(format!("{id}.previous"));
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let parsed = text
-        .split_once(' ')
-        .and_then(|(secret, expires)| Some((Secret::parse(secret).ok()?, expires.trim().parse::<i64>().ok()?)));
+    let parsed = text.split_once(' ').and_then(|(secret, expires)| {
+        Some((Secret::parse(&crate::sealing::open(secret).ok()?).ok()?, expires.trim().parse::<i64>().ok()?))
+    });
     let (secret, expires) = parsed.with_context(|| format!("{} is not `whsec_... <expiry ms>`", path.display()))?;
     Ok((expires > crate::store::now_ms()).then_some((secret, expires)))
 }
@@ -266,11 +322,13 @@ fn persisted_secret(id: &str, data_dir: &Path) -> anyhow::Result<Secret> {
     let dir = data_dir.join("secrets");
     let path = dir.join(id);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return Secret::parse(text.trim()).with_context(|| format!("secret file {}", path.display()));
+        let opened = crate::sealing::open(text.trim()).with_context(|| format!("secret file {}", path.display()))?;
+        return Secret::parse(&opened).with_context(|| format!("secret file {}", path.display()));
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let secret = Secret::generate();
-    write_private(&path, &secret.expose()).with_context(|| format!("writing {}", path.display()))?;
+    write_private(&path, &crate::sealing::seal(&secret.expose()))
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(webhook = id, path = %path.display(), "generated a signing secret; give it to the receiver");
     Ok(secret)
 }

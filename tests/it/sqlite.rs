@@ -272,3 +272,98 @@ async fn a_secret_in_the_config_file_is_not_rotated_through_the_api() {
         "{stderr}"
     );
 }
+
+/// Every file below `dir`, with its bytes.
+fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            files.push((path, bytes));
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle.as_bytes())
+}
+
+/// With `[server] secret_key_file`, the secrets the host stores are sealed: nothing in the
+/// data dir holds them; a copy of it without the key signs nothing; a key rotation (new key,
+/// old one as `previous_secret_key_file`) reseals them at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_secrets_are_sealed_with_the_operators_key() {
+    use base64::Engine as _;
+    let receiver = TestReceiver::start().await;
+    let mut host = TestHost::create(LOCAL_DELIVERY, &[]);
+    let key_file = |name: &str, byte: u8| {
+        let path = host.dir.path().join(name);
+        std::fs::write(&path, base64::engine::general_purpose::STANDARD.encode([byte; 32])).unwrap();
+        path
+    };
+    let (old_key, new_key) = (key_file("old.key", 7), key_file("new.key", 9));
+    let plain_config = std::fs::read_to_string(host.config_path()).unwrap();
+    let with_keys = |current: &Path, previous: Option<&Path>| {
+        let mut server = format!("[server]\nsecret_key_file = {:?}\n", current.display().to_string());
+        if let Some(previous) = previous {
+            server += &format!("previous_secret_key_file = {:?}\n", previous.display().to_string());
+        }
+        plain_config.replacen("[server]\n", &server, 1)
+    };
+    std::fs::write(host.config_path(), with_keys(&old_key, None)).unwrap();
+    host.spawn();
+
+    let add = |id: &str, secret: Option<&str>| {
+        let url = receiver.url(&format!("/{id}"));
+        let mut args = vec!["webhooks", "add", "--id", id, "--url", &url, "--events", "*"];
+        if let Some(secret) = secret {
+            args.extend(["--secret", secret]);
+        }
+        let output = host.cli(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    add("given", Some(crate::host::SECRET));
+    add("generated", None);
+    let generated = String::from_utf8(host.cli(&["webhooks", "secret", "generated"]).stdout).unwrap();
+    let generated = generated.trim().to_string();
+    assert!(generated.starts_with("whsec_"), "{generated}");
+    host.post_sample("message.created").await;
+    let delivered = receiver.wait_for("/given", 1, Duration::from_secs(20)).await;
+    assert!(delivered[0].verified, "it signs with the secret it was given");
+
+    let data = host.dir.path().join("data");
+    let leaks = |secrets: &[&str]| -> Vec<PathBuf> {
+        files_below(&data)
+            .into_iter()
+            .filter(|(_, bytes)| secrets.iter().any(|s| contains(bytes, s.trim_start_matches("whsec_"))))
+            .map(|(path, _)| path)
+            .collect()
+    };
+    assert_eq!(leaks(&[crate::host::SECRET, &generated]), Vec::<PathBuf>::new(), "no stored secret in the clear");
+
+    // A copy of the data without the key: the webhooks cannot sign, and say why.
+    host.kill();
+    std::fs::write(host.config_path(), &plain_config).unwrap();
+    host.spawn();
+    let log = host.log();
+    assert!(log.contains("no secret key is configured"), "{log}");
+    assert!(host.get("/v1/webhooks").await["webhooks"].as_array().unwrap().is_empty());
+
+    // Rotation: the new key, the old one as previous; everything is resealed at start.
+    host.kill();
+    std::fs::write(host.config_path(), with_keys(&new_key, Some(&old_key))).unwrap();
+    host.spawn();
+    assert!(host.log().contains("sealed stored webhook secrets with the current secret key"), "{}", host.log());
+    host.kill();
+    std::fs::write(host.config_path(), with_keys(&new_key, None)).unwrap();
+    host.spawn();
+    let after = String::from_utf8(host.cli(&["webhooks", "secret", "generated"]).stdout).unwrap();
+    assert_eq!(after.trim(), generated, "the same secret, under the new key alone");
+    assert_eq!(leaks(&[crate::host::SECRET, &generated]), Vec::<PathBuf>::new());
+    let event = host.post_sample_like("message.created", "evt_after_rotation").await;
+    let delivered = receiver.wait_for("/given", 2, Duration::from_secs(20)).await;
+    assert!(delivered.iter().all(|r| r.verified), "{event} still signed with the given secret");
+}
