@@ -311,3 +311,41 @@ async fn eventually(host: &TestHost, path: &str, ready: impl Fn(&serde_json::Val
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// On PostgreSQL the secrets live in the database: with a secret key they are sealed there, so
+/// the `webhooks` table does not reveal them, and every host with the key signs alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_in_the_database_are_sealed_with_the_operators_key() {
+    use base64::Engine as _;
+    let Some(database) = Database::create().await else { return };
+    let receiver = TestReceiver::start().await;
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), base64::engine::general_purpose::STANDARD.encode([5u8; 32])).unwrap();
+    let config = config(&database).replacen(
+        "[store]",
+        &format!("[server]\nsecret_key_file = {:?}\n[store]", key.path().display().to_string()),
+        1,
+    );
+    let (a, b) = (TestHost::start(&config, &[]), TestHost::start(&config, &[]));
+    let file = a.dir.path().join("webhooks.toml");
+    std::fs::write(&file, webhook("sink", &receiver.url("/sink"), r#"["*"]"#, "")).unwrap();
+    assert!(a.cli(&["webhooks", "apply", file.to_str().unwrap()]).status.success());
+    let rotated = a.cli(&["webhooks", "rotate-secret", "sink"]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let current = String::from_utf8(a.cli(&["webhooks", "secret", "sink"]).stdout).unwrap();
+
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT config FROM webhooks WHERE id = 'sink'", &[]).await.unwrap();
+    let stored: String = row.get(0);
+    for secret in [crate::host::SECRET, current.trim()] {
+        assert!(!stored.contains(secret.trim_start_matches("whsec_")), "{secret} in the clear: {stored}");
+    }
+    assert!(stored.contains("sealed:v1:"), "{stored}");
+
+    // Both hosts open it: either one signs with the current and the previous secret.
+    let event = b.post_sample("message.created").await;
+    b.settled_deliveries(&event, Duration::from_secs(20)).await;
+    let received = receiver.wait_for("/sink", 1, Duration::from_secs(10)).await;
+    assert!(received[0].verified, "signed with the previous secret too, during the grace period");
+}
