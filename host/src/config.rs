@@ -26,7 +26,7 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// How long a delivery in a final state (delivered, filtered, dead) is kept, with its
@@ -45,6 +45,19 @@ pub struct StoreConfig {
     pub host_id: Option<String>,
 }
 
+/// The connection string is shown only as set or not: it may carry a password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("retention", &self.retention)
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("pool", &self.pool)
+            .field("host_id", &self.host_id)
+            .finish()
+    }
+}
+
 /// Where events and deliveries are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +68,7 @@ pub enum StoreBackend {
     Postgres,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -78,6 +91,25 @@ pub struct ServerConfig {
     /// During a key rotation, the key being replaced (else `HOOKWASM_PREVIOUS_SECRET_KEY`).
     #[serde(default)]
     pub previous_secret_key_file: Option<PathBuf>,
+}
+
+/// The tokens are shown only as set or not.
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |token: &Option<String>| token.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("plugins_dir", &self.plugins_dir)
+            .field("ingest_token", &shown(&self.ingest_token))
+            .field("admin_token", &shown(&self.admin_token))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("watch", &self.watch)
+            .field("poll_interval", &self.poll_interval)
+            .field("secret_key_file", &self.secret_key_file)
+            .field("previous_secret_key_file", &self.previous_secret_key_file)
+            .finish()
+    }
 }
 
 /// How `plugins_dir` and the config file are watched.
@@ -594,6 +626,19 @@ mod tests {
         ) {
             let _ = load(&text, &[(key, value.as_str())]);
         }
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_output() {
+        let tokens = [
+            ("HOOKWASM_SERVER_ADMIN_TOKEN", "admin-token-0123456789"),
+            ("HOOKWASM_SERVER_INGEST_TOKEN", "ingest-token-0123456789"),
+            ("HOOKWASM_STORE_BACKEND", "postgres"),
+            ("HOOKWASM_STORE_URL", "postgres://hookwasm:db-password@db.internal/hookwasm"),
+        ];
+        let shown = format!("{:?}", load("", &tokens).unwrap());
+        assert!(!shown.contains("token-0123456789") && !shown.contains("db-password"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

@@ -419,11 +419,20 @@ fn segments(path: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_send_posts_files_and_no_secret_or_token_reaches_the_log() {
     let receiver = TestReceiver::start().await;
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("secret.key");
+    let key = "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=";
+    std::fs::write(&key_file, key).unwrap();
     let config = format!(
-        "{LOCAL_DELIVERY}[server]\ningest_token = \"ingest-token-0123456789\"\n{}",
+        "{LOCAL_DELIVERY}[server]\ningest_token = \"ingest-token-0123456789\"\nadmin_token = \"admin-token-0123456789\"\nsecret_key_file = {:?}\n{}",
+        key_file.display().to_string(),
         webhook("w", &receiver.url("/w"), r#"["message.created"]"#, "")
     );
     let host = TestHost::start(&config, &[]);
+    let wrong = host.http.get(host.url("/v1/webhooks")).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let body = wrong.text().await.unwrap();
+    assert!(!body.contains("wrong-token") && !body.contains("admin-token"), "{body}");
     let sample = crate::support::sample_path("message.created");
     let send = |token: Option<&str>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookwasm"));
@@ -441,11 +450,18 @@ async fn events_send_posts_files_and_no_secret_or_token_reaches_the_log() {
     assert!(String::from_utf8_lossy(&sent.stdout).contains(r#"202 {"id":"evt_01JDX4M8Q2","deliveries":1}"#));
     receiver.wait_for("/w", 1, SETTLE).await;
 
-    let (ok, _, _) = cli(&host, &["webhooks", "test", "w"]);
+    let (ok, _, _) = cli(&host, &["webhooks", "test", "w", "--token", "admin-token-0123456789"]);
     assert!(ok);
     let log = host.log();
     assert!(log.contains("evt_01JDX4M8Q2"), "the log has the event");
-    for secret in [crate::host::SECRET, "ingest-token-0123456789", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+    for secret in [
+        crate::host::SECRET,
+        "ingest-token-0123456789",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "admin-token-0123456789",
+        "wrong-token-0123456789",
+        key,
+    ] {
         assert!(!log.contains(secret), "{secret} leaked into the log");
     }
 }
