@@ -45,6 +45,8 @@ pub struct Metrics {
     /// The sum of attempt latencies, in µs (the histogram does not expose its sum).
     attempt_micros: std::sync::atomic::AtomicU64,
     pub plugin_seconds: Histogram,
+    /// Plugin calls tried again after timing out.
+    pub plugin_timeout_retries: Counter,
     pub plugin_loads: Family<PluginLoadLabels, Counter>,
     pub queue_depth: Gauge,
     /// Delivery slots taken: deliveries being transformed or sent, or about to be.
@@ -75,6 +77,7 @@ impl Metrics {
             attempt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             attempt_micros: Default::default(),
             plugin_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
+            plugin_timeout_retries: Counter::default(),
             plugin_loads: Family::default(),
             queue_depth: Gauge::default(),
             deliveries_in_flight: Gauge::default(),
@@ -102,6 +105,11 @@ impl Metrics {
             "plugin_execution_duration_seconds",
             "Plugin call time, fresh instance included",
             metrics.plugin_seconds.clone(),
+        );
+        registry.register(
+            "plugin_timeout_retries",
+            "Plugin calls tried again after timing out (the host's CPU was busy, or the plugin is slow)",
+            metrics.plugin_timeout_retries.clone(),
         );
         registry.register(
             "plugin_loads",

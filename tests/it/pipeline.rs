@@ -241,13 +241,19 @@ async fn failing_or_missing_plugins_hold_deliveries() {
     let host = TestHost::start(&config, &["hostile"]);
     let event = host.post_sample("message.created").await;
     let deliveries = host.settled_deliveries(&event, SETTLE).await;
-    for (webhook, reason) in
-        [("failing", "trapped"), ("slow", "timed out after 50 ms"), ("missing", "plugin `nowhere` is not loaded")]
-    {
+    for (webhook, reason) in [
+        ("failing", "trapped"),
+        ("slow", "timed out after 50 ms (3 tries)"),
+        ("missing", "plugin `nowhere` is not loaded"),
+    ] {
         let delivery = delivery_for(&deliveries, webhook);
         assert_eq!(delivery["state"], "held", "{webhook}");
         assert!(delivery["reason"].as_str().unwrap().contains(reason), "{webhook}: {delivery}");
     }
+    // A timeout is tried twice more before holding (the CPU may have been busy); a trap is not.
+    assert!(!delivery_for(&deliveries, "failing")["reason"].as_str().unwrap().contains("tries"));
+    let metrics = host.http.get(host.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("hookwasm_plugin_timeout_retries_total 2"), "{metrics}");
     assert!(receiver.all().is_empty(), "nothing is ever sent untransformed");
 }
 

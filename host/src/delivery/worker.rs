@@ -33,7 +33,7 @@ use super::retry::{self, Verdict};
 use crate::config::DeliveryConfig;
 use crate::metrics::{Metrics, StateLabel};
 use crate::model::Event;
-use crate::plugins::{Action, LogLevel, Outcome, Registry};
+use crate::plugins::{Action, LogLevel, Outcome, PluginErrorKind, Registry};
 use crate::store::{Attempt, DeliveryState, DeliveryUpdate, DueDelivery, Lease, Store, Transformed, now_ms};
 use crate::webhooks::{Webhook, Webhooks};
 
@@ -43,6 +43,10 @@ const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 /// How soon a delivery for a webhook stored but not yet known here is tried again.
 const UNKNOWN_WEBHOOK_RECHECK: Duration = Duration::from_secs(1);
 const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// The pauses before trying a plugin call again after it timed out: longer each time, so a
+/// CPU burst can pass.
+const TIMEOUT_RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
 /// How often a loop with a webhook at its bound (or held back) looks for other work.
 const SATURATED_POLL: Duration = Duration::from_millis(100);
 /// Longest a delivery waits in its task for its webhook's turn (rate limit, 429 pause); a
@@ -724,8 +728,22 @@ impl Worker {
             return Transform::Held { reason: format!("plugin `{name}` is not loaded{cause}"), plugin_sha: None };
         };
         let sha = Some(plugin.sha256().to_string());
-        let execution =
-            self.registry.transform(plugin.clone(), event.plugin_event(), webhook.plugin_config.clone()).await;
+        // The deadline is wall-clock time: on a saturated host a healthy plugin can miss it. A
+        // timeout is tried again after a pause before the delivery is held; errors the plugin
+        // returns, and traps, are its own and hold at once.
+        let mut tries = 1;
+        let execution = loop {
+            let execution =
+                self.registry.transform(plugin.clone(), event.plugin_event(), webhook.plugin_config.clone()).await;
+            let timed_out = matches!(&execution.result, Err(e) if matches!(e.kind, PluginErrorKind::Timeout(_)));
+            if !timed_out || tries > TIMEOUT_RETRIES.len() {
+                break execution;
+            }
+            self.metrics.plugin_timeout_retries.inc();
+            tracing::info!(delivery = delivery_id, plugin = name.as_str(), tries, "plugin timed out; trying again");
+            tokio::time::sleep(TIMEOUT_RETRIES[tries - 1]).await;
+            tries += 1;
+        };
         self.registry.count(name, plugin.sha256(), Outcome::Transformed);
         if execution.result.is_err() {
             self.registry.count(name, plugin.sha256(), Outcome::Held);
@@ -747,8 +765,9 @@ impl Worker {
             Ok(Action::Pass) => Transform::Send(Transformed { plugin_sha: sha, ..envelope(event) }, SendAction::Pass),
             Ok(Action::Skip(reason)) => Transform::Filtered { reason, plugin_sha: sha },
             Err(error) => {
-                tracing::warn!(delivery = delivery_id, webhook = webhook.config.id, %error, "plugin failed; delivery held");
-                Transform::Held { reason: error.to_string(), plugin_sha: sha }
+                tracing::warn!(delivery = delivery_id, webhook = webhook.config.id, %error, tries, "plugin failed; delivery held");
+                let reason = if tries > 1 { format!("{error} ({tries} tries)") } else { error.to_string() };
+                Transform::Held { reason, plugin_sha: sha }
             }
         }
     }
