@@ -628,6 +628,51 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(128))]
+        /// Any `[[webhooks]]` entry, its fields random text where they are text, gives a config
+        /// or an error naming the webhook, never a panic; what is accepted resolves.
+        #[test]
+        fn any_webhook_entry_is_accepted_whole_or_refused_by_name(
+            id in "[a-z0-9_.-]{0,12}",
+            url in proptest::prop_oneof![proptest::strategy::Just("https://x.example/h".to_string()), proptest::string::string_regex("[ -~]{0,30}").unwrap()],
+            events in proptest::collection::vec("[a-z.*_-]{0,12}", 0..3),
+            header in ("[ -~]{0,10}", "[ -~]{0,10}"),
+            filter in proptest::option::of("[ -~]{0,30}"),
+            rate_limit in proptest::option::of("[0-9a-z/ ]{0,10}"),
+            timeout in proptest::option::of("[0-9a-z]{0,6}"),
+            retry in proptest::option::of(proptest::collection::vec("[0-9a-z]{0,5}", 0..3)),
+            max_in_flight in proptest::option::of(0usize..5000),
+        ) {
+            let mut webhook = toml::Table::new();
+            webhook.insert("id".into(), id.into());
+            webhook.insert("url".into(), url.into());
+            webhook.insert("events".into(), events.into());
+            webhook.insert("headers".into(), toml::Value::Table([(header.0, toml::Value::from(header.1))].into_iter().collect()));
+            for (key, value) in [("filter", filter), ("rate_limit", rate_limit), ("timeout", timeout)] {
+                if let Some(value) = value {
+                    webhook.insert(key.into(), value.into());
+                }
+            }
+            if let Some(retry) = retry {
+                webhook.insert("retry_schedule".into(), retry.into());
+            }
+            if let Some(max) = max_in_flight {
+                webhook.insert("max_in_flight".into(), (max as i64).into());
+            }
+            let mut file = toml::Table::new();
+            file.insert("webhooks".into(), toml::Value::Array(vec![toml::Value::Table(webhook)]));
+            let entry = toml::to_string(&file).unwrap();
+            match load(&entry, &[]) {
+                Ok(config) => {
+                    let webhook = &config.webhooks[0];
+                    proptest::prop_assert!(webhook.policy().is_ok(), "{entry}");
+                }
+                Err(error) => proptest::prop_assert!(format!("{error:#}").contains("webhooks"), "{error:#}\n{entry}"),
+            }
+        }
+    }
+
     #[test]
     fn tokens_never_show_in_debug_output() {
         let tokens = [

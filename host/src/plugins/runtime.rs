@@ -535,43 +535,49 @@ impl Plugin {
 
     /// Checks what the plugin returned against the limits and the header rules.
     fn validate(&self, action: Action) -> Result<Action, PluginError> {
-        let invalid = |message: String| self.error(PluginErrorKind::InvalidOutput(message));
-        let (returned_headers, body) = match action {
-            Action::Deliver { headers, body } => (headers, body),
-            decided => return Ok(decided),
-        };
-        let limit = self.inner.limits.output_bytes;
-        if body.len() > limit {
-            return Err(self.error(PluginErrorKind::OutputTooLarge { size: body.len(), limit }));
-        }
-        if returned_headers.len() > MAX_HEADERS {
-            return Err(invalid(format!("{} headers, at most {MAX_HEADERS} allowed", returned_headers.len())));
-        }
-        let header_bytes: usize = returned_headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if header_bytes > MAX_HEADER_BYTES {
-            return Err(invalid(format!("{header_bytes} bytes of headers, at most {MAX_HEADER_BYTES} allowed")));
-        }
-        let mut headers = Vec::with_capacity(returned_headers.len());
-        let mut content_type = false;
-        for (name, value) in returned_headers {
-            let name = name.to_ascii_lowercase();
-            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(invalid(format!("header name {name:?} is not a valid HTTP header name")));
-            }
-            if axum::http::HeaderValue::from_str(&value).is_err() {
-                return Err(invalid(format!("header {name} has a value that is not valid in HTTP")));
-            }
-            if crate::model::is_reserved_header(&name) {
-                return Err(invalid(format!("header {name} is reserved by hookwasm")));
-            }
-            content_type |= name == "content-type";
-            headers.push((name, value));
-        }
-        if !content_type && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-            return Err(invalid("body is not JSON; set a content-type header to send anything else".to_string()));
-        }
-        Ok(Action::Deliver { headers, body })
+        checked_output(action, self.inner.limits.output_bytes).map_err(|kind| self.error(kind))
     }
+}
+
+/// A plugin's action checked: a body within `output_bytes`, at most [`MAX_HEADERS`] headers
+/// of [`MAX_HEADER_BYTES`] in all, each valid in HTTP and not reserved (names lower-cased), and
+/// a JSON body unless a `content-type` is given.
+fn checked_output(action: Action, output_bytes: usize) -> Result<Action, PluginErrorKind> {
+    let invalid = PluginErrorKind::InvalidOutput;
+    let (returned_headers, body) = match action {
+        Action::Deliver { headers, body } => (headers, body),
+        decided => return Ok(decided),
+    };
+    if body.len() > output_bytes {
+        return Err(PluginErrorKind::OutputTooLarge { size: body.len(), limit: output_bytes });
+    }
+    if returned_headers.len() > MAX_HEADERS {
+        return Err(invalid(format!("{} headers, at most {MAX_HEADERS} allowed", returned_headers.len())));
+    }
+    let header_bytes: usize = returned_headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(invalid(format!("{header_bytes} bytes of headers, at most {MAX_HEADER_BYTES} allowed")));
+    }
+    let mut headers = Vec::with_capacity(returned_headers.len());
+    let mut content_type = false;
+    for (name, value) in returned_headers {
+        let name = name.to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(format!("header name {name:?} is not a valid HTTP header name")));
+        }
+        if axum::http::HeaderValue::from_str(&value).is_err() {
+            return Err(invalid(format!("header {name} has a value that is not valid in HTTP")));
+        }
+        if crate::model::is_reserved_header(&name) {
+            return Err(invalid(format!("header {name} is reserved by hookwasm")));
+        }
+        content_type |= name == "content-type";
+        headers.push((name, value));
+    }
+    if !content_type && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        return Err(invalid("body is not JSON; set a content-type header to send anything else".to_string()));
+    }
+    Ok(Action::Deliver { headers, body })
 }
 
 /// The webhook's `plugin_config` as a 0.2.0 plugin receives it: pairs sorted by key.
@@ -586,6 +592,53 @@ impl<T> Execution<T> {
             logs: self.logs,
             duration: self.duration,
             memory_bytes: self.memory_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn deliver(headers: Vec<(String, String)>, body: Vec<u8>) -> Action {
+        Action::Deliver { headers, body }
+    }
+
+    proptest! {
+        /// Whatever a plugin returns, the check answers (never panics); what it lets through
+        /// can be sent: every header valid and unreserved, the body JSON or typed, within limits.
+        #[test]
+        fn any_output_is_checked_and_what_passes_can_be_sent(
+            headers in proptest::collection::vec(("[ -~]{0,12}", "[ -~\\t]{0,20}"), 0..40),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            limit in 0usize..128,
+        ) {
+            if let Ok(Action::Deliver { headers, body }) = checked_output(deliver(headers, body), limit) {
+                prop_assert!(body.len() <= limit && headers.len() <= MAX_HEADERS);
+                let mut typed = false;
+                for (name, value) in &headers {
+                    prop_assert!(axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok());
+                    prop_assert!(axum::http::HeaderValue::from_str(value).is_ok());
+                    prop_assert!(!crate::model::is_reserved_header(name), "{}", name);
+                    prop_assert_eq!(name.to_ascii_lowercase(), name.clone());
+                    typed |= name == "content-type";
+                }
+                prop_assert!(typed || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok());
+            }
+        }
+
+        /// A reserved header is refused in any letter case, whatever comes with it.
+        #[test]
+        fn reserved_headers_are_refused_in_any_case(
+            name in prop_oneof![
+                Just("webhook-id"), Just("Webhook-Signature"), Just("WEBHOOK-TIMESTAMP"), Just("webhook-x"),
+                Just("Content-Length"), Just("host"), Just("User-Agent"), Just("transfer-encoding"), Just("Connection"),
+            ],
+            value in "[a-z0-9]{0,10}",
+        ) {
+            let result = checked_output(deliver(vec![(name.to_string(), value)], b"{}".to_vec()), 1024);
+            prop_assert!(matches!(result, Err(PluginErrorKind::InvalidOutput(m)) if m.contains("reserved")));
         }
     }
 }
