@@ -523,8 +523,20 @@ async fn a_429_holds_back_that_webhook_only() {
     ]
     .concat();
     let host = TestHost::start(&config, &[]);
-    host.post_sample_like("a.b", "first").await;
+    let first = host.post_sample_like("a.b", "first").await;
     let refused = receiver.wait_for("/busy", 1, SETTLE).await[0].at;
+    // The host learns of the 429 when the answer reaches it, a moment after the receiver sent
+    // it: the later events go in once the attempt is recorded.
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let detail = host.get(&format!("/v1/events/{first}")).await;
+        let busy = delivery_for(detail["deliveries"].as_array().unwrap(), "busy").clone();
+        if busy["attempts"][0]["status"] == 429 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the 429 was never recorded: {busy:#}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for i in 0..5 {
         host.post_sample_like("a.b", &format!("then-{i}")).await;
     }
