@@ -31,6 +31,9 @@ use crate::webhooks::Webhooks;
 /// not.
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
+/// A plugin load still running after this long is logged.
+pub const SLOW_LOAD: Duration = Duration::from_secs(10);
+
 /// When a canary is rolled back by itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CanaryPolicy {
@@ -130,20 +133,26 @@ impl Deployer {
         uploaded_by: &str,
         activate: bool,
     ) -> Result<Deployed, DeployError> {
+        // Compiled before taking the turn: a first compile can take seconds at low priority,
+        // and other deploys, reloads and the store's state must not wait for it.
+        let loaded = self.load_checked(name, wasm.clone()).await;
         let _turn = self.turn.lock().await;
-        self.deploy_locked(name, wasm, uploaded_by, activate, None).await
+        self.commit(name, wasm, loaded, uploaded_by, activate, None).await
     }
 
-    async fn deploy_locked(
+    /// Stores a loaded version and makes it serve if `activate`; a version that did not
+    /// load is reported. Called holding the turn.
+    async fn commit(
         &self,
         name: &str,
         wasm: Vec<u8>,
+        loaded: Result<Plugin, RegistryError>,
         uploaded_by: &str,
         activate: bool,
         file: Option<&Path>,
     ) -> Result<Deployed, DeployError> {
         let sha256 = hex::encode(sha2::Sha256::digest(&wasm));
-        let plugin = match self.load_checked(name, wasm.clone()).await {
+        let plugin = match loaded {
             Ok(plugin) => plugin,
             Err(error) => {
                 // A file has no caller to answer: its failure is the plugin's status, a
@@ -318,15 +327,31 @@ impl Deployer {
         Ok(self.load_checked(name, wasm).await?)
     }
 
-    /// Loads `wasm` off the async runtime and checks it against every webhook's config.
+    /// Loads `wasm` off the async runtime and checks it against every webhook's config. A
+    /// load still running after [`SLOW_LOAD`] is logged (it goes on: nothing else waits for
+    /// it).
     async fn load_checked(&self, name: &str, wasm: Vec<u8>) -> Result<Plugin, RegistryError> {
         let (registry, configs, plugin) = (self.registry.clone(), self.webhooks.plugin_configs(name), name.to_string());
-        let checked = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let mut checked = tokio::task::spawn_blocking(move || {
             let plugin = registry.runtime().load(&plugin, &wasm)?;
             registry.check(&plugin, &configs)?;
             Ok(plugin)
         });
-        checked.await.unwrap_or_else(|error| {
+        let checked = tokio::select! {
+            checked = &mut checked => checked,
+            () = tokio::time::sleep(SLOW_LOAD) => {
+                tracing::warn!(
+                    plugin = name,
+                    after = ?SLOW_LOAD,
+                    "plugin load still running (compiles run at low priority while deliveries use the CPU); other reloads go on"
+                );
+                let checked = checked.await;
+                tracing::warn!(plugin = name, took = ?started.elapsed(), "slow plugin load finished");
+                checked
+            }
+        };
+        checked.unwrap_or_else(|error| {
             Err(RegistryError::Load(LoadError::Invalid {
                 plugin: name.into(),
                 reason: format!("the load did not complete: {error}"),
@@ -463,33 +488,26 @@ impl Deployer {
             }
         };
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        let _turn = self.turn.lock().await;
+        // The newest read names what the folder holds: a load of an older read that ends
+        // after it is dropped, not deployed over it.
         self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), sha256.clone());
-        if self.registry.confirm(name, &sha256) {
-            tracing::debug!(plugin = name, "plugin file is the serving version");
+        if !self.file_needs_deploy(name, path, &sha256).await {
             return;
         }
-        let known = async {
-            let last_file = self.store.plugin_file(name).await?;
-            let served = self.activation(name).await?.is_some();
-            anyhow::Ok(served && last_file.as_deref() == Some(sha256.as_str()))
-        };
-        match known.await {
-            Ok(true) => {
-                tracing::info!(plugin = name, file = %path.display(), sha256, "plugin file was deployed before; the version activated since serves");
-                return;
-            }
-            Ok(false) => {}
-            Err(error) => {
-                tracing::error!(
-                    plugin = name,
-                    error = format!("{error:#}"),
-                    "reading stored plugin versions failed; the file is not deployed"
-                );
-                return;
-            }
+        let loaded = self.load_checked(name, bytes.clone()).await;
+        let _turn = self.turn.lock().await;
+        if self.files.lock().unwrap_or_else(|e| e.into_inner()).get(name) != Some(&sha256) {
+            tracing::info!(
+                plugin = name,
+                sha256,
+                "plugin file replaced or removed while it loaded; the newer state applies"
+            );
+            return;
         }
-        match self.deploy_locked(name, bytes, "file", true, Some(path)).await {
+        if self.registry.confirm(name, &sha256) {
+            return;
+        }
+        match self.commit(name, bytes, loaded, "file", true, Some(path)).await {
             Ok(_) => {
                 if let Err(error) = self.store.set_plugin_file(name, &sha256).await {
                     tracing::warn!(plugin = name, %error, "recording the deployed file failed");
@@ -500,6 +518,36 @@ impl Deployer {
                 tracing::error!(plugin = name, file = %path.display(), error = format!("{error:#}"), "storing the plugin version failed")
             }
             Err(_) => {}
+        }
+    }
+
+    /// Whether plugin file `path` (of `sha256`) is to be deployed: not when it is the serving
+    /// version, nor when it is the file last deployed for the plugin and some version serves.
+    async fn file_needs_deploy(&self, name: &str, path: &Path, sha256: &str) -> bool {
+        let _turn = self.turn.lock().await;
+        if self.registry.confirm(name, sha256) {
+            tracing::debug!(plugin = name, "plugin file is the serving version");
+            return false;
+        }
+        let known = async {
+            let last_file = self.store.plugin_file(name).await?;
+            let served = self.activation(name).await?.is_some();
+            anyhow::Ok(served && last_file.as_deref() == Some(sha256))
+        };
+        match known.await {
+            Ok(true) => {
+                tracing::info!(plugin = name, file = %path.display(), sha256, "plugin file was deployed before; the version activated since serves");
+                false
+            }
+            Ok(false) => true,
+            Err(error) => {
+                tracing::error!(
+                    plugin = name,
+                    error = format!("{error:#}"),
+                    "reading stored plugin versions failed; the file is not deployed"
+                );
+                false
+            }
         }
     }
 

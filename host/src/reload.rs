@@ -11,6 +11,12 @@
 //! - A removed plugin file withdraws the plugin if the file's version is the one serving:
 //!   its deliveries are held until a version serves again.
 //! - An edited config file replaces the `[[webhooks]]` as a whole, or not at all.
+//!
+//! Each plugin change runs as its own task: a slow first compile (low priority while
+//! deliveries use the CPU) is logged and never delays later changes; of two loads of the same
+//! file, the one that read it last decides. The folder is also compared with what the watcher
+//! reported every [`RESCAN_EVERY`] and when the watcher says it lost events, so a lost event
+//! delays a change instead of losing it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,6 +34,9 @@ use crate::webhooks::{Source, Webhook, Webhooks};
 /// Quiet time after the last change to a file before it is acted on, for changes that may
 /// be part of a burst (create, write).
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How often the plugins folder is compared with what the watcher reported.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(10);
 
 /// How long after `kind` of event to act on a file: at once when the event says the file is
 /// complete (a rename into place, the documented way to deploy, or the close of a file
@@ -137,6 +146,14 @@ enum Change {
     Config,
 }
 
+/// What the file watcher saw.
+enum Seen {
+    /// A change to a path, to act on once it has settled for the given time.
+    Path(PathBuf, Duration),
+    /// The watcher lost events: every plugin file is looked at again.
+    Rescan,
+}
+
 /// Watches the plugins directory and the config file until `shutdown`, applying changes.
 /// Returns the watcher task; the watchers live inside it.
 pub fn spawn(
@@ -146,12 +163,15 @@ pub fn spawn(
     poll_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (sender, mut changes) = mpsc::unbounded_channel::<(PathBuf, Duration)>();
+    let (sender, mut changes) = mpsc::unbounded_channel::<Seen>();
     let handler = move |event: notify::Result<notify::Event>| match event {
         Ok(event) => {
+            if event.need_rescan() {
+                let _ = sender.send(Seen::Rescan);
+            }
             let Some(settle) = settle_time(&event.kind) else { return };
             for path in event.paths {
-                let _ = sender.send((path, settle));
+                let _ = sender.send(Seen::Path(path, settle));
             }
         }
         Err(error) => tracing::warn!(%error, "file watcher error"),
@@ -183,13 +203,36 @@ pub fn spawn(
     Ok(tokio::spawn(async move {
         let _watcher = watcher;
         let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+        let mut folder = FolderState::read(&plugins_dir);
+        let mut rescan = tokio::time::interval_at((Instant::now() + RESCAN_EVERY).into(), RESCAN_EVERY);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Dropped on shutdown, which aborts the reloads still running.
+        let mut reloads = tokio::task::JoinSet::new();
         loop {
             let next = pending.values().min().copied();
             tokio::select! {
-                Some((path, settle)) = changes.recv() => {
-                    pending.insert(path, Instant::now() + settle);
+                Some(seen) = changes.recv() => {
+                    match seen {
+                        Seen::Path(path, settle) => {
+                            pending.insert(path, Instant::now() + settle);
+                        }
+                        Seen::Rescan => {
+                            tracing::warn!(dir = %plugins_dir.display(), "the file watcher lost events; looking at every plugin file again");
+                            for path in folder.every_path(&plugins_dir) {
+                                pending.insert(path, Instant::now());
+                            }
+                        }
+                    }
                     continue;
                 }
+                _ = rescan.tick() => {
+                    for path in folder.unannounced_changes(&plugins_dir) {
+                        tracing::warn!(file = %path.display(), "plugin file changed without a watcher event; applying it");
+                        pending.insert(path, Instant::now());
+                    }
+                    continue;
+                }
+                Some(_) = reloads.join_next(), if !reloads.is_empty() => continue,
                 _ = sleep_until(next) => {}
                 _ = shutdown.changed() => return,
             }
@@ -198,13 +241,71 @@ pub fn spawn(
             pending.retain(|path, _| !due.contains(path));
             for path in due {
                 match classify(&path, &plugins_dir, config_file.as_deref()) {
-                    Some(Change::Plugin(path)) => reloader.plugin_changed(&path).await,
+                    Some(Change::Plugin(path)) => {
+                        folder.note(&path);
+                        let reloader = reloader.clone();
+                        reloads.spawn(async move { reloader.plugin_changed(&path).await });
+                    }
                     Some(Change::Config) => reloader.config_changed().await,
                     None => {}
                 }
             }
         }
     }))
+}
+
+/// The plugin files of the folder as last looked at: what tells a change the watcher did
+/// not report from one it did.
+struct FolderState(HashMap<PathBuf, FileStamp>);
+
+/// Size, modification time and inode: a rename into place changes the inode even when the
+/// other two match.
+#[derive(PartialEq)]
+struct FileStamp(u64, Option<std::time::SystemTime>, u64);
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileStamp(metadata.len(), metadata.modified().ok(), metadata.ino()))
+    }
+}
+
+impl FolderState {
+    fn read(dir: &Path) -> FolderState {
+        let files = crate::plugins::plugin_files(dir);
+        FolderState(files.into_iter().filter_map(|(_, path)| Some((path.clone(), FileStamp::of(&path)?))).collect())
+    }
+
+    /// `path` is being acted on as it is now.
+    fn note(&mut self, path: &Path) {
+        match FileStamp::of(path) {
+            Some(stamp) => self.0.insert(path.to_path_buf(), stamp),
+            None => self.0.remove(path),
+        };
+    }
+
+    /// The plugin files known or present now.
+    fn every_path(&self, dir: &Path) -> HashSet<PathBuf> {
+        let present = crate::plugins::plugin_files(dir).into_iter().map(|(_, path)| path);
+        self.0.keys().cloned().chain(present).collect()
+    }
+
+    /// The plugin files added, changed or removed since they were last noted, now noted.
+    fn unannounced_changes(&mut self, dir: &Path) -> Vec<PathBuf> {
+        let now = FolderState::read(dir);
+        let changed: Vec<PathBuf> = self
+            .0
+            .keys()
+            .chain(now.0.keys())
+            .filter(|path| self.0.get(*path) != now.0.get(*path))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        *self = now;
+        changed
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -111,7 +111,7 @@ pub async fn run(
     ));
     // The folder's files first (each a deploy by `file` if the store has not seen it), then
     // whatever the store says serves.
-    for (name, path) in plugin_files(&plugins_dir) {
+    for (name, path) in crate::plugins::plugin_files(&plugins_dir) {
         deployer.file_changed(&name, &path).await;
     }
     deployer.apply().await.context("loading the serving plugin versions from the store")?;
@@ -282,20 +282,4 @@ async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: impl 
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown: some HTTP requests did not finish in time");
     }
-}
-
-/// `(plugin name, path)` of every `*.wasm` in `dir`, by name.
-fn plugin_files(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
-    let mut files: Vec<(String, std::path::PathBuf)> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|path| Some((crate::plugins::plugin_name(&path)?, path)))
-            .collect(),
-        Err(error) => {
-            tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded from it");
-            Vec::new()
-        }
-    };
-    files.sort();
-    files
 }

@@ -167,6 +167,43 @@ async fn deleting_a_plugin_holds_deliveries_until_it_returns() {
     assert_eq!(delivery_for(&deliveries, "w")["state"], "delivered");
 }
 
+/// A plugin whose first compile takes seconds (a JavaScript runtime) does not hold back
+/// another plugin's reload: each change is applied on its own, and each compile runs on
+/// threads of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_compile_does_not_hold_back_other_reloads() {
+    let big = crate::support::script_plugin_path("slack-notify-js");
+    let (_receiver, host) = shape_host().await;
+    let tmp = host.plugins_dir().join(".big.wasm.tmp");
+    std::fs::copy(&big, &tmp).unwrap();
+    std::fs::rename(&tmp, host.plugins_dir().join("big.wasm")).unwrap();
+    // Long enough for the large plugin's load to be under way, far shorter than its compile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.deploy("pass-through", "shape");
+    host.wait_plugin("shape", SETTLE, |p| p["sha256"] == sha("pass-through")).await;
+    let plugins = host.get("/v1/plugins").await;
+    let big_status = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "big").cloned();
+    assert!(
+        big_status.as_ref().is_none_or(|status| status["state"] != "loaded"),
+        "the other reload waited for the large compile: {big_status:?}"
+    );
+    host.wait_plugin("big", SETTLE, |p| p["state"] == "loaded").await;
+}
+
+/// A change the watcher never reports (the file rewritten through a hard link outside the
+/// watched folder) is found by the periodic rescan and applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_the_watcher_missed_is_applied_by_the_rescan() {
+    let (_receiver, host) = shape_host().await;
+    let elsewhere = host.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = elsewhere.join("shape-link.wasm");
+    std::fs::hard_link(host.plugins_dir().join("shape.wasm"), &link).unwrap();
+    std::fs::write(&link, std::fs::read(plugin_path("pass-through")).unwrap()).unwrap();
+    host.wait_plugin("shape", SETTLE, |p| p["sha256"] == sha("pass-through")).await;
+    assert!(host.log().contains("plugin file changed without a watcher event"), "{}", host.log());
+}
+
 /// Hundreds of rapid rewrites, partial writes and renames of several plugins under steady
 /// load: the host stays up, every delivery is made by a valid version, every bad file is
 /// reported.

@@ -151,6 +151,22 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     (!name.is_empty() && !name.starts_with('.')).then(|| name.to_string())
 }
 
+/// `(plugin name, path)` of every `*.wasm` in `dir`, by name.
+pub fn plugin_files(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut files: Vec<(String, std::path::PathBuf)> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|path| Some((plugin_name(&path)?, path)))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded from it");
+            Vec::new()
+        }
+    };
+    files.sort();
+    files
+}
+
 pub struct Registry {
     runtime: Arc<Runtime>,
     entries: RwLock<BTreeMap<String, Entry>>,

@@ -52,9 +52,6 @@ pub struct Runtime {
     limits: Limits,
     cache_dir: Option<PathBuf>,
     engine_tag: String,
-    /// Cranelift's parallel compilation runs on this pool (not rayon's global one), whose
-    /// threads run at [`COMPILE_NICE`].
-    compile_pool: rayon::ThreadPool,
     checks: Arc<CheckSlots>,
 }
 
@@ -172,12 +169,8 @@ impl Runtime {
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
-        let compile_pool = rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("hookwasm-compile-{i}"))
-            .start_handler(|_| lower_thread_priority(COMPILE_NICE))
-            .build()?;
         let checks = Arc::new(CheckSlots::new(CHECK_SLOTS));
-        Ok(Runtime { engine, linker, limits, cache_dir, engine_tag, compile_pool, checks })
+        Ok(Runtime { engine, linker, limits, cache_dir, engine_tag, checks })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -227,8 +220,7 @@ impl Runtime {
             bytes
         };
         let (component, load_source) = self
-            .compile_pool
-            .install(|| self.compile_cached(&sha256, bytes))
+            .compile_cached(&sha256, bytes)
             .map_err(|e| LoadError::Invalid { plugin: plugin(), reason: format!("{e:#}") })?;
 
         let ty = component.component_type();
@@ -260,7 +252,7 @@ impl Runtime {
 
     fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<(Component, LoadSource)> {
         let Some(dir) = &self.cache_dir else {
-            return Ok((Component::new(&self.engine, bytes)?, LoadSource::Compiled));
+            return Ok((self.compile(bytes)?, LoadSource::Compiled));
         };
         let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_tag));
         if path.exists() {
@@ -273,8 +265,11 @@ impl Runtime {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes)?;
-        let tmp = dir.join(format!(".{sha256}-{}.tmp", std::process::id()));
+        let component = self.compile(bytes)?;
+        // Unique per write: two loads of the same version may compile at once.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{sha256}-{}-{write}.tmp", std::process::id()));
         let written = component
             .serialize()
             .and_then(|code| Ok(std::fs::write(&tmp, code)?))
@@ -284,6 +279,17 @@ impl Runtime {
             let _ = std::fs::remove_file(&tmp);
         }
         Ok((component, LoadSource::Compiled))
+    }
+
+    /// Compiles a component on threads of its own at [`COMPILE_NICE`]. Cranelift compiles a
+    /// component's functions in parallel; on a pool shared by all loads, a small plugin's
+    /// compile would queue behind every function of a large one compiling at the time.
+    fn compile(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("hookwasm-compile-{i}"))
+            .start_handler(|_| lower_thread_priority(COMPILE_NICE))
+            .build()?;
+        Ok(pool.install(|| Component::new(&self.engine, bytes))?)
     }
 }
 
