@@ -15,6 +15,7 @@ mod pipeline;
 mod properties;
 mod reload;
 mod runtime;
+mod soak;
 mod sqlite;
 mod store;
 mod support;

@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 
 use super::support;
+pub use super::support::process_cpu_time;
 
 /// Event id (or webhook-id) -> (the body was an event envelope, when it arrived).
 pub type Arrivals = Arc<Mutex<HashMap<String, (bool, Instant)>>>;
@@ -159,18 +160,6 @@ allow_private_networks = true
             .unwrap_or(0.0);
         kib / 1024.0
     }
-}
-
-/// User plus system CPU time process `pid` (or `self`) has used so far, from `/proc`.
-pub fn process_cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields resume after the command name's ")": state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-    let ticks = |field: usize| fields.get(field - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / hz)
 }
 
 impl Drop for Host {
