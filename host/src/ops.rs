@@ -91,23 +91,33 @@ impl Happening {
     }
 }
 
+/// At most one log line about dropped happenings per this long.
+const DROPS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
 /// Where happenings are sent; cheap to clone.
 #[derive(Clone)]
 pub struct Ops {
     sender: mpsc::Sender<Happening>,
+    /// Happenings dropped since the last log line about them, and when that was.
+    dropped: std::sync::Arc<std::sync::Mutex<(u64, Option<Instant>)>>,
 }
 
 impl Ops {
     /// The sender, and the receiving end for [`run`].
     pub fn new() -> (Ops, mpsc::Receiver<Happening>) {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        (Ops { sender }, receiver)
+        (Ops { sender, dropped: Default::default() }, receiver)
     }
 
-    /// Reports `happening` (never blocks: a full queue drops it, with a log line).
+    /// Reports `happening` (never blocks: a full queue drops it, logged at most every
+    /// [`DROPS_LOGGED_EVERY`] with how many went).
     pub fn emit(&self, happening: Happening) {
-        if let Err(error) = self.sender.try_send(happening) {
-            tracing::warn!(%error, "operational event dropped");
+        let Err(error) = self.sender.try_send(happening) else { return };
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        dropped.0 += 1;
+        if dropped.1.is_none_or(|at| at.elapsed() >= DROPS_LOGGED_EVERY) {
+            tracing::warn!(%error, count = dropped.0, "operational events dropped");
+            *dropped = (0, Some(Instant::now()));
         }
     }
 }

@@ -627,27 +627,73 @@ async fn operational_events_reach_webhooks_subscribed_to_them() {
     assert_eq!(body["field"], "type");
 }
 
+/// A webhook whose every attempt failed for long enough (here half its `disable_after`)
+/// announces its recovery once; one failing every other request (a run of failures never
+/// lasting) announces nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_webhook_down_for_a_while_announces_its_recovery() {
+    let receiver = TestReceiver::start().await;
+    // Retried every second (±20%): the eighth failure comes at least 5.6 s after the first,
+    // the last before the 10 s disable_after.
+    receiver.script("/down", &[Answer::status(500); 8], Answer::status(200));
+    let flapping: Vec<Answer> = (0..40).map(|i| Answer::status(if i % 2 == 0 { 500 } else { 200 })).collect();
+    receiver.script("/flaky", &flapping, Answer::status(200));
+    let policy = "disable_after = \"10s\"\nretry_schedule = [\"0s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]";
+    let config = [
+        LOCAL_DELIVERY.to_string(),
+        webhook("down", &receiver.url("/down"), r#"["a.b"]"#, policy),
+        webhook("flaky", &receiver.url("/flaky"), r#"["c.d"]"#, policy),
+        webhook("ops", &receiver.url("/ops"), r#"["hookwasm.webhook.recovered"]"#, ""),
+    ]
+    .concat();
+    let host = TestHost::start(&config, &[]);
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    host.post_sample_like("a.b", "while-down").await;
+    for i in 0..20 {
+        host.post_sample_like("c.d", &format!("flaky-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    receiver.wait_for("/ops", 1, SETTLE).await;
+    // The flaky webhook's retries (a second after each failure) are done by then.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let announced: Vec<serde_json::Value> = receiver.received("/ops").iter().map(|r| r.json()).collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_eq!(announced[0]["data"]["webhook"], "down");
+    let since = announced[0]["data"]["failing_since_ms"].as_i64().unwrap();
+    assert!(
+        since >= started_ms && since < started_ms + 2000,
+        "since its first failure: {since} (started {started_ms})"
+    );
+    assert_eq!(host.get("/v1/webhooks/down").await["active"], true, "recovered before its disable_after");
+}
+
 /// Failures recorded before a restart do not count once the webhook has delivered again: a
 /// later failure starts a new count instead of disabling it at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_success_after_a_restart_clears_the_failures_before_it() {
     let receiver = TestReceiver::start().await;
-    receiver.script("/w", &[Answer::status(500), Answer::status(200), Answer::status(500)], Answer::status(500));
+    let answers = [Answer::status(500), Answer::status(500), Answer::status(200), Answer::status(500)];
+    receiver.script("/w", &answers, Answer::status(500));
     let config = [
         LOCAL_DELIVERY.to_string(),
         webhook("w", &receiver.url("/w"), r#"["a.b"]"#, "disable_after = \"2s\"\nretry_schedule = [\"0s\", \"1h\"]"),
     ]
     .concat();
     let mut host = TestHost::start(&config, &[]);
+    // Failing for half its disable_after: a streak the store records.
     host.post_sample_like("a.b", "fails-before-restart").await;
     receiver.wait_for("/w", 1, SETTLE).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    host.post_sample_like("a.b", "fails-again-before-restart").await;
+    receiver.wait_for("/w", 2, SETTLE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     host.kill();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     host.spawn();
     host.post_sample_like("a.b", "delivers").await;
-    receiver.wait_for("/w", 2, SETTLE).await;
-    host.post_sample_like("a.b", "fails-again").await;
     receiver.wait_for("/w", 3, SETTLE).await;
+    host.post_sample_like("a.b", "fails-again").await;
+    receiver.wait_for("/w", 4, SETTLE).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let shown = host.get("/v1/webhooks/w").await;
     assert_eq!(shown["active"], true, "disabled by failures older than its last success: {shown}");

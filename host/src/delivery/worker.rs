@@ -54,6 +54,20 @@ const SATURATED_POLL: Duration = Duration::from_millis(100);
 const MAX_TURN_WAIT: Duration = Duration::from_secs(1);
 /// How often, at most, a delivering webhook's failure record is cleared in the store.
 const CLEAR_FAILURES_EVERY: Duration = Duration::from_secs(10);
+/// How long every attempt to a webhook must fail before it counts as failing (or half its
+/// `disable_after`, when that is shorter): then the streak is stored (for `disable_after`,
+/// across hosts and restarts) and, once the webhook delivers again, announced as recovered.
+/// A shorter streak, say one 500 among successes, is a blip: a webhook failing one request in
+/// five would otherwise write the store and announce a recovery several times a second.
+const FAILING_AFTER: Duration = Duration::from_secs(60);
+
+/// A run of failed attempts to one webhook, with no success since.
+#[derive(Debug, Clone, Copy)]
+struct FailingStreak {
+    since_ms: i64,
+    /// Long enough to count: recorded in the store.
+    stored: bool,
+}
 /// How long a webhook is held back after a 429 without `Retry-After`.
 const PAUSE_AFTER_429: Duration = Duration::from_secs(1);
 const CLAIM_BATCH: usize = 256;
@@ -76,9 +90,10 @@ pub struct Worker {
     on_wire: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     /// Per webhook: its rate limit and any pause its endpoint asked for.
     paces: Mutex<HashMap<String, Arc<Pace>>>,
-    /// Webhooks whose every attempt has failed, and since when (ms), as last read from the
-    /// store (which holds it across hosts and restarts).
-    failing: Mutex<HashMap<String, i64>>,
+    /// Webhooks whose every attempt from this host has failed, and since when (ms); once a
+    /// streak is stored, since when as last read from the store (which holds it across hosts
+    /// and restarts).
+    failing: Mutex<HashMap<String, FailingStreak>>,
     /// When this host last told the store a webhook delivered.
     cleared: Mutex<HashMap<String, std::time::Instant>>,
     ops: crate::ops::Ops,
@@ -346,7 +361,8 @@ impl Worker {
     /// An attempt to `webhook` succeeded: it is not failing any more.
     async fn note_success(&self, webhook: &Webhook, operational: bool) {
         let id = &webhook.config.id;
-        let failing_since = self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let streak = self.failing.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let failing_since = streak.filter(|streak| streak.stored).map(|streak| streak.since_ms);
         // Failures recorded by another host, or by this one before a restart, are cleared
         // too, at most every CLEAR_FAILURES_EVERY per webhook: not a write per delivery.
         let clear = failing_since.is_some() || {
@@ -382,20 +398,33 @@ impl Worker {
         let id = &webhook.config.id;
         let limit = webhook.policy.disable_after.unwrap_or(self.config.disable_after);
         let limit_ms = limit.as_millis() as i64;
-        let known = self.failing.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied();
-        if known.is_some_and(|since| now_ms() - since < limit_ms) {
+        let now = now_ms();
+        let streak = *self
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_insert(FailingStreak { since_ms: now, stored: false });
+        let counts_after_ms = (limit_ms / 2).min(FAILING_AFTER.as_millis() as i64);
+        if now - streak.since_ms < counts_after_ms || (streak.stored && now - streak.since_ms < limit_ms) {
             return;
         }
-        // First failure seen here, or due to be disabled: ask the store, which another host
-        // may have cleared meanwhile.
-        let since = match self.store.webhook_failed(id).await {
+        // Long enough to count, or due to be disabled: ask the store, which another host may
+        // have cleared (or started earlier) meanwhile.
+        let stored_since = match self.store.webhook_failed(id).await {
             Ok(since) => since,
             Err(error) => {
                 tracing::warn!(webhook = id, %error, "recording a failed attempt failed");
                 return;
             }
         };
-        self.failing.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), since);
+        // The store has just been told, so its answer is no older than this host's streak
+        // unless another host's is.
+        let since = if streak.stored { stored_since } else { stored_since.min(streak.since_ms) };
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), FailingStreak { since_ms: since, stored: true });
         if now_ms() - since < limit_ms || !self.webhooks.is_active(webhook) {
             return;
         }
