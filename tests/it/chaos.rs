@@ -31,6 +31,15 @@ enum Misbehaviour {
     RedirectsToItself,
     /// Plain HTTP where TLS is expected: answers at once, before any request.
     PlainHttpOnTls,
+    /// No listener: a host name that resolves to nothing. It has a label over 63 characters,
+    /// which the system resolver refuses without sending a query; a name the DNS answers
+    /// NXDOMAIN for would take the same path, but asking would leave loopback.
+    ResolvesToNothing,
+}
+
+/// A host name no resolver can answer for (see [`Misbehaviour::ResolvesToNothing`]).
+fn unresolvable_url() -> String {
+    format!("http://{}.invalid/hook", "a".repeat(64))
 }
 
 async fn serve(listener: TcpListener, misbehaviour: Misbehaviour) {
@@ -110,6 +119,7 @@ async fn misbehave(mut stream: TcpStream, misbehaviour: Misbehaviour) {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        Misbehaviour::ResolvesToNothing => {}
         Misbehaviour::RedirectsToItself => {
             read_head(&mut stream).await;
             let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -133,6 +143,7 @@ fn expected(misbehaviour: Misbehaviour) -> (Option<u16>, &'static [&'static str]
         Misbehaviour::Garbage => (None, &["invalid", "parse", "HTTP"]),
         Misbehaviour::RedirectsToItself => (Some(307), &[]),
         Misbehaviour::PlainHttpOnTls => (None, &["tls", "corrupt", "handshake", "invalid"]),
+        Misbehaviour::ResolvesToNothing => (None, &["dns", "resolve", "lookup", "not known"]),
     }
 }
 
@@ -166,6 +177,7 @@ async fn hostile_endpoints_end_within_the_timeout_are_recorded_and_do_not_slow_t
     let tls_url = format!("https://{}/hook", plain.local_addr().unwrap());
     tokio::spawn(serve(plain, Misbehaviour::PlainHttpOnTls));
     config += &webhook("tls", &tls_url, r#"["*"]"#, "");
+    config += &webhook("nowhere", &unresolvable_url(), r#"["*"]"#, "");
 
     let host = TestHost::start(&config, &[]);
     let started = Instant::now();
@@ -193,6 +205,7 @@ async fn hostile_endpoints_end_within_the_timeout_are_recorded_and_do_not_slow_t
     let mut names: Vec<(String, Misbehaviour)> =
         all.iter().enumerate().map(|(i, m)| (format!("chaos-{i}"), *m)).collect();
     names.push(("tls".into(), Misbehaviour::PlainHttpOnTls));
+    names.push(("nowhere".into(), Misbehaviour::ResolvesToNothing));
     for (name, misbehaviour) in names {
         let delivery = loop {
             let detail = host.get(&format!("/v1/events/{}", events[0])).await;

@@ -31,15 +31,9 @@ pub fn build(dir: &Path, profile: &str) -> anyhow::Result<PathBuf> {
 /// build (the package's `build` script).
 fn build_javascript(dir: &Path) -> anyhow::Result<PathBuf> {
     if !dir.ancestors().any(|ancestor| ancestor.join("node_modules/@hookwasm/plugin-sdk").is_dir()) {
-        let installed = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund"])
-            .current_dir(dir)
-            .stdout(Stdio::from(std::io::stderr()))
-            .status()
-            .context("running npm install (is Node.js with npm installed?)")?;
-        if !installed.success() {
-            bail!("npm install failed in {}", dir.display());
-        }
+        let mut install = Command::new("npm");
+        install.args(["install", "--no-audit", "--no-fund"]).current_dir(dir);
+        run(&mut install, &format!("npm install in {}", dir.display()), "is Node.js with npm installed?")?;
     }
     let mut npm = Command::new("npm");
     npm.args(["run", "--silent", "build"]).current_dir(dir);
@@ -68,23 +62,21 @@ fn setup_venv(dir: &Path, venv: &Path) -> anyhow::Result<()> {
     if !dir.join("requirements.txt").is_file() {
         bail!("{} has no requirements.txt to set up .venv from; activate a virtualenv with the SDK", dir.display());
     }
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(venv)
-        .stdout(Stdio::from(std::io::stderr()))
-        .status()
-        .context("running python3 -m venv (is Python 3.11+ with venv installed?)")?;
-    if !created.success() {
-        bail!("python3 -m venv {} failed", venv.display());
-    }
-    let installed = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "-r", "requirements.txt"])
-        .current_dir(dir)
-        .stdout(Stdio::from(std::io::stderr()))
-        .status()
-        .context("running pip install -r requirements.txt")?;
-    if !installed.success() {
-        bail!("pip install -r requirements.txt failed in {}", dir.display());
+    let mut create = Command::new("python3");
+    create.args(["-m", "venv"]).arg(venv);
+    run(&mut create, &format!("python3 -m venv {}", venv.display()), "is Python 3.11+ with venv installed?")?;
+    let mut install = Command::new(venv.join("bin/pip"));
+    install.args(["install", "--quiet", "-r", "requirements.txt"]).current_dir(dir);
+    run(&mut install, &format!("pip install -r requirements.txt in {}", dir.display()), "is the .venv complete?")
+}
+
+/// Runs a setup or build step to the end, its output on stderr (stdout is for the built
+/// component's path). `hint` says what to check when the program does not start.
+fn run(command: &mut Command, what: &str, hint: &str) -> anyhow::Result<()> {
+    let status =
+        command.stdout(Stdio::from(std::io::stderr())).status().with_context(|| format!("running {what} ({hint})"))?;
+    if !status.success() {
+        bail!("{what} failed");
     }
     Ok(())
 }
@@ -139,20 +131,16 @@ fn build_crate(crate_dir: &Path, profile: &str) -> anyhow::Result<PathBuf> {
     if Command::new("rustup").args(["target", "list", "--installed"]).output().is_ok_and(|out| {
         out.status.success() && !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET)
     }) {
-        let added = Command::new("rustup").args(["target", "add", TARGET]).status()?;
-        if !added.success() {
-            bail!("rustup target add {TARGET} failed");
-        }
+        let mut add = Command::new("rustup");
+        add.args(["target", "add", TARGET]);
+        run(&mut add, &format!("rustup target add {TARGET}"), "is rustup installed?")?;
     }
-    let built = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    build
         .args(["build", "--target", TARGET, "--profile", profile, "--manifest-path"])
         .arg(&manifest)
-        .args(["-p", &name])
-        .status()
-        .with_context(|| format!("running {cargo} build"))?;
-    if !built.success() {
-        bail!("cargo build --target {TARGET} failed");
-    }
+        .args(["-p", &name]);
+    run(&mut build, &format!("cargo build --target {TARGET}"), "is Rust installed?")?;
     let profile_dir = if profile == "dev" { "debug" } else { profile };
     let module_path = target_dir.join(TARGET).join(profile_dir).join(format!("{library}.wasm"));
     let module = std::fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;

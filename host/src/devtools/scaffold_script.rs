@@ -276,6 +276,43 @@ the `hookwasm` that wrote this project carries it: keep it with the project.
 mod tests {
     use super::*;
 
+    /// A package pinned in more than one place (the scaffolds' `package.json`, the SDK's, the
+    /// workspace's, the examples') is pinned to the same version everywhere: the scaffold and
+    /// the examples must build with what the SDK was tested with.
+    #[test]
+    fn npm_pins_agree_everywhere() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+        let template = |text: &str| text.replace("{name}", "p").replace("{js_sdk}", "\"file:sdk\"");
+        let manifests = [
+            ("TS_PACKAGE", template(TS_PACKAGE)),
+            ("JS_PACKAGE", template(JS_PACKAGE)),
+            ("package.json", read("package.json")),
+            ("plugin-sdk-js/package.json", read("plugin-sdk-js/package.json")),
+            ("plugins/slack-notify-js/package.json", read("plugins/slack-notify-js/package.json")),
+            ("plugins/svix-adapter/package.json", read("plugins/svix-adapter/package.json")),
+        ];
+        let mut pins: std::collections::BTreeMap<String, Vec<(String, &str)>> = Default::default();
+        for (place, text) in &manifests {
+            let manifest: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{place}: {e}"));
+            for section in ["dependencies", "devDependencies"] {
+                for (package, version) in manifest[section].as_object().into_iter().flatten() {
+                    let version = version.as_str().unwrap();
+                    if !version.starts_with("file:") {
+                        pins.entry(package.clone()).or_default().push((version.to_string(), place));
+                    }
+                }
+            }
+        }
+        assert!(pins.contains_key("@bytecodealliance/preview2-shim"), "{pins:?}");
+        for (package, places) in pins {
+            assert!(
+                places.iter().all(|(version, _)| *version == places[0].0),
+                "{package} is pinned differently: {places:?}"
+            );
+        }
+    }
+
     /// Every file of each SDK is carried, so a scaffold builds with no checkout present.
     #[test]
     fn every_sdk_file_is_carried() {

@@ -22,8 +22,8 @@ pub mod v0_1 {
     pub use hookwasm::plugin::host::Level;
 }
 
-/// The conversions out of each version's generated types, which are distinct types of the
-/// same shape.
+/// The conversions into and out of each version's generated types, which are distinct types
+/// of the same shape.
 macro_rules! conversions {
     ($version:ident) => {
         impl From<$version::Action> for super::Action {
@@ -34,6 +34,17 @@ macro_rules! conversions {
                     }
                     $version::Action::Pass => super::Action::Pass,
                     $version::Action::Skip(reason) => super::Action::Skip(reason),
+                }
+            }
+        }
+
+        impl From<&super::PluginEvent> for $version::Event {
+            fn from(event: &super::PluginEvent) -> Self {
+                $version::Event {
+                    id: event.id.clone(),
+                    event_type: event.event_type.clone(),
+                    timestamp: event.timestamp.clone(),
+                    data: event.data.clone(),
                 }
             }
         }

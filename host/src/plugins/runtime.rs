@@ -433,12 +433,7 @@ impl Plugin {
                 config,
                 |store| pre.instantiate(store),
                 |bindings, store| {
-                    let event = v0_2::Event {
-                        id: event.id.clone(),
-                        event_type: event.event_type.clone(),
-                        timestamp: event.timestamp.clone(),
-                        data: event.data.clone(),
-                    };
+                    let event = v0_2::Event::from(event);
                     let transformed = bindings.call_transform(&mut *store, &event, &config_pairs(config))?;
                     store.data_mut().returned_logs(transformed.logs);
                     Ok(transformed.action.map(Action::from))
@@ -448,12 +443,7 @@ impl Plugin {
                 config,
                 |store| pre.instantiate(store),
                 |bindings, store| {
-                    let event = v0_1::Event {
-                        id: event.id.clone(),
-                        event_type: event.event_type.clone(),
-                        timestamp: event.timestamp.clone(),
-                        data: event.data.clone(),
-                    };
+                    let event = v0_1::Event::from(event);
                     Ok(bindings.call_transform(store, &event)?.map(Action::from))
                 },
             ),
