@@ -40,7 +40,6 @@ pub mod devtools;
 pub mod dryrun;
 pub mod filter;
 pub mod ingest;
-pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod ops;

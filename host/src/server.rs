@@ -134,7 +134,6 @@ pub async fn run(
     let timeline = Arc::new(crate::timeline::Timeline::new(metrics.clone()));
     let timeline_task = tokio::spawn(timeline.clone().run(stopped.clone()));
     let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));
-    let memory_task = tokio::spawn(crate::memory::give_back_freed(stopped.clone()));
     let backlog = Arc::new(Backlog::new(config.delivery.max_backlog));
     let backlog_task = tokio::spawn(backlog.clone().run(store.clone(), metrics.clone(), stopped.clone()));
     let retention_task =
@@ -216,7 +215,6 @@ pub async fn run(
     timeline_task.await.context("timeline")?;
     backlog_task.await.context("backlog counter")?;
     retention_task.await.context("retention sweep")?;
-    memory_task.await.context("memory trim")?;
     if let Some(sync_task) = sync_task {
         sync_task.await.context("webhook sync")?;
     }
