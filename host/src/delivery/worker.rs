@@ -409,18 +409,17 @@ impl Worker {
         if now - streak.since_ms < counts_after_ms || (streak.stored && now - streak.since_ms < limit_ms) {
             return;
         }
-        // Long enough to count, or due to be disabled: ask the store, which another host may
-        // have cleared (or started earlier) meanwhile.
-        let stored_since = match self.store.webhook_failed(id).await {
+        // Long enough to count: tell the store when this streak started. Due to be disabled:
+        // ask it again, as another host may have cleared it (a success there starts a new
+        // streak, now) or started it earlier.
+        let started_ms = if streak.stored { now } else { streak.since_ms };
+        let since = match self.store.webhook_failed(id, started_ms).await {
             Ok(since) => since,
             Err(error) => {
                 tracing::warn!(webhook = id, %error, "recording a failed attempt failed");
                 return;
             }
         };
-        // The store has just been told, so its answer is no older than this host's streak
-        // unless another host's is.
-        let since = if streak.stored { stored_since } else { stored_since.min(streak.since_ms) };
         self.failing
             .lock()
             .unwrap_or_else(|e| e.into_inner())

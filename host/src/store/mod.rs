@@ -445,9 +445,10 @@ pub trait Store: Send + Sync + 'static {
     /// Webhooks disabled at runtime, by id.
     async fn disabled_webhooks(&self) -> anyhow::Result<BTreeMap<String, DisabledWebhook>>;
 
-    /// Records that an attempt to `webhook_id` failed; returns since when every attempt to it
-    /// has failed (the first failure after its last success, on any host).
-    async fn webhook_failed(&self, webhook_id: &str) -> anyhow::Result<i64>;
+    /// Records that every attempt to `webhook_id` has failed since `since_ms` (this host's
+    /// clock), unless the store already knows of an earlier start; returns since when every
+    /// attempt to it has failed (the first failure after its last success, on any host).
+    async fn webhook_failed(&self, webhook_id: &str, since_ms: i64) -> anyhow::Result<i64>;
 
     /// Records that an attempt to `webhook_id` succeeded: it is no longer failing.
     async fn webhook_succeeded(&self, webhook_id: &str) -> anyhow::Result<()>;

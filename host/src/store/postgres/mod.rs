@@ -379,8 +379,8 @@ impl Store for PgStore {
         Ok(replaced)
     }
 
-    async fn webhook_failed(&self, webhook_id: &str) -> anyhow::Result<i64> {
-        sql::webhook_failed(&**self.client().await?, self.clock, webhook_id).await
+    async fn webhook_failed(&self, webhook_id: &str, since_ms: i64) -> anyhow::Result<i64> {
+        sql::webhook_failed(&**self.client().await?, self.clock, webhook_id, since_ms).await
     }
 
     async fn webhook_succeeded(&self, webhook_id: &str) -> anyhow::Result<()> {

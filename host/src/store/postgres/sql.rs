@@ -488,11 +488,18 @@ pub async fn enable_webhook(db: &impl GenericClient, webhook_id: &str) -> anyhow
     Ok(())
 }
 
-/// Since when (on the host's clock) every attempt to `webhook_id` has failed.
-pub async fn webhook_failed(db: &impl GenericClient, clock: Clock, webhook_id: &str) -> anyhow::Result<i64> {
+/// Since when (on the host's clock) every attempt to `webhook_id` has failed: `since_ms` (the
+/// host's clock) unless an earlier start is recorded.
+pub async fn webhook_failed(
+    db: &impl GenericClient,
+    clock: Clock,
+    webhook_id: &str,
+    since_ms: i64,
+) -> anyhow::Result<i64> {
     db.execute(
-        "INSERT INTO failing_webhooks (webhook_id, since) VALUES ($1, $2) ON CONFLICT (webhook_id) DO NOTHING",
-        &[&webhook_id, &clock.now()],
+        "INSERT INTO failing_webhooks (webhook_id, since) VALUES ($1, $2) \
+         ON CONFLICT (webhook_id) DO UPDATE SET since = LEAST(failing_webhooks.since, EXCLUDED.since)",
+        &[&webhook_id, &clock.to_database(since_ms)],
     )
     .await?;
     let since: i64 =

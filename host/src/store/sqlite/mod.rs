@@ -283,9 +283,9 @@ impl Store for SqliteStore {
         self.writer.call(move |db| writes::replace_webhook(db, &id, &expected, &definition)).await
     }
 
-    async fn webhook_failed(&self, webhook_id: &str) -> anyhow::Result<i64> {
+    async fn webhook_failed(&self, webhook_id: &str, since_ms: i64) -> anyhow::Result<i64> {
         let id = webhook_id.to_string();
-        self.writer.call(move |db| writes::webhook_failed(db, &id)).await
+        self.writer.call(move |db| writes::webhook_failed(db, &id, since_ms)).await
     }
 
     async fn webhook_succeeded(&self, webhook_id: &str) -> anyhow::Result<()> {

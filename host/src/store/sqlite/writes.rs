@@ -304,10 +304,10 @@ pub fn enable_webhook(db: &Connection, webhook_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn webhook_failed(db: &Connection, webhook_id: &str) -> anyhow::Result<i64> {
+pub fn webhook_failed(db: &Connection, webhook_id: &str, since_ms: i64) -> anyhow::Result<i64> {
     db.execute(
-        "INSERT INTO failing_webhooks (webhook_id, since) VALUES (?1, ?2) ON CONFLICT (webhook_id) DO NOTHING",
-        params![webhook_id, now_ms()],
+        "INSERT INTO failing_webhooks (webhook_id, since) VALUES (?1, ?2) ON CONFLICT (webhook_id) DO UPDATE SET since = MIN(since, excluded.since)",
+        params![webhook_id, since_ms],
     )?;
     Ok(db.query_row("SELECT since FROM failing_webhooks WHERE webhook_id = ?1", [webhook_id], |row| row.get(0))?)
 }
