@@ -227,6 +227,10 @@ pub fn spawn(
                 }
                 _ = rescan.tick() => {
                     for path in folder.unannounced_changes(&plugins_dir) {
+                        // A change the watcher reported that is still settling is not missed.
+                        if pending.contains_key(&path) {
+                            continue;
+                        }
                         tracing::warn!(file = %path.display(), "plugin file changed without a watcher event; applying it");
                         pending.insert(path, Instant::now());
                     }
@@ -256,7 +260,12 @@ pub fn spawn(
 
 /// The plugin files of the folder as last looked at: what tells a change the watcher did
 /// not report from one it did.
-struct FolderState(HashMap<PathBuf, FileStamp>);
+struct FolderState {
+    files: HashMap<PathBuf, FileStamp>,
+    /// Why the folder could not be read at the last rescan, if it could not: logged when that
+    /// starts, not at every rescan.
+    unreadable: Option<String>,
+}
 
 /// Size, modification time and inode: a rename into place changes the inode even when the
 /// other two match.
@@ -273,32 +282,46 @@ impl FileStamp {
 
 impl FolderState {
     fn read(dir: &Path) -> FolderState {
-        let files = crate::plugins::plugin_files(dir);
-        FolderState(files.into_iter().filter_map(|(_, path)| Some((path.clone(), FileStamp::of(&path)?))).collect())
+        match crate::plugins::list_plugin_files(dir) {
+            Ok(files) => FolderState {
+                files: files.into_iter().filter_map(|(_, path)| Some((path.clone(), FileStamp::of(&path)?))).collect(),
+                unreadable: None,
+            },
+            Err(error) => FolderState { files: HashMap::new(), unreadable: Some(error.to_string()) },
+        }
     }
 
     /// `path` is being acted on as it is now.
     fn note(&mut self, path: &Path) {
         match FileStamp::of(path) {
-            Some(stamp) => self.0.insert(path.to_path_buf(), stamp),
-            None => self.0.remove(path),
+            Some(stamp) => self.files.insert(path.to_path_buf(), stamp),
+            None => self.files.remove(path),
         };
     }
 
     /// The plugin files known or present now.
     fn every_path(&self, dir: &Path) -> HashSet<PathBuf> {
         let present = crate::plugins::plugin_files(dir).into_iter().map(|(_, path)| path);
-        self.0.keys().cloned().chain(present).collect()
+        self.files.keys().cloned().chain(present).collect()
     }
 
     /// The plugin files added, changed or removed since they were last noted, now noted.
     fn unannounced_changes(&mut self, dir: &Path) -> Vec<PathBuf> {
         let now = FolderState::read(dir);
+        if let Some(error) = now.unreadable {
+            // Nothing is known of the files then: the loaded versions keep serving, and
+            // the files as last seen are compared again once the folder can be read.
+            if self.unreadable.is_none() {
+                tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; the loaded plugins keep serving");
+            }
+            self.unreadable = Some(error);
+            return Vec::new();
+        }
         let changed: Vec<PathBuf> = self
-            .0
+            .files
             .keys()
-            .chain(now.0.keys())
-            .filter(|path| self.0.get(*path) != now.0.get(*path))
+            .chain(now.files.keys())
+            .filter(|path| self.files.get(*path) != now.files.get(*path))
             .cloned()
             .collect::<HashSet<_>>()
             .into_iter()
@@ -323,4 +346,29 @@ fn classify(path: &Path, plugins_dir: &Path, config_file: Option<&Path>) -> Opti
     let same_folder = folder == plugins_dir || folder.canonicalize().ok().as_deref() == Some(plugins_dir);
     let file = path.file_name()?;
     (same_folder && plugin_name(path).is_some()).then(|| Change::Plugin(plugins_dir.join(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_that_cannot_be_read_changes_nothing_until_it_can() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("plugins.d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("kept.wasm"), b"one").unwrap();
+        std::fs::write(dir.join("changed.wasm"), b"one").unwrap();
+        let mut folder = FolderState::read(&dir);
+
+        let moved = root.path().join("elsewhere");
+        std::fs::rename(&dir, &moved).unwrap();
+        assert_eq!(folder.unannounced_changes(&dir), Vec::<PathBuf>::new(), "nothing is known of the files");
+        assert!(folder.unreadable.is_some());
+
+        std::fs::write(moved.join("changed.wasm"), b"two, longer").unwrap();
+        std::fs::rename(&moved, &dir).unwrap();
+        assert_eq!(folder.unannounced_changes(&dir), vec![dir.join("changed.wasm")]);
+        assert!(folder.unreadable.is_none());
+    }
 }

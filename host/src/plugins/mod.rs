@@ -18,8 +18,8 @@ use std::time::Duration;
 
 pub use error::{LoadError, PluginError, PluginErrorKind};
 pub use registry::{
-    CanaryStatus, Outcome, PluginState, PluginStatus, Registry, RegistryError, VersionCounts, in_canary, plugin_files,
-    plugin_name,
+    CanaryStatus, Outcome, PluginState, PluginStatus, Registry, RegistryError, VersionCounts, in_canary,
+    list_plugin_files, plugin_files, plugin_name,
 };
 pub use runtime::{LoadSource, Plugin, Runtime, encode_component};
 

@@ -151,20 +151,23 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     (!name.is_empty() && !name.starts_with('.')).then(|| name.to_string())
 }
 
-/// `(plugin name, path)` of every `*.wasm` in `dir`, by name.
+/// `(plugin name, path)` of every `*.wasm` in `dir`, by name; a folder that cannot be read is
+/// logged and taken as empty.
 pub fn plugin_files(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
-    let mut files: Vec<(String, std::path::PathBuf)> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|path| Some((plugin_name(&path)?, path)))
-            .collect(),
-        Err(error) => {
-            tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded from it");
-            Vec::new()
-        }
-    };
+    list_plugin_files(dir).unwrap_or_else(|error| {
+        tracing::warn!(dir = %dir.display(), %error, "cannot read the plugins directory; no plugins loaded from it");
+        Vec::new()
+    })
+}
+
+/// As [`plugin_files`], with the error of a folder that cannot be read.
+pub fn list_plugin_files(dir: &std::path::Path) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+    let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|path| Some((plugin_name(&path)?, path)))
+        .collect();
     files.sort();
-    files
+    Ok(files)
 }
 
 pub struct Registry {
