@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -266,9 +265,7 @@ impl SoakHost {
             .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("hookwasm listening on ").expect("host started").to_string();
+        let url = support::listening_url(&mut child);
         SoakHost { child, url, dir, receiver: receiver.to_string() }
     }
 
@@ -291,18 +288,10 @@ impl SoakHost {
     /// The host process's resource use now.
     fn sample(&self, at: Duration) -> Sample {
         let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
         Sample {
             at,
-            rss_kib: kib("VmRSS:"),
-            rss_anon_kib: kib("RssAnon:"),
+            rss_kib: support::process_status_kib(&pid.to_string(), "VmRSS:"),
+            rss_anon_kib: support::process_status_kib(&pid.to_string(), "RssAnon:"),
             fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0),
             socket_fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .map(|entries| {
@@ -392,10 +381,6 @@ async fn all_in_state(http: &reqwest::Client, host: &str, state: &str) -> Vec<se
             None => return all,
         }
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -714,19 +699,19 @@ pub async fn run(plan: &Plan) -> Report {
             let offset = at.saturating_duration_since(started);
             offset >= from && offset < to
         });
-        p99s.push(percentile(latencies, 0.99));
+        p99s.push(support::percentile(latencies, 0.99));
         text += &format!(
             "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {cpu} | {rss} | {fds} |\n",
             from.as_secs(),
             posted_in.count(),
-            ms(percentile(latencies, 0.5)),
-            ms(percentile(latencies, 0.99)),
+            ms(support::percentile(latencies, 0.5)),
+            ms(support::percentile(latencies, 0.99)),
             ms(latencies.last().copied().unwrap_or_default()),
         );
     }
     let mut sorted_p99s = p99s.clone();
     sorted_p99s.sort();
-    let median_p99 = percentile(&sorted_p99s, 0.5);
+    let median_p99 = support::percentile(&sorted_p99s, 0.5);
     let worst_p99 = sorted_p99s.last().copied().unwrap_or_default();
     if plan.flat_p99 && worst_p99 > (median_p99 * 3).max(median_p99 + Duration::from_millis(20)) {
         failures.push(format!(

@@ -222,3 +222,27 @@ pub fn process_cpu_time(pid: &str) -> Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / hz)
 }
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`, `VmHWM:`), in KiB; 0 if absent.
+pub fn process_status_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits for a host started with `serve` and its stdout piped to print where it listens;
+/// its URL.
+pub fn listening_url(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout piped")).read_line(&mut line).unwrap();
+    line.trim().strip_prefix("hookwasm listening on ").expect("host started").to_string()
+}
+
+/// The `p` quantile (0 to 1) of `sorted`; zero if it is empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+}

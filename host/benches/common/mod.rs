@@ -2,7 +2,6 @@
 //! records arrival times, load clients, and the host's CPU time and peak RSS from `/proc`.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -135,9 +134,7 @@ allow_private_networks = true
 
     pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> Host {
         let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("hookwasm listening on ").expect("host started").to_string();
+        let url = support::listening_url(&mut child);
         Host { child, url, dir }
     }
 
@@ -152,13 +149,7 @@ allow_private_networks = true
     }
 
     pub fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
+        support::process_status_kib(&self.child.id().to_string(), "VmHWM:") as f64 / 1024.0
     }
 }
 
@@ -248,7 +239,7 @@ pub struct Latencies {
 
 impl Latencies {
     pub fn percentile(&self, p: f64) -> Duration {
-        self.sorted[((self.sorted.len() as f64 * p) as usize).min(self.sorted.len() - 1)]
+        support::percentile(&self.sorted, p)
     }
 
     /// `p50 .. ms, p99 .. ms, max .. ms; host CPU .. µs/event`.
