@@ -24,12 +24,14 @@
 //! - [`console`]: the operator console's page and assets, served at `/console`.
 //! - [`sync`]: hosts sharing a PostgreSQL store poll its webhooks and disabled state.
 //! - [`server`]: wires it all together for `hookwasm serve`.
+//! - [`allocator`]: glibc's allocator settings for a long-running host.
 //! - [`client`]: the CLI's client for a running server, and its tables.
 //! - [`devtools`]: `hookwasm plugin test|check|new`, the plugin author's local loop.
 //!
 //! Data flows one way: ingest -> store -> worker -> plugin runtime -> worker -> HTTP -> store.
 //! `main.rs` only parses the command line and calls into these.
 
+pub mod allocator;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -555,6 +555,8 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
+    let tuning = hookwasm::allocator::tune_for_long_runs(std::env::vars());
+    tracing::debug!(?tuning, "memory allocator");
     let config = Config::load(args.config.as_deref(), std::env::vars())?;
     tokio_runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -134,6 +134,7 @@ pub async fn run(
     let timeline = Arc::new(crate::timeline::Timeline::new(metrics.clone()));
     let timeline_task = tokio::spawn(timeline.clone().run(stopped.clone()));
     let worker_task = tokio::spawn(worker.clone().run(stopped.clone()));
+    let trim_task = tokio::spawn(crate::allocator::give_back_freed(stopped.clone()));
     let backlog = Arc::new(Backlog::new(config.delivery.max_backlog));
     let backlog_task = tokio::spawn(backlog.clone().run(store.clone(), metrics.clone(), stopped.clone()));
     let retention_task =
@@ -215,6 +216,7 @@ pub async fn run(
     timeline_task.await.context("timeline")?;
     backlog_task.await.context("backlog counter")?;
     retention_task.await.context("retention sweep")?;
+    trim_task.await.context("allocator trim")?;
     if let Some(sync_task) = sync_task {
         sync_task.await.context("webhook sync")?;
     }

@@ -58,6 +58,9 @@ pub struct Runtime {
 /// Instance slots reserved for `check-config` calls (hot reload, webhook create).
 const CHECK_SLOTS: usize = 2;
 
+/// Idle pool slots that keep their memory warm for the plugin that last used them.
+const UNUSED_WARM_SLOTS: u32 = 16;
+
 /// A blocking counting semaphore over the instance slots reserved for config checks.
 struct CheckSlots {
     free: std::sync::Mutex<usize>,
@@ -146,7 +149,13 @@ impl Runtime {
             // fault per page the next instance touches: measured best of 0, 256 KiB, 1 MiB
             // and 4 MiB (BENCHMARKS.md).
             .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            // A slot keeps that much resident once used. Wasmtime's default prefers a never
+            // used slot over another plugin's idle one until 100 are idle, so each redeploy
+            // (a new module, with no slots of its own) warmed more slots: RSS crept up by a
+            // slot at a time, towards 100 MiB (the soak in BENCHMARKS.md). This bounds the
+            // slots ever used to the most instances at once plus these.
+            .max_unused_warm_slots(UNUSED_WARM_SLOTS);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
