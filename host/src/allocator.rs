@@ -28,9 +28,8 @@ pub const TRIM_EVERY: Duration = Duration::from_secs(10);
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD_BYTES: libc::c_int = 256 << 10;
 
-/// Two per core: one per core cost a busy host 10-30% more CPU per event (threads waiting on
-/// each other's arena lock); two per core cost nothing measurable and hold a third less than
-/// glibc's eight.
+/// Two per core: one per core cost a busy host CPU per event (threads waiting on each other's
+/// arena lock); two per core cost nothing measurable (BENCHMARKS.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const ARENAS_PER_CORE: usize = 2;
 
